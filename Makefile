@@ -1,0 +1,48 @@
+# qpipe — two commands do all set-up:  `make run`  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch first and pinned: a bare `torch` requirement would pull the newest CUDA build (GBs).
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.qpipe-installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install run test test-python test-edge lint format bench clean
+
+install: $(STAMP)  ## create .venv and install qpipe with dev tools (idempotent)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qpipe needs Python >= 3.11 (set PYTHON=python3.11)")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+run: install  ## start the demo site, Dagster UI + daemon and the QStash receiver on local defaults
+	$(PY) -m qpipe_dagster.devstack
+
+test: install test-python test-edge  ## every test: Python and edge/
+
+test-python: install
+	$(PY) -m pytest -q
+
+test-edge:
+	@command -v npm >/dev/null || { echo "make test-edge: npm not found; install Node.js 20 to run the edge/ tests" >&2; exit 1; }
+	@if [ -f edge/package.json ]; then cd edge && npm ci --no-audit --no-fund --loglevel=error && npm test; else echo "edge/: no package.json yet"; fi
+
+lint: install
+	$(VENV)/bin/ruff check qpipe_dagster qpipe_dagster_tests webhook_sensor bench
+	$(VENV)/bin/ruff format --check qpipe_dagster qpipe_dagster_tests webhook_sensor bench
+
+format: install
+	$(VENV)/bin/ruff check --fix qpipe_dagster qpipe_dagster_tests webhook_sensor bench
+	$(VENV)/bin/ruff format qpipe_dagster qpipe_dagster_tests webhook_sensor bench
+
+bench: install  ## every benchmark (needs ../shared/data for the real-data ones)
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .dagster_home edge/node_modules

@@ -1,0 +1,168 @@
+"""Concepts: the trader's named ideas, one Dagster partition each.
+
+A concept has a slug (the partition key), the seed URLs its pages are crawled from and an
+optional market symbol. The registry is a small SQLite file under DAGSTER_HOME so the UI, the
+QStash sensor and the CLI all see the same concepts. No Dagster imports here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from qpipe_dagster.paths import qpipe_home
+
+MAX_NAME_CHARS = 200
+MAX_SLUG_CHARS = 64
+MAX_SEED_URLS = 100
+_SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,15}(?:[-/][A-Z0-9]{1,15})?$")
+
+
+class ConceptError(ValueError):
+    """A concept name, URL or symbol that cannot be accepted; the message says which and why."""
+
+
+def slugify(name: str) -> str:
+    """Turn a free-form concept name into its partition key ("Bitcoin Halving!" -> "bitcoin-halving")."""
+    if not isinstance(name, str):
+        raise ConceptError(f"concept name must be a string, got {type(name).__name__}")
+    if not name.strip():
+        raise ConceptError("concept name is empty")
+    if len(name) > MAX_NAME_CHARS:
+        raise ConceptError(f"concept name is {len(name)} characters; the limit is {MAX_NAME_CHARS}")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise ConceptError(f"concept name {name!r} contains control characters")
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    if not slug:
+        raise ConceptError(f"concept name {name!r} has no letters or digits to make a key from")
+    if len(slug) > MAX_SLUG_CHARS:
+        slug = slug[:MAX_SLUG_CHARS].rstrip("-")
+    return slug
+
+
+def validate_slug(slug: str) -> str:
+    """Check a partition key that should already be a slug (e.g. typed into the UI)."""
+    if not isinstance(slug, str) or not _SLUG_RE.match(slug) or len(slug) > MAX_SLUG_CHARS:
+        raise ConceptError(
+            f"{slug!r} is not a valid concept key: use lower-case letters, digits and single "
+            f"hyphens, at most {MAX_SLUG_CHARS} characters (e.g. 'bitcoin-halving-momentum')"
+        )
+    return slug
+
+
+def validate_url(url: str) -> str:
+    """Accept absolute http(s) URLs only; anything else is a clear error naming the URL."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConceptError("seed URL is empty")
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ConceptError(f"seed URL {url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise ConceptError(f"seed URL {url!r} has no host")
+    if any(ch.isspace() for ch in url):
+        raise ConceptError(f"seed URL {url!r} contains whitespace")
+    return url
+
+
+def normalize_symbol(symbol: str | None) -> str | None:
+    """Upper-case a market symbol such as 'btc-usd'; None stays None."""
+    if symbol is None or (isinstance(symbol, str) and not symbol.strip()):
+        return None
+    sym = symbol.strip().upper()
+    if not _SYMBOL_RE.match(sym):
+        raise ConceptError(
+            f"market symbol {symbol!r} is not valid: use letters and digits with an optional "
+            "'-' or '/' between base and quote, e.g. BTC-USD"
+        )
+    return sym
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One concept: its partition key, display name, seed URLs and optional market symbol."""
+
+    slug: str
+    name: str
+    seed_urls: tuple[str, ...] = field(default_factory=tuple)
+    symbol: str | None = None
+
+    @classmethod
+    def create(
+        cls, name: str, seed_urls: Iterable[str] = (), symbol: str | None = None
+    ) -> Concept:
+        """Validate everything up front so a bad concept never reaches the pipeline."""
+        urls = tuple(dict.fromkeys(validate_url(u) for u in seed_urls))
+        if len(urls) > MAX_SEED_URLS:
+            raise ConceptError(f"{len(urls)} seed URLs given; the limit is {MAX_SEED_URLS}")
+        return cls(slug=slugify(name), name=name.strip(), seed_urls=urls, symbol=normalize_symbol(symbol))
+
+    def merged_with(self, other: Concept) -> Concept:
+        """Union of seed URLs (ours first); the newer symbol wins when given."""
+        urls = tuple(dict.fromkeys((*self.seed_urls, *other.seed_urls)))
+        return Concept(self.slug, self.name, urls, other.symbol or self.symbol)
+
+
+class ConceptRegistry:
+    """SQLite-backed registry of concepts, safe to share between processes (WAL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS concepts (slug TEXT PRIMARY KEY, name TEXT NOT NULL,"
+                " seed_urls TEXT NOT NULL, symbol TEXT,"
+                " updated_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+            )
+
+    @classmethod
+    def default(cls) -> ConceptRegistry:
+        return cls(qpipe_home() / "concepts.sqlite")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def upsert(self, concept: Concept) -> Concept:
+        """Store a concept, merging seed URLs with what is already registered."""
+        existing = self.get(concept.slug)
+        merged = existing.merged_with(concept) if existing else concept
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO concepts (slug, name, seed_urls, symbol) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(slug) DO UPDATE SET name=excluded.name, seed_urls=excluded.seed_urls,"
+                " symbol=excluded.symbol, updated_at=CURRENT_TIMESTAMP",
+                (merged.slug, merged.name, json.dumps(list(merged.seed_urls)), merged.symbol),
+            )
+        return merged
+
+    def get(self, slug: str) -> Concept | None:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT slug, name, seed_urls, symbol FROM concepts WHERE slug = ?", (slug,)
+            ).fetchone()
+        return _row_to_concept(row) if row else None
+
+    def list(self) -> list[Concept]:
+        with self._connect() as db:
+            rows = db.execute("SELECT slug, name, seed_urls, symbol FROM concepts ORDER BY slug")
+            return [_row_to_concept(r) for r in rows.fetchall()]
+
+    def remove(self, slug: str) -> bool:
+        with self._connect() as db:
+            return db.execute("DELETE FROM concepts WHERE slug = ?", (slug,)).rowcount > 0
+
+
+def _row_to_concept(row: Sequence) -> Concept:
+    slug, name, urls, symbol = row
+    return Concept(slug=slug, name=name, seed_urls=tuple(json.loads(urls)), symbol=symbol)

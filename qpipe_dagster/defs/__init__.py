@@ -1,0 +1,1 @@
+"""Dagster wiring: thin asset, check, sensor and resource definitions around the pure stages."""

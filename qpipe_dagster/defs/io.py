@@ -1,0 +1,54 @@
+"""IO manager that stores asset outputs (pyarrow Tables) as Arrow IPC parts under DAGSTER_HOME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
+
+from qpipe_dagster.paths import qpipe_home
+from qpipe_dagster.storage.arrow_files import read_table, write_table
+
+
+def asset_storage_dir() -> Path:
+    return qpipe_home() / "assets"
+
+
+def partition_folder(base_dir: str | None, asset_name: str, partition_key: str | None) -> Path:
+    base = Path(base_dir) if base_dir else asset_storage_dir()
+    return base / asset_name / (partition_key or "__all__")
+
+
+class ArrowIPCIOManager(ConfigurableIOManager):
+    """One folder per asset partition, each part an Arrow IPC stream of at most 1 MB."""
+
+    base_dir: str | None = None
+
+    def _folder(self, context: OutputContext | InputContext) -> Path:
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        return partition_folder(self.base_dir, context.asset_key.path[-1], partition)
+
+    def handle_output(self, context: OutputContext, obj: pa.Table) -> None:
+        if not isinstance(obj, pa.Table):
+            raise TypeError(f"{context.asset_key.to_user_string()} must return a pyarrow.Table")
+        written = write_table(obj, self._folder(context))
+        context.add_output_metadata(
+            {
+                "path": MetadataValue.path(str(written.path)),
+                "rows": written.rows,
+                "ipc_parts": written.parts,
+                "ipc_stream_bytes": MetadataValue.int(written.total_bytes),
+                "ipc_max_part_bytes": MetadataValue.int(written.max_part_bytes),
+            }
+        )
+
+    def load_input(self, context: InputContext) -> pa.Table:
+        folder = self._folder(context)
+        table = read_table(folder)
+        if table is None:
+            raise FileNotFoundError(
+                f"no stored data for {context.asset_key.to_user_string()} at {folder}: "
+                "materialize that asset for this concept first"
+            )
+        return table

@@ -1,0 +1,101 @@
+"""Resources: one per outside system (model, vector store, price files, concept registry).
+
+Production switches are environment variables read when the code location loads:
+WEAVIATE_URL / WEAVIATE_API_KEY select Weaviate over the local LanceDB store, QPIPE_PRICES_DIR
+points at real price files, QPIPE_EMBED_MODEL / QPIPE_EMBED_DEVICE pick the model.
+"""
+
+
+import os
+from pathlib import Path
+
+from dagster import ConfigurableResource, PipesSubprocessClient
+from pydantic import Field
+
+from qpipe_dagster.concepts import Concept, ConceptError, ConceptRegistry, validate_slug
+from qpipe_dagster.embed.encoder import DEFAULT_MODEL, Encoder
+
+DEMO_PRICES_DIR = Path(__file__).resolve().parents[1] / "demo" / "prices"
+
+
+class ConceptRegistryResource(ConfigurableResource):
+    """The shared concept registry (SQLite under DAGSTER_HOME unless a path is given)."""
+
+    path: str | None = None
+
+    def registry(self) -> ConceptRegistry:
+        return ConceptRegistry(Path(self.path)) if self.path else ConceptRegistry.default()
+
+    def get(self, slug: str) -> Concept:
+        validate_slug(slug)
+        concept = self.registry().get(slug)
+        if concept is None:
+            raise ConceptError(
+                f"concept {slug!r} is not registered: add it with "
+                f"`qpipe concepts add {slug} --url https://...` (or submit it through QStash)"
+            )
+        return concept
+
+
+class EmbedderResource(ConfigurableResource):
+    """The sentence-transformers model; loaded once per process and shared by every asset."""
+
+    model_name: str = Field(default=DEFAULT_MODEL, description="sentence-transformers model name or path")
+    device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda")
+    batch_size: int = Field(default=64, ge=1)
+    truncate_dim: int | None = Field(default=None, description="Matryoshka truncation, e.g. 256")
+
+    def encoder(self) -> Encoder:
+        return Encoder(self.model_name, self.device, self.batch_size, self.truncate_dim)
+
+
+class VectorStoreResource(ConfigurableResource):
+    """Weaviate when weaviate_url is set, else the embedded LanceDB store under DAGSTER_HOME."""
+
+    weaviate_url: str | None = None
+    weaviate_api_key: str | None = None
+    lance_path: str | None = None
+    batch_size: int = Field(default=2000, ge=1)
+
+    def open(self, model: str, dim: int):  # noqa: ANN201 - qpipe_dagster.store.base.VectorStore
+        from qpipe_dagster.store.base import open_store
+
+        return open_store(
+            model=model,
+            dim=dim,
+            lance_path=self.lance_path,
+            weaviate_url=self.weaviate_url or None,
+            weaviate_api_key=self.weaviate_api_key or None,
+            batch_size=self.batch_size,
+        )
+
+
+class PriceSourceResource(ConfigurableResource):
+    """Where market prices come from: a folder of SYMBOL.csv / .parquet files."""
+
+    prices_dir: str = Field(default=str(DEMO_PRICES_DIR))
+    default_symbol: str = "BTC-USD"
+
+
+def default_resources() -> dict[str, object]:
+    """The local defaults, with the production switches read from the environment."""
+    from qpipe_dagster.defs.io import ArrowIPCIOManager
+
+    return {
+        "io_manager": ArrowIPCIOManager(base_dir=os.environ.get("QPIPE_ASSET_DIR")),
+        "concepts": ConceptRegistryResource(),
+        "embedder": EmbedderResource(
+            model_name=os.environ.get("QPIPE_EMBED_MODEL", DEFAULT_MODEL),
+            device=os.environ.get("QPIPE_EMBED_DEVICE", "auto"),
+        ),
+        "vector_store": VectorStoreResource(
+            weaviate_url=os.environ.get("WEAVIATE_URL") or None,
+            weaviate_api_key=os.environ.get("WEAVIATE_API_KEY") or None,
+            lance_path=os.environ.get("QPIPE_LANCE_PATH") or None,
+        ),
+        "prices": PriceSourceResource(
+            prices_dir=os.environ.get("QPIPE_PRICES_DIR") or str(DEMO_PRICES_DIR),
+            default_symbol=os.environ.get("QPIPE_DEFAULT_SYMBOL", "BTC-USD"),
+        ),
+        "pipes_subprocess_client": PipesSubprocessClient(),
+    }

@@ -1,0 +1,1 @@
+"""Embedding stage: turn text chunks into vectors with a sentence-transformers model."""

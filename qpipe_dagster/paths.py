@@ -1,0 +1,18 @@
+"""Where qpipe keeps its local state: everything lives under DAGSTER_HOME so one folder is the whole install."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def dagster_home() -> Path:
+    """DAGSTER_HOME, or ./.dagster_home when unset (the same default `make run` uses)."""
+    return Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve()
+
+
+def qpipe_home() -> Path:
+    """qpipe's own state (concept registry, vector store, asset files) beside Dagster's."""
+    path = dagster_home() / "qpipe"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

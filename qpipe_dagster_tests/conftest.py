@@ -1,0 +1,47 @@
+"""Fixtures shared by every test: a private DAGSTER_HOME and static sites on 127.0.0.1."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh DAGSTER_HOME: qpipe's registry, asset files and vector store all live under it."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    for var in ("WEAVIATE_URL", "QPIPE_ASSET_DIR", "QPIPE_LANCE_PATH", "QPIPE_PRICES_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def demo_site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A writable copy of the bundled demo site served on 127.0.0.1; yields (base_url, folder)."""
+    from qpipe_dagster.demo import SITE_DIR
+
+    folder = tmp_path / "site"
+    shutil.copytree(SITE_DIR, folder)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", folder
+    finally:
+        server.shutdown()
+        server.server_close()
