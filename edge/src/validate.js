@@ -1,0 +1,107 @@
+/**
+ * Validates the POST body. Limits come from the shared JSON Schema
+ * (qpipe_dagster/schemas/concept_message.schema.json) so the worker can never accept
+ * something the receiver would reject.
+ */
+import schema from "../../qpipe_dagster/schemas/concept_message.schema.json";
+import { HttpError } from "./errors.js";
+import { normaliseUrl, refusalReason } from "./urls.js";
+
+const conceptRule = schema.properties.concept;
+const urlsRule = schema.properties.urls;
+const symbolRule = schema.properties.symbol;
+const CONCEPT_PATTERN = new RegExp(conceptRule.pattern);
+const URL_PATTERN = new RegExp(urlsRule.items.pattern);
+const SYMBOL_PATTERN = new RegExp(symbolRule.pattern);
+const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
+const KNOWN_FIELDS = new Set(["concept", "urls", "symbol"]);
+
+/** Largest request body read, in bytes: 100 max-length URLs plus slack. */
+export const MAX_BODY_BYTES = 256 * 1024;
+
+const bad = (reason) => new HttpError(400, reason);
+
+/**
+ * @typedef {object} ConceptRequest
+ * @property {string} concept  trimmed
+ * @property {string[]|undefined} urls  normalised, de-duplicated, in request order
+ * @property {string|null} symbol
+ */
+
+/**
+ * Parses and validates a request body.
+ * @param {string} text raw body
+ * @param {import("./config.js").EdgeConfig} config
+ * @returns {ConceptRequest}
+ * @throws {HttpError} 400 naming the offending field.
+ */
+export function parseConceptRequest(text, config) {
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch (err) {
+    throw bad(`body is not valid JSON (${err.message})`);
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw bad('body must be a JSON object like {"concept": "..."}');
+  }
+  const unknown = Object.keys(body).filter((k) => !KNOWN_FIELDS.has(k));
+  if (unknown.length) {
+    throw bad(`unknown field(s): ${unknown.join(", ")} (allowed: concept, urls, symbol)`);
+  }
+  return {
+    concept: checkConcept(body.concept),
+    urls: body.urls === undefined ? undefined : checkUrls(body.urls, config),
+    symbol: checkSymbol(body.symbol),
+  };
+}
+
+/** @returns {string} the trimmed concept */
+export function checkConcept(value) {
+  if (value === undefined || value === null) throw bad("concept is required");
+  if (typeof value !== "string") throw bad("concept must be a string");
+  const concept = value.trim();
+  if (concept.length < conceptRule.minLength) throw bad("concept is empty");
+  if (concept.length > conceptRule.maxLength) {
+    throw bad(`concept is too long (${concept.length} > ${conceptRule.maxLength} characters)`);
+  }
+  if (!CONCEPT_PATTERN.test(concept)) throw bad("concept must contain a letter or digit");
+  // The receiver refuses control characters (its slugs and logs must stay printable).
+  if (CONTROL_CHARS.test(concept)) throw bad("concept contains control characters");
+  return concept;
+}
+
+/** @returns {string|null} */
+export function checkSymbol(value) {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== "string" || !SYMBOL_PATTERN.test(value.trim())) {
+    throw bad(`symbol ${JSON.stringify(value)} is not a ticker like BTC-USD or AAPL`);
+  }
+  return value.trim();
+}
+
+function checkUrls(value, config) {
+  if (!Array.isArray(value)) throw bad("urls must be a list of strings");
+  const limit = Math.min(config.maxUrls, urlsRule.maxItems);
+  if (value.length > limit) throw bad(`too many urls (${value.length} > ${limit})`);
+  const seen = new Set();
+  const out = [];
+  value.forEach((raw, i) => {
+    if (typeof raw !== "string") throw bad(`urls[${i}] must be a string`);
+    const text = raw.trim();
+    if (text.length > urlsRule.items.maxLength) {
+      throw bad(`urls[${i}] is too long (${text.length} > ${urlsRule.items.maxLength})`);
+    }
+    const reason = refusalReason(text, config);
+    if (reason) throw bad(`urls[${i}] refused: ${reason}`);
+    const url = normaliseUrl(text);
+    if (!URL_PATTERN.test(url)) throw bad(`urls[${i}] is not an http(s) URL: ${text}`);
+    if (url.length > urlsRule.items.maxLength) throw bad(`urls[${i}] is too long once normalised`);
+    if (!seen.has(url)) {
+      seen.add(url);
+      out.push(url);
+    }
+  });
+  if (!out.length) throw bad("urls is empty; leave it out to discover URLs instead");
+  return out;
+}
