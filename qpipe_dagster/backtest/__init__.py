@@ -1,0 +1,1 @@
+"""Backtest engine: fused Numba sweeps that reproduce vectorbt's numbers, plus charts."""

@@ -1,0 +1,1 @@
+"""Market data: load and validate OHLCV price files."""
