@@ -15,6 +15,10 @@ DEMO_CONCEPT = "demo"
 DEMO_SYMBOL = "BTC-USD"
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default backlog of 5 stalls Scrapy's bursts for a second
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         pass
@@ -23,7 +27,7 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 def serve_demo_site(host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """Serve the demo site from a daemon thread; port 0 picks a free one (see server_address)."""
     handler = functools.partial(_QuietHandler, directory=str(SITE_DIR))
-    server = ThreadingHTTPServer((host, port), handler)
+    server = _Server((host, port), handler)
     threading.Thread(target=server.serve_forever, name="qpipe-demo-site", daemon=True).start()
     return server
 

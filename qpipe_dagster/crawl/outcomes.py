@@ -1,0 +1,111 @@
+"""Pure helpers that turn a response or a download failure into the row's columns.
+
+The `error` strings are part of the table's contract (people filter on them), so they
+are produced in exactly one place and unit-tested.
+"""
+
+from __future__ import annotations
+
+from email.message import Message
+
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadCancelledError,
+    DownloadConnectionRefusedError,
+    DownloadFailedError,
+    DownloadTimeoutError,
+    IgnoreRequest,
+    ResponseDataLossError,
+)
+from twisted.internet import error as tx_error
+
+from qpipe_dagster.crawl.schema import SKIPPED_PREFIX
+
+__all__ = [
+    "ROBOTS_DISALLOWED",
+    "REDIRECT_LOOP",
+    "describe_failure",
+    "http_error",
+    "is_html_mime",
+    "parse_content_type",
+    "skipped_non_html",
+    "skipped_too_large",
+]
+
+ROBOTS_DISALLOWED = "robots.txt disallows this URL"
+REDIRECT_LOOP = "redirect loop / too many redirects"
+_HTML_MIMES = frozenset({"text/html", "application/xhtml+xml"})
+
+
+def parse_content_type(header: bytes | str | None) -> tuple[str | None, str | None]:
+    """(mime type, charset) from a Content-Type header value; (None, None) when absent.
+
+    The charset is only what the *HTTP header* declares: `<meta charset>` sniffing is the
+    extract stage's job, and it needs to know whether the server said anything.
+    """
+    if header is None:
+        return None, None
+    text = header.decode("latin-1") if isinstance(header, bytes) else header
+    text = text.strip()
+    if not text:
+        return None, None
+    msg = Message()
+    msg["Content-Type"] = text
+    mime = msg.get_content_type() if "/" in text.split(";", 1)[0] else None
+    charset = msg.get_param("charset")
+    if isinstance(charset, tuple):  # RFC 2231 form: (charset, language, value)
+        charset = charset[2]
+    charset = str(charset).strip().strip("'\"").lower() if charset else None
+    return mime, (charset or None)
+
+
+def is_html_mime(mime: str | None) -> bool:
+    return mime in _HTML_MIMES
+
+
+def skipped_non_html(mime: str | None) -> str:
+    return f"{SKIPPED_PREFIX}non-HTML content type {mime or '(none)'}"
+
+
+def skipped_too_large(max_bytes: int) -> str:
+    return f"{SKIPPED_PREFIX}response larger than {max_bytes} bytes"
+
+
+def http_error(status: int) -> str:
+    return f"HTTP {status}"
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" if n == 1 else f"{n} attempts"
+
+
+def describe_failure(exc: BaseException, *, attempts: int, timeout_s: float, max_bytes: int) -> str:
+    """Short, stable reason for a request that produced no usable response."""
+    if isinstance(exc, IgnoreRequest):
+        msg = str(exc)
+        if "robots.txt" in msg:
+            return ROBOTS_DISALLOWED
+        if "redirection" in msg or "redirect" in msg:
+            return REDIRECT_LOOP
+        if "DOWNLOAD_MAXSIZE" in msg:  # decompressed body over the limit
+            return skipped_too_large(max_bytes)
+        return f"ignored: {msg}"[:200]
+    if isinstance(exc, DownloadTimeoutError | tx_error.TimeoutError | tx_error.TCPTimedOutError):
+        return f"timeout after {float(timeout_s)}s ({_attempts(attempts)})"
+    if isinstance(exc, DownloadCancelledError):
+        # The HTTP/1.1 handler cancels a download only when it exceeds DOWNLOAD_MAXSIZE
+        # (declared Content-Length or bytes streamed so far); timeouts have their own type.
+        return skipped_too_large(max_bytes)
+    if isinstance(exc, CannotResolveHostError | tx_error.DNSLookupError):
+        return "DNS lookup failed"
+    if isinstance(exc, DownloadConnectionRefusedError | tx_error.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ResponseDataLossError):
+        return "connection closed before the full response arrived"
+    if isinstance(exc, DownloadFailedError | tx_error.ConnectionLost | tx_error.ConnectionDone):
+        return f"connection lost ({_attempts(attempts)})"
+    if isinstance(exc, tx_error.ConnectError):
+        return f"connection failed: {exc}"[:200]
+    if "SSL" in type(exc).__name__ or "TLS" in type(exc).__name__:
+        return f"TLS error: {exc}"[:200]
+    return f"{type(exc).__name__}: {exc}"[:200]

@@ -1,0 +1,54 @@
+"""Row column derivation: Content-Type parsing and failure -> `error` text."""
+
+from __future__ import annotations
+
+import pytest
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadCancelledError,
+    DownloadConnectionRefusedError,
+    DownloadTimeoutError,
+    IgnoreRequest,
+)
+
+from qpipe_dagster.crawl.outcomes import describe_failure, is_html_mime, parse_content_type
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, (None, None)),
+        (b"", (None, None)),
+        (b"text/html", ("text/html", None)),
+        (b"Text/HTML; Charset=Windows-1251", ("text/html", "windows-1251")),
+        ('text/html; charset="utf-8"', ("text/html", "utf-8")),
+        (b"application/pdf", ("application/pdf", None)),
+        (b"garbage", (None, None)),
+        (b"text/html; charset=", ("text/html", None)),
+        ("text/html; charset=\xe9\xe9".encode("latin-1"), ("text/html", "\xe9\xe9")),
+    ],
+)
+def test_parse_content_type(header: bytes | str | None, expected: tuple) -> None:
+    assert parse_content_type(header) == expected
+
+
+def test_is_html_mime() -> None:
+    assert is_html_mime("text/html") and is_html_mime("application/xhtml+xml")
+    assert not is_html_mime("application/pdf") and not is_html_mime(None)
+
+
+@pytest.mark.parametrize(
+    ("exc", "attempts", "expected"),
+    [
+        (IgnoreRequest("Forbidden by robots.txt"), 1, "robots.txt disallows this URL"),
+        (IgnoreRequest("max redirections reached"), 1, "redirect loop / too many redirects"),
+        (DownloadTimeoutError("took longer"), 3, "timeout after 2.0s (3 attempts)"),
+        (DownloadTimeoutError("took longer"), 1, "timeout after 2.0s (1 attempt)"),
+        (DownloadCancelledError(""), 1, "skipped: response larger than 5000000 bytes"),
+        (CannotResolveHostError("nope"), 3, "DNS lookup failed"),
+        (DownloadConnectionRefusedError("no"), 3, "connection refused"),
+        (ZeroDivisionError("odd"), 1, "ZeroDivisionError: odd"),
+    ],
+)
+def test_describe_failure(exc: BaseException, attempts: int, expected: str) -> None:
+    assert describe_failure(exc, attempts=attempts, timeout_s=2, max_bytes=5_000_000) == expected
