@@ -96,14 +96,14 @@ class Concept:
     symbol: str | None = None
 
     @classmethod
-    def create(
-        cls, name: str, seed_urls: Iterable[str] = (), symbol: str | None = None
-    ) -> Concept:
+    def create(cls, name: str, seed_urls: Iterable[str] = (), symbol: str | None = None) -> Concept:
         """Validate everything up front so a bad concept never reaches the pipeline."""
         urls = tuple(dict.fromkeys(validate_url(u) for u in seed_urls))
         if len(urls) > MAX_SEED_URLS:
             raise ConceptError(f"{len(urls)} seed URLs given; the limit is {MAX_SEED_URLS}")
-        return cls(slug=slugify(name), name=name.strip(), seed_urls=urls, symbol=normalize_symbol(symbol))
+        return cls(
+            slug=slugify(name), name=name.strip(), seed_urls=urls, symbol=normalize_symbol(symbol)
+        )
 
     def merged_with(self, other: Concept) -> Concept:
         """Union of seed URLs (ours first); the newer symbol wins when given."""

@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qpipe-dev", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("QPIPE_HOST", "127.0.0.1"))
     parser.add_argument("--ui-port", type=int, default=int(os.environ.get("QPIPE_UI_PORT", "3000")))
-    parser.add_argument("--demo-port", type=int, default=int(os.environ.get("QPIPE_DEMO_PORT", "8765")))
+    parser.add_argument(
+        "--demo-port", type=int, default=int(os.environ.get("QPIPE_DEMO_PORT", "8765"))
+    )
     parser.add_argument(
         "--receiver-port", type=int, default=int(os.environ.get("QPIPE_RECEIVER_PORT", "8766"))
     )
@@ -52,30 +54,56 @@ def main(argv: list[str] | None = None) -> int:
         if not instance.has_dynamic_partition(concepts_partitions.name, DEMO_CONCEPT):
             instance.add_dynamic_partitions(concepts_partitions.name, [DEMO_CONCEPT])
 
-    env = {**os.environ, "QPIPE_RECEIVER_URL": os.environ.get(
-        "QPIPE_RECEIVER_URL", f"http://{args.host}:{args.receiver_port}/api/qstash")}
+    env = {
+        **os.environ,
+        "QPIPE_RECEIVER_URL": os.environ.get(
+            "QPIPE_RECEIVER_URL", f"http://{args.host}:{args.receiver_port}/api/qstash"
+        ),
+    }
     bin_dir = Path(sys.executable).parent
     children = [
         subprocess.Popen(
-            [str(bin_dir / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"),
-             "-h", args.host, "-p", str(args.ui_port)],
-            env=env, cwd=REPO,
+            [
+                str(bin_dir / "dagster"),
+                "dev",
+                "-w",
+                str(REPO / "workspace.yaml"),
+                "-h",
+                args.host,
+                "-p",
+                str(args.ui_port),
+            ],
+            env=env,
+            cwd=REPO,
         )
     ]
     receiver = REPO / "webhook_sensor" / "app.py"
     if receiver.exists():
         children.append(
             subprocess.Popen(
-                [str(bin_dir / "uvicorn"), "webhook_sensor.app:app", "--host", args.host,
-                 "--port", str(args.receiver_port), "--log-level", "warning"],
-                env=env, cwd=REPO,
+                [
+                    str(bin_dir / "uvicorn"),
+                    "webhook_sensor.app:app",
+                    "--host",
+                    args.host,
+                    "--port",
+                    str(args.receiver_port),
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+                cwd=REPO,
             )
         )
     print(
         f"\nqpipe is starting (DAGSTER_HOME={home})\n"
         f"  Dagster UI      http://{args.host}:{args.ui_port}  (assets: Materialize all, partition 'demo')\n"
         f"  demo site       {base_url}\n"
-        + (f"  QStash receiver http://{args.host}:{args.receiver_port}/api/qstash\n" if len(children) > 1 else "")
+        + (
+            f"  QStash receiver http://{args.host}:{args.receiver_port}/api/qstash\n"
+            if len(children) > 1
+            else ""
+        )
         + "Press Ctrl-C to stop.\n",
         flush=True,
     )

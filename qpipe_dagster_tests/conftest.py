@@ -20,6 +20,7 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh DAGSTER_HOME: qpipe's registry, asset files and vector store all live under it."""
     home = tmp_path / "dagster_home"
     home.mkdir()
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")  # the shipped local config
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     for var in ("WEAVIATE_URL", "QPIPE_ASSET_DIR", "QPIPE_LANCE_PATH", "QPIPE_PRICES_DIR"):
         monkeypatch.delenv(var, raising=False)

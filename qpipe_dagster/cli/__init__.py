@@ -14,6 +14,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "qpipe_dagster.cli.concepts",
     "qpipe_dagster.cli.search",
+    "qpipe_dagster.cli.qstash",
 )
 
 

@@ -21,7 +21,9 @@ def add_partition(slug: str) -> None:
 def _add(args: argparse.Namespace) -> int:
     concept = ConceptRegistry.default().upsert(Concept.create(args.name, args.url, args.symbol))
     add_partition(concept.slug)
-    print(f"{concept.slug}\t{concept.symbol or '-'}\t{' '.join(concept.seed_urls) or '(no seed URLs)'}")
+    print(
+        f"{concept.slug}\t{concept.symbol or '-'}\t{' '.join(concept.seed_urls) or '(no seed URLs)'}"
+    )
     return 0
 
 

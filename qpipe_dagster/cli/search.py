@@ -28,7 +28,9 @@ def _search(args: argparse.Namespace) -> int:
         print("no results (has the concept been materialized?)")
     for rank, h in enumerate(hits, 1):
         snippet = " ".join(h.text.split())[:160]
-        print(f"{rank:>2}. {h.score:.3f}  {h.title or '(untitled)'}\n    {h.url}  [{h.concept}#{h.chunk_index}]\n    {snippet}")
+        print(
+            f"{rank:>2}. {h.score:.3f}  {h.title or '(untitled)'}\n    {h.url}  [{h.concept}#{h.chunk_index}]\n    {snippet}"
+        )
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,7 +13,9 @@ from qpipe_dagster.storage.arrow_files import read_table, write_table
 
 
 def asset_storage_dir() -> Path:
-    return qpipe_home() / "assets"
+    """QPIPE_ASSET_DIR, or DAGSTER_HOME/qpipe/assets."""
+    override = os.environ.get("QPIPE_ASSET_DIR")
+    return Path(override) if override else qpipe_home() / "assets"
 
 
 def partition_folder(base_dir: str | None, asset_name: str, partition_key: str | None) -> Path:

@@ -4,13 +4,10 @@ Each asset is a thin wrapper: it reads its concept, calls the pure stage module,
 what happened as metadata and asset checks. All four are partitioned by concept.
 """
 
-
 import hashlib
-import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import (
@@ -116,6 +113,7 @@ def crawled_pages(
     pipes_subprocess_client: PipesSubprocessClient,
 ):
     from qpipe_dagster.concepts import validate_url
+    from qpipe_dagster.crawl.runner import pipes_command, pipes_extras, read_crawled_pages
     from qpipe_dagster.crawl.settings import CrawlSettings
 
     concept = concepts.get(context.partition_key)
@@ -136,13 +134,12 @@ def crawled_pages(
     with tempfile.TemporaryDirectory(prefix="qpipe-crawl-") as tmp:
         out_path = Path(tmp) / "crawled.arrow"
         invocation = pipes_subprocess_client.run(
-            command=[sys.executable, "-m", "qpipe_dagster.crawl.runner"],
+            command=pipes_command(),
             context=context,
-            extras={"seeds": seeds, "settings": settings.to_dict(), "out_path": str(out_path)},
+            extras=pipes_extras(seeds, settings, out_path),
         )
         reported = invocation.get_materialize_result().metadata or {}
-        with pa.memory_map(str(out_path)) as source:
-            table = pa.ipc.open_file(source).read_all()
+        table = read_crawled_pages(out_path)
     ok = pc.sum(pc.is_null(table.column("error"))).as_py() or 0
     yield Output(
         table,
@@ -241,12 +238,6 @@ def parsed_pages(
     yield ipc_size_check(context, "parsed_pages")
 
 
-def _vectors_of(table: pa.Table) -> np.ndarray:
-    column = table.column("vector").combine_chunks()
-    dim = column.type.list_size
-    return column.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
-
-
 @asset(
     partitions_def=concepts_partitions,
     group_name=GROUP,
@@ -264,71 +255,38 @@ def page_embeddings(
     parsed_pages: pa.Table,
     embedder: EmbedderResource,
 ):
-    from qpipe_dagster.store.objects import object_uuid, objects_schema
+    from qpipe_dagster.embed.incremental import embed_chunks, explode_chunks
 
     encoder = embedder.encoder()
     model, dim = encoder.model_id, encoder.dim
-    rows = []
-    for page in parsed_pages.select(["url", "title", "fetched_at", "parser_version", "chunks"]).to_pylist():
-        for chunk in page["chunks"]:
-            rows.append(
-                {
-                    "id": object_uuid(context.partition_key, page["url"], chunk["index"]),
-                    "concept": context.partition_key,
-                    "url": page["url"],
-                    "title": page["title"],
-                    "chunk_index": chunk["index"],
-                    "text": chunk["text"],
-                    "content_hash": chunk["content_hash"],
-                    "fetched_at": page["fetched_at"],
-                    "parser_version": page["parser_version"],
-                    "model": model,
-                }
-            )
-
-    # Reuse vectors from the previous materialization when text and model are unchanged.
+    chunks = explode_chunks(parsed_pages, context.partition_key, model)
     previous = read_table(partition_folder(None, "page_embeddings", context.partition_key))
-    cached: dict[str, np.ndarray] = {}
-    if previous is not None and previous.num_rows and previous.schema.field("vector").type.list_size == dim:
-        prev_vectors = _vectors_of(previous)
-        for i, (m, h) in enumerate(
-            zip(previous.column("model").to_pylist(), previous.column("content_hash").to_pylist(), strict=True)
-        ):
-            if m == model:
-                cached[h] = prev_vectors[i]
-
-    vectors = np.empty((len(rows), dim), dtype=np.float32)
-    todo = [i for i, r in enumerate(rows) if r["content_hash"] not in cached]
-    for i, r in enumerate(rows):
-        if r["content_hash"] in cached:
-            vectors[i] = cached[r["content_hash"]]
-    if todo:
-        vectors[todo] = encoder.encode([rows[i]["text"] for i in todo])
-
-    schema = objects_schema(dim)
-    base = pa.Table.from_pylist(rows, schema=schema.remove(schema.get_field_index("vector")))
-    vector_col = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
-    table = base.append_column(schema.field("vector"), vector_col).select(schema.names)
-
-    nan_rows = int(np.isnan(vectors).any(axis=1).sum()) if len(rows) else 0
-    context.log.info(f"embedded {len(todo)} chunks, reused {len(rows) - len(todo)} ({model})")
+    table, stats = embed_chunks(chunks, encoder, previous)
+    context.log.info(f"embedded {stats.embedded} chunks, reused {stats.reused} ({model})")
     yield Output(
         table,
         metadata={
             "model": model,
             "dim": dim,
-            "chunks": len(rows),
-            "embedded": len(todo),
-            "reused": len(rows) - len(todo),
+            "chunks": stats.chunks,
+            "embedded": stats.embedded,
+            "reused": stats.reused,
             "device": str(encoder.model.device),
         },
     )
+    # The model's declared dimension, the width it really outputs, and the stored width agree.
+    produced = int(encoder.encode(["dimension probe"]).shape[1])
+    stored = table.schema.field("vector").type.list_size
     yield AssetCheckResult(
         check_name="embedding_dim_matches_model",
-        passed=vectors.shape[1] == dim,
-        metadata={"vector_dim": int(vectors.shape[1]), "model_dim": dim},
+        passed=stored == dim == produced,
+        metadata={"stored_dim": stored, "model_dim": dim, "produced_dim": produced},
     )
-    yield AssetCheckResult(check_name="no_nan_vectors", passed=nan_rows == 0, metadata={"nan_rows": nan_rows})
+    yield AssetCheckResult(
+        check_name="no_nan_vectors",
+        passed=stats.nan_rows == 0,
+        metadata={"nan_rows": stats.nan_rows},
+    )
 
 
 @asset(
@@ -350,7 +308,9 @@ def weaviate_objects(
     dim = page_embeddings.schema.field("vector").type.list_size
     store = vector_store.open(model=encoder.model_id, dim=dim)
     counts = store.upsert(page_embeddings)
-    deleted = store.delete_missing(context.partition_key, set(page_embeddings.column("id").to_pylist()))
+    deleted = store.delete_missing(
+        context.partition_key, set(page_embeddings.column("id").to_pylist())
+    )
     total = store.count(context.partition_key)
     return MaterializeResult(
         metadata={

@@ -5,7 +5,6 @@ WEAVIATE_URL / WEAVIATE_API_KEY select Weaviate over the local LanceDB store, QP
 points at real price files, QPIPE_EMBED_MODEL / QPIPE_EMBED_DEVICE pick the model.
 """
 
-
 import os
 from pathlib import Path
 
@@ -40,7 +39,9 @@ class ConceptRegistryResource(ConfigurableResource):
 class EmbedderResource(ConfigurableResource):
     """The sentence-transformers model; loaded once per process and shared by every asset."""
 
-    model_name: str = Field(default=DEFAULT_MODEL, description="sentence-transformers model name or path")
+    model_name: str = Field(
+        default=DEFAULT_MODEL, description="sentence-transformers model name or path"
+    )
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda")
     batch_size: int = Field(default=64, ge=1)
     truncate_dim: int | None = Field(default=None, description="Matryoshka truncation, e.g. 256")
@@ -82,7 +83,7 @@ def default_resources() -> dict[str, object]:
     from qpipe_dagster.defs.io import ArrowIPCIOManager
 
     return {
-        "io_manager": ArrowIPCIOManager(base_dir=os.environ.get("QPIPE_ASSET_DIR")),
+        "io_manager": ArrowIPCIOManager(),
         "concepts": ConceptRegistryResource(),
         "embedder": EmbedderResource(
             model_name=os.environ.get("QPIPE_EMBED_MODEL", DEFAULT_MODEL),

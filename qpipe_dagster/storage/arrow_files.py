@@ -50,7 +50,9 @@ def split_into_parts(table: pa.Table, max_part_bytes: int = MAX_PART_BYTES) -> l
     return parts
 
 
-def write_table(table: pa.Table, folder: Path, max_part_bytes: int = MAX_PART_BYTES) -> WrittenTable:
+def write_table(
+    table: pa.Table, folder: Path, max_part_bytes: int = MAX_PART_BYTES
+) -> WrittenTable:
     """Replace `folder` with the table's parts (part-00000.arrows, ...)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance
 
 from qpipe_dagster.cli import main as qpipe
 from qpipe_dagster.definitions import defs
@@ -16,12 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 def _materialize(instance: DagsterInstance, partition: str):
-    result = materialize(
-        defs.resolve_asset_graph().assets_defs,
-        partition_key=partition,
-        instance=instance,
-        resources=defs.resources,
-    )
+    job = defs.resolve_job_def("concept_pipeline")
+    result = job.execute_in_process(partition_key=partition, instance=instance)
     assert result.success
     return result
 
@@ -61,9 +57,7 @@ def test_demo_concept_end_to_end(dagster_home: Path, demo_site, capsys) -> None:
         # Change one page and drop another: only that page is re-embedded, the dropped page's
         # chunks leave the store, and the object count stays exact.
         page = site_dir / "rsi-threshold.html"
-        page.write_text(
-            page.read_text().replace("Readings under 30", "Readings under twenty-five")
-        )
+        page.write_text(page.read_text().replace("Readings under 30", "Readings under twenty-five"))
         changed_chunks = sum(
             1
             for row in parsed.to_pylist()
@@ -85,7 +79,9 @@ def test_demo_concept_end_to_end(dagster_home: Path, demo_site, capsys) -> None:
             assert instance.get_latest_materialization_event(AssetKey(asset)) is not None
 
     # The objects are searchable from the CLI.
-    assert qpipe(["search", "when does the block reward halve", "--concept", "demo", "-k", "3"]) == 0
+    assert (
+        qpipe(["search", "when does the block reward halve", "--concept", "demo", "-k", "3"]) == 0
+    )
     out = capsys.readouterr().out
     assert "halving-explained" in out or "supply-schedule" in out
 
@@ -94,7 +90,11 @@ def test_unregistered_concept_fails_with_clear_error(dagster_home: Path) -> None
     with DagsterInstance.get() as instance:
         instance.add_dynamic_partitions("concepts", ["nobody-knows"])
         result = materialize(
-            [a for a in defs.resolve_asset_graph().assets_defs if a.key == AssetKey("crawled_pages")],
+            [
+                a
+                for a in defs.resolve_asset_graph().assets_defs
+                if a.key == AssetKey("crawled_pages")
+            ],
             partition_key="nobody-knows",
             instance=instance,
             resources=defs.resources,
@@ -103,4 +103,3 @@ def test_unregistered_concept_fails_with_clear_error(dagster_home: Path) -> None
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "not registered" in failure.step_failure_data.error.message
-

@@ -1,0 +1,303 @@
+"""Receiver throughput: signed deliveries through verification + durable inbox vs a bare endpoint.
+
+One uvicorn worker serves both `POST /api/qstash` (the real receiver: verify, validate, group-
+committed SQLite WAL with synchronous=FULL) and `POST /bare` (Starlette returning 200) on
+loopback. A raw-socket asyncio load client (keep-alive, pre-signed requests, unique message ids)
+drives each for a few seconds. Then verification alone is timed against the official SDK's
+`Receiver.verify`. Last line: one JSON object with the figures.
+
+    .venv/bin/python bench/receiver.py [--seconds 3] [--connections 64] [--clients 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+KEY = "sig_BenchCurrentKey0123456789abcdef"
+NEXT_KEY = "sig_BenchNextKey0123456789abcdefgh"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(port: int, inbox: str, home: str) -> None:
+    import uvicorn
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from webhook_sensor.app import create_app
+    from webhook_sensor.settings import Settings
+
+    async def bare(_request):  # the anchor: same server, no work
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    settings = Settings(
+        current_signing_key=KEY,
+        next_signing_key=NEXT_KEY,
+        receiver_url=f"http://127.0.0.1:{port}/api/qstash",
+        inbox_path=Path(inbox),
+        dagster_home=Path(home),
+        rate_limit_per_s=1e9,  # measure capacity, not the limiter
+        using_dev_keys=False,
+    )
+    app = create_app(settings, extra_routes=[Route("/bare", bare, methods=["POST"])])
+    uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning",
+                access_log=False, loop="uvloop", http="httptools")  # fmt: skip
+
+
+def _token(url: str, body: bytes, now: int) -> str:
+    def enc(obj: dict) -> bytes:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=")
+
+    import hmac
+
+    claims = {
+        "iss": "Upstash", "sub": url, "exp": now + 300, "nbf": 0, "iat": now,
+        "jti": "jwt_bench", "body": base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode(),
+    }  # fmt: skip
+    signing_input = enc({"alg": "HS256", "typ": "JWT"}) + b"." + enc(claims)
+    sig = base64.urlsafe_b64encode(hmac.new(KEY.encode(), signing_input, hashlib.sha256).digest())
+    return (signing_input + b"." + sig.rstrip(b"=")).decode()
+
+
+def _requests(port: int, path: str, count: int, tag: str) -> list[bytes]:
+    url = f"http://127.0.0.1:{port}/api/qstash"
+    now = int(time.time())
+    out = []
+    for i in range(count):
+        body = json.dumps(
+            {"concept": f"bench concept {i % 50}", "urls": ["https://example.com/"]}
+        ).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nUpstash-Message-Id: msg_{tag}_{i}\r\n"
+            f"Upstash-Retried: 0\r\nUpstash-Signature: {_token(url, body, now)}\r\n\r\n"
+        )
+        out.append(head.encode() + body)
+    return out
+
+
+async def _drive(
+    port: int, reqs: list[bytes], conns: int, seconds: float
+) -> tuple[int, list[float], dict]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    it = iter(reqs)
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                req = next(it, None)
+                if req is None:
+                    return
+                t0 = time.perf_counter()
+                writer.write(req)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if length:
+                    await reader.readexactly(length)
+                latencies.append(time.perf_counter() - t0)
+                statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    return (
+        len(latencies),
+        latencies,
+        {"elapsed": time.perf_counter() - started, "statuses": statuses},
+    )
+
+
+def _client(args: tuple) -> tuple[int, list[float], dict]:
+    port, path, count, tag, conns, seconds = args
+    reqs = _requests(port, path, count, tag)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(_drive(port, reqs, conns, seconds))
+
+
+def _phase(port: int, path: str, tag: str, clients: int, conns: int, seconds: float) -> dict:
+    per_client = int(12000 * seconds / clients) + 2000
+    with mp.get_context("spawn").Pool(clients) as pool:
+        results = pool.map(
+            _client,
+            [
+                (port, path, per_client, f"{tag}{c}", conns // clients, seconds)
+                for c in range(clients)
+            ],
+        )
+    n = sum(r[0] for r in results)
+    lat = sorted(x for r in results for x in r[1])
+    elapsed = max(r[2]["elapsed"] for r in results)
+    statuses: dict[int, int] = {}
+    for r in results:
+        for k, v in r[2]["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+    return {
+        "rps": n / elapsed,
+        "p50_ms": lat[len(lat) // 2] * 1000 if lat else None,
+        "p99_ms": lat[int(len(lat) * 0.99)] * 1000 if lat else None,
+        "requests": n,
+        "statuses": statuses,
+        "exhausted": n >= per_client * clients,
+    }
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process (all threads), from /proc; 0 where /proc is absent."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _verify_timings(iterations: int) -> tuple[float, float]:
+    from qstash import Receiver
+
+    from webhook_sensor.verify import SignatureVerifier
+
+    url = "https://qpipe.example.com/api/qstash"
+    body = b'{"concept": "bench", "urls": ["https://example.com/"]}'
+    token = _token(url, body, int(time.time()))
+    ours = SignatureVerifier(KEY, NEXT_KEY, url)
+    sdk = Receiver(KEY, NEXT_KEY)
+    text = body.decode()
+    best_ours = best_sdk = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            ours.verify(token, body)
+        best_ours = min(best_ours, (time.perf_counter() - t0) / iterations)
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            sdk.verify(signature=token, body=text, url=url)
+        best_sdk = min(best_sdk, (time.perf_counter() - t0) / iterations)
+    return best_ours * 1e6, best_sdk * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--clients", type=int, default=1, help="load-client processes")
+    parser.add_argument("--verify-iterations", type=int, default=5000)
+    parser.add_argument(
+        "--serve", nargs=3, metavar=("PORT", "INBOX", "HOME"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.serve:
+        _serve(int(args.serve[0]), args.serve[1], args.serve[2])
+        return
+
+    from webhook_sensor.inbox import Inbox
+
+    tmp = Path(tempfile.mkdtemp(prefix="qpipe-bench-receiver-"))
+    inbox_path = tmp / "inbox.sqlite"
+    (tmp / "home").mkdir()
+    port = _free_port()
+    log = open(tmp / "receiver.log", "wb")  # noqa: SIM115 - the server's JSON logs, kept for inspection
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port), str(inbox_path), str(tmp / "home")],
+        cwd=REPO, stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise SystemExit(
+                        f"receiver did not start; see {tmp / 'receiver.log'}"
+                    ) from None
+                time.sleep(0.1)
+        _phase(port, "/bare", "warm", 1, 8, 0.5)
+        _phase(port, "/api/qstash", "warm", 1, 8, 0.5)
+        cpu0 = _cpu_s(server.pid)
+        bare = _phase(port, "/bare", "bare", args.clients, args.connections, args.seconds)
+        cpu1 = _cpu_s(server.pid)
+        verified = _phase(port, "/api/qstash", "v", args.clients, args.connections, args.seconds)
+        cpu2 = _cpu_s(server.pid)
+        bare["server_cpu_us"] = (cpu1 - cpu0) / max(bare["requests"], 1) * 1e6
+        verified["server_cpu_us"] = (cpu2 - cpu1) / max(verified["requests"], 1) * 1e6
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
+    stored = Inbox(inbox_path).count()
+    verify_us, sdk_verify_us = _verify_timings(args.verify_iterations)
+    print(
+        f"bare endpoint:     {bare['rps']:8.0f} req/s  p50 {bare['p50_ms']:.2f} ms  p99 {bare['p99_ms']:.2f} ms"
+    )
+    print(
+        f"verified + inbox:  {verified['rps']:8.0f} req/s  p50 {verified['p50_ms']:.2f} ms  p99 {verified['p99_ms']:.2f} ms  statuses {verified['statuses']}"
+    )
+    print(
+        f"ratio vs bare:     {verified['rps'] / bare['rps']:.2f}   (target >= 0.50; >= 2500 req/s)"
+    )
+    print(
+        f"verify alone:      ours {verify_us:.1f} us/call, qstash SDK {sdk_verify_us:.1f} us/call ({sdk_verify_us / verify_us:.1f}x)"
+    )
+    print(f"inbox rows stored: {stored} (warm-up included)")
+    print(
+        json.dumps(
+            {
+                "verified_rps": round(verified["rps"], 1),
+                "bare_rps": round(bare["rps"], 1),
+                "ratio_vs_bare": round(verified["rps"] / bare["rps"], 3),
+                "p50_ms": round(verified["p50_ms"], 3),
+                "p99_ms": round(verified["p99_ms"], 3),
+                "bare_p50_ms": round(bare["p50_ms"], 3),
+                "bare_p99_ms": round(bare["p99_ms"], 3),
+                "verified_statuses": verified["statuses"],
+                "request_pool_exhausted": verified["exhausted"] or bare["exhausted"],
+                "inbox_rows": stored,
+                "server_cpu_us_per_req": round(verified["server_cpu_us"], 1),
+                "bare_server_cpu_us_per_req": round(bare["server_cpu_us"], 1),
+                "loadavg_1m": round(os.getloadavg()[0], 2),
+                "verify_us": round(verify_us, 2),
+                "sdk_verify_us": round(sdk_verify_us, 2),
+                "verify_speedup_vs_sdk": round(sdk_verify_us / verify_us, 2),
+                "seconds_per_phase": args.seconds,
+                "connections": args.connections,
+                "client_processes": args.clients,
+                "cpu_count": os.cpu_count(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

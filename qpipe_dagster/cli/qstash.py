@@ -1,0 +1,186 @@
+"""`qpipe submit`, `qpipe dlq` and `qpipe schedules`: drive the pipeline through QStash.
+
+With QSTASH_TOKEN set, `submit` publishes through QStash (QSTASH_URL, default the cloud API) to
+the receiver's public URL. Without it (the local default), `submit` signs the message exactly as
+QStash would, with QSTASH_CURRENT_SIGNING_KEY or the QStash dev server's published dev key, and
+delivers it to the local receiver itself, retrying like QStash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from qpipe_dagster.cli import CliError
+from qpipe_dagster.qstash.client import DEFAULT_BASE_URL, PublishOptions, QStashClient, QStashError
+from qpipe_dagster.qstash.local import DeliveryError, deliver_locally
+from webhook_sensor.payload import PayloadError, parse_concept_message
+from webhook_sensor.settings import DEFAULT_RECEIVER_URL, DEV_CURRENT_SIGNING_KEY
+
+
+def _receiver_url(args: argparse.Namespace) -> str:
+    return args.receiver_url or os.environ.get("QPIPE_RECEIVER_URL") or DEFAULT_RECEIVER_URL
+
+
+def _client() -> QStashClient:
+    token = os.environ.get("QSTASH_TOKEN", "").strip()
+    if not token:
+        raise CliError(
+            "QSTASH_TOKEN is not set: the DLQ and schedules live in QStash (cloud, or the dev"
+            " server `npx @upstash/qstash-cli dev` with QSTASH_URL=http://127.0.0.1:8080)"
+        )
+    return QStashClient(token, os.environ.get("QSTASH_URL") or DEFAULT_BASE_URL)
+
+
+def _message_body(args: argparse.Namespace) -> bytes:
+    payload: dict = {"concept": args.concept, "urls": list(args.url or [])}
+    if args.symbol:
+        payload["symbol"] = args.symbol
+    body = json.dumps(payload).encode()
+    try:
+        parse_concept_message(body)  # fail here, not in the receiver's DLQ
+    except PayloadError as exc:
+        raise CliError(str(exc)) from None
+    return body
+
+
+def _submit(args: argparse.Namespace) -> int:
+    body = _message_body(args)
+    url = _receiver_url(args)
+    use_qstash = args.mode == "qstash" or (
+        args.mode == "auto" and bool(os.environ.get("QSTASH_TOKEN", "").strip())
+    )
+    if use_qstash:
+        options = PublishOptions(delay=args.delay, deduplication_id=args.dedup_id)
+        try:
+            with _client() as client:
+                result = client.publish(url, body, options=options)
+        except QStashError as exc:
+            raise CliError(str(exc)) from None
+        print(json.dumps({"mode": "qstash", "destination": url, **(result or {})}))
+        return 0
+    if args.delay:
+        raise CliError("--delay needs QStash (set QSTASH_TOKEN); local mode delivers at once")
+    key = os.environ.get("QSTASH_CURRENT_SIGNING_KEY", "").strip() or DEV_CURRENT_SIGNING_KEY
+    try:
+        delivery = deliver_locally(
+            url, body, signing_key=key, message_id=args.dedup_id, retries=args.retries,
+            backoff_s=args.backoff,
+        )  # fmt: skip
+    except DeliveryError as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps({"mode": "local", "destination": url, "attempts": delivery.attempts,
+                      **delivery.response}))  # fmt: skip
+    return 0
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    try:
+        with _client() as client:
+            if args.dlq_command == "list":
+                cursor = None
+                while True:
+                    page = client.list_dlq(cursor=cursor)
+                    for m in page.get("messages", []):
+                        print(json.dumps({k: m.get(k) for k in (
+                            "dlqId", "messageId", "url", "responseStatus", "createdAt", "body")}))  # fmt: skip
+                    cursor = page.get("cursor")
+                    if not cursor:
+                        break
+            elif args.dlq_command == "retry":
+                for dlq_id in args.dlq_ids:
+                    print(json.dumps({"dlqId": dlq_id, **(client.retry_dlq(dlq_id) or {})}))
+            else:
+                for dlq_id in args.dlq_ids:
+                    client.delete_dlq(dlq_id)
+                    print(json.dumps({"dlqId": dlq_id, "deleted": True}))
+    except QStashError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def _schedules(args: argparse.Namespace) -> int:
+    try:
+        with _client() as client:
+            if args.schedules_command == "list":
+                for s in client.list_schedules() or []:
+                    print(json.dumps({k: s.get(k) for k in (
+                        "scheduleId", "cron", "destination", "body", "isPaused")}))  # fmt: skip
+            elif args.schedules_command == "create":
+                body = _message_body(args)
+                result = client.create_schedule(
+                    _receiver_url(args), args.cron, body, schedule_id=args.schedule_id
+                )
+                print(json.dumps(result))
+            else:
+                client.delete_schedule(args.schedule_id)
+                print(json.dumps({"scheduleId": args.schedule_id, "deleted": True}))
+    except QStashError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def _add_message_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("concept", help="concept name, e.g. 'Bitcoin halving momentum'")
+    p.add_argument("--url", action="append", metavar="URL", help="seed URL (repeatable)")
+    p.add_argument("--symbol", help="market symbol, e.g. BTC-USD")
+    p.add_argument("--receiver-url", help=f"receiver URL (default $QPIPE_RECEIVER_URL or {DEFAULT_RECEIVER_URL})")  # fmt: skip
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    submit = subparsers.add_parser(
+        "submit", help="send a concept to the pipeline (via QStash or locally)"
+    )
+    _add_message_args(submit)
+    submit.add_argument("--mode", choices=("auto", "qstash", "local"), default="auto",
+                        help="auto: QStash when QSTASH_TOKEN is set, else local")  # fmt: skip
+    submit.add_argument("--delay", help="QStash only: deliver later, e.g. 30s, 10m")
+    submit.add_argument("--dedup-id", help="deduplication / message id")
+    submit.add_argument("--retries", type=_positive_int, default=3, help="local mode retries")
+    submit.add_argument("--backoff", type=float, default=0.5, help="local mode first backoff (s)")
+    submit.set_defaults(handler=_submit)
+
+    dlq = subparsers.add_parser("dlq", help="QStash dead-letter queue: list, retry, delete")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_sub.add_parser("list", help="list dead-lettered messages").set_defaults(handler=_dlq)
+    for name in ("retry", "delete"):
+        p = dlq_sub.add_parser(name, help=f"{name} DLQ messages by dlqId")
+        p.add_argument("dlq_ids", nargs="+", metavar="DLQ_ID")
+        p.set_defaults(handler=_dlq)
+
+    sched = subparsers.add_parser("schedules", help="QStash schedules for recurring concepts")
+    sched_sub = sched.add_subparsers(dest="schedules_command", required=True)
+    sched_sub.add_parser("list", help="list schedules").set_defaults(handler=_schedules)
+    create = sched_sub.add_parser("create", help="publish a concept on a cron schedule")
+    _add_message_args(create)
+    create.add_argument("--cron", required=True, help="cron expression, e.g. '0 6 * * *'")
+    create.add_argument("--schedule-id", help="id to create or update")
+    create.set_defaults(handler=_schedules)
+    delete = sched_sub.add_parser("delete", help="delete a schedule")
+    delete.add_argument("schedule_id")
+    delete.set_defaults(handler=_schedules)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry point until the lead adds this module to qpipe's COMMAND_MODULES."""
+    parser = argparse.ArgumentParser(prog="qpipe")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (CliError, ValueError) as exc:
+        print(f"qpipe: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

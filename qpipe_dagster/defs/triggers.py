@@ -1,0 +1,148 @@
+"""`qstash_inbox_sensor`: turns messages the receiver stored into concept partitions and runs.
+
+Each tick: messages requested in the previous tick are marked consumed (the cursor we are handed
+is only committed once Dagster has recorded that tick's run requests), then a bounded batch of
+pending messages becomes registry upserts, new dynamic partitions and one run per message with
+run_key = the QStash message id, so a redelivered or re-evaluated message never runs twice.
+New concepts are capped per UTC day; over the cap a message stays in the inbox and is retried
+the next day, and the tick reports why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+
+from qpipe_dagster.concepts import Concept, ConceptRegistry
+from qpipe_dagster.defs.partitions import concepts_partitions
+from webhook_sensor.inbox import Inbox
+from webhook_sensor.settings import default_inbox_path
+
+DEFAULT_MAX_CONCEPTS_PER_DAY = 50
+DEFAULT_BATCH_SIZE = 100
+TAG_MESSAGE_ID = "qpipe/message_id"
+TAG_CONCEPT = "qpipe/concept"
+TAG_TRIGGER = "qpipe/trigger"
+
+
+def max_concepts_per_day() -> int:
+    raw = os.environ.get("MAX_CONCEPTS_PER_DAY", "").strip()
+    if not raw:
+        return DEFAULT_MAX_CONCEPTS_PER_DAY
+    if not raw.isdigit():
+        raise ValueError(f"MAX_CONCEPTS_PER_DAY={raw!r} must be a whole number >= 0")
+    return int(raw)
+
+
+def _read_cursor(raw: str | None) -> dict:
+    if not raw:
+        return {"day": "", "new_today": 0, "emitted": []}
+    try:
+        data = json.loads(raw)
+        return {
+            "day": str(data["day"]),
+            "new_today": int(data["new_today"]),
+            "emitted": [str(m) for m in data["emitted"]],
+        }
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"qstash_inbox_sensor cursor {raw[:80]!r} is not readable: {exc}") from exc
+
+
+def build_qstash_inbox_sensor(
+    *,
+    name: str = "qstash_inbox_sensor",
+    inbox_path: Path | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    daily_cap: int | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    minimum_interval_seconds: int = 10,
+) -> SensorDefinition:
+    """The sensor, with knobs for tests (inbox location, batch size, cap, clock)."""
+
+    @sensor(
+        name=name,
+        job_name="concept_pipeline",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Starts a concept_pipeline run for each concept message QStash delivered.",
+    )
+    def _sensor(context: SensorEvaluationContext) -> SensorResult:
+        cap = max_concepts_per_day() if daily_cap is None else daily_cap
+        inbox = Inbox(inbox_path or default_inbox_path())
+        state = _read_cursor(context.cursor)
+        inbox.mark_consumed(state["emitted"])
+        today = clock().date().isoformat()
+        new_today = state["new_today"] if state["day"] == today else 0
+
+        known = set(context.instance.get_dynamic_partitions(concepts_partitions.name))
+        registry = ConceptRegistry.default()
+        new_slugs: list[str] = []
+        runs: list[RunRequest] = []
+        deferred: list[str] = []
+        for msg in inbox.pending(batch_size, skip_deferred_on=today, exclude=state["emitted"]):
+            is_new = msg.slug not in known and msg.slug not in new_slugs
+            if is_new and new_today + len(new_slugs) >= cap:
+                deferred.append(msg.message_id)
+                continue
+            registry.upsert(Concept(msg.slug, msg.concept_name, msg.seed_urls, msg.symbol))
+            if is_new:
+                new_slugs.append(msg.slug)
+            runs.append(
+                RunRequest(
+                    run_key=msg.message_id,
+                    partition_key=msg.slug,
+                    tags={
+                        TAG_MESSAGE_ID: msg.message_id,
+                        TAG_CONCEPT: msg.slug,
+                        TAG_TRIGGER: "qstash",
+                    },
+                )
+            )
+        cap_note = ""
+        if deferred:
+            inbox.defer(deferred, today)
+            cap_note = (
+                f"daily cap of {cap} new concepts reached (MAX_CONCEPTS_PER_DAY); "
+                f"{len(deferred)} message(s) kept in the inbox until tomorrow (UTC): "
+                + ", ".join(deferred[:5])
+            )
+            context.log.warning(cap_note)
+        cursor = json.dumps(
+            {
+                "day": today,
+                "new_today": new_today + len(new_slugs),
+                "emitted": [r.run_key for r in runs],
+            }
+        )
+        if not runs:
+            return SensorResult(
+                skip_reason=cap_note or "no new messages in the inbox", cursor=cursor
+            )
+        context.log.info(
+            f"{len(runs)} run(s) for {len(set(r.partition_key for r in runs))} concept(s); "
+            f"new partitions: {new_slugs or 'none'}"
+        )
+        return SensorResult(
+            run_requests=runs,
+            dynamic_partitions_requests=(
+                [concepts_partitions.build_add_request(new_slugs)] if new_slugs else []
+            ),
+            cursor=cursor,
+        )
+
+    return _sensor
+
+
+qstash_inbox_sensor = build_qstash_inbox_sensor()

@@ -1,0 +1,1 @@
+"""Publishing to QStash (httpx client + Dagster resource) and local-mode signed delivery."""

@@ -1,0 +1,105 @@
+"""Embedding with the real packaged model: shapes, reuse of unchanged chunks, model configs."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from qpipe_dagster.embed.encoder import EmbeddingError, Encoder, model_id
+from qpipe_dagster.embed.incremental import embed_chunks, explode_chunks, vectors_of
+
+CHUNK = pa.struct(
+    [
+        ("index", pa.int32()),
+        ("text", pa.large_string()),
+        ("token_count", pa.int32()),
+        ("content_hash", pa.string()),
+    ]
+)
+
+
+def _parsed(pages: dict[str, list[str]]) -> pa.Table:
+    rows = []
+    for url, texts in pages.items():
+        chunks = [
+            {
+                "index": i,
+                "text": t,
+                "token_count": len(t.split()),
+                "content_hash": hashlib.sha256(t.encode()).hexdigest(),
+            }
+            for i, t in enumerate(texts)
+        ]
+        rows.append(
+            {
+                "url": url,
+                "title": url.rsplit("/", 1)[-1],
+                "fetched_at": datetime(2026, 1, 1, tzinfo=UTC),
+                "parser_version": "t1",
+                "chunks": chunks,
+            }
+        )
+    schema = pa.schema(
+        [
+            ("url", pa.string()),
+            ("title", pa.string()),
+            ("fetched_at", pa.timestamp("us", tz="UTC")),
+            ("parser_version", pa.string()),
+            ("chunks", pa.list_(CHUNK)),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+PAGES = {
+    "http://x/a": ["Bitcoin halves its block subsidy every four years.", "Miners earn fees too."],
+    "http://x/b": ["A moving-average crossover follows trends."],
+}
+
+
+def test_embeds_then_reuses_unchanged_chunks() -> None:
+    enc = Encoder()
+    first, stats = embed_chunks(explode_chunks(_parsed(PAGES), "c", enc.model_id), enc)
+    assert (stats.chunks, stats.embedded, stats.reused, stats.nan_rows) == (3, 3, 0, 0)
+    vecs = vectors_of(first)
+    assert vecs.shape == (3, 384) and vecs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert first.schema.field("vector").type == pa.list_(pa.float32(), 384)
+
+    changed = {**PAGES, "http://x/b": ["A moving-average crossover follows strong trends."]}
+    second, stats2 = embed_chunks(explode_chunks(_parsed(changed), "c", enc.model_id), enc, first)
+    assert (stats2.embedded, stats2.reused) == (1, 2)
+    assert np.array_equal(vectors_of(second)[:2], vecs[:2])
+    assert second.column("id").to_pylist() == first.column("id").to_pylist()
+    # The reused rows are exactly what a fresh encode gives.
+    fresh = enc.encode(["Miners earn fees too."])[0]
+    assert np.allclose(vectors_of(second)[1], fresh, atol=1e-5)
+
+
+def test_truncated_model_is_another_configuration() -> None:
+    full, small = Encoder(), Encoder(truncate_dim=256)
+    assert small.model_id == "all-MiniLM-L6-v2@256" != full.model_id
+    table, _ = embed_chunks(explode_chunks(_parsed(PAGES), "c", full.model_id), full)
+    again, stats = embed_chunks(explode_chunks(_parsed(PAGES), "c", small.model_id), small, table)
+    assert stats.reused == 0 and stats.embedded == 3
+    assert again.schema.field("vector").type.list_size == 256
+
+
+def test_empty_pages_give_empty_table() -> None:
+    enc = Encoder()
+    table, stats = embed_chunks(explode_chunks(_parsed({"http://x/e": []}), "c", enc.model_id), enc)
+    assert table.num_rows == 0 and stats.chunks == 0
+
+
+def test_bad_model_settings_are_clear() -> None:
+    with pytest.raises(EmbeddingError, match="batch_size"):
+        Encoder(batch_size=0)
+    with pytest.raises(EmbeddingError, match="could not load embedding model"):
+        _ = Encoder(name="/nonexistent/model-dir").dim
+    with pytest.raises(EmbeddingError, match="device"):
+        _ = Encoder(device="tpu").dim
+    assert model_id("sentence-transformers/all-MiniLM-L6-v2") == "all-MiniLM-L6-v2"

@@ -1,0 +1,208 @@
+"""qstash_inbox_sensor against a real DagsterInstance, real inbox and real sensor evaluation."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from dagster import (
+    DagsterInstance,
+    Definitions,
+    asset,
+    build_sensor_context,
+    define_asset_job,
+    instance_for_test,
+)
+
+from qpipe_dagster.concepts import ConceptRegistry
+from qpipe_dagster.defs.partitions import concepts_partitions
+from qpipe_dagster.defs.triggers import build_qstash_inbox_sensor
+from webhook_sensor.inbox import Inbox, InboxRecord
+
+
+def record(mid: str, slug: str, urls=("https://example.com/a",), symbol=None) -> InboxRecord:
+    return InboxRecord(
+        message_id=mid,
+        body=json.dumps({"concept": slug}).encode(),
+        slug=slug,
+        concept_name=slug.replace("-", " ").title(),
+        seed_urls=tuple(urls),
+        symbol=symbol,
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@asset(partitions_def=concepts_partitions)
+def concept_probe() -> None:
+    """Stands in for the lead's concept-partitioned assets so the job can resolve partitions."""
+
+
+def tick(sensor, instance: DagsterInstance, cursor: str | None):
+    """Evaluate like the daemon does, and apply the partition requests it would apply."""
+    job = define_asset_job("concept_pipeline", selection=[concept_probe])
+    repo = Definitions(assets=[concept_probe], sensors=[sensor], jobs=[job]).get_repository_def()
+    with build_sensor_context(
+        instance=instance, instance_ref=instance.get_ref(), cursor=cursor, repository_def=repo
+    ) as ctx:
+        data = sensor.evaluate_tick(ctx)
+    for req in data.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return data
+
+
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory):
+    """One instance for the module (its set-up costs seconds); every test uses its own slugs."""
+    with instance_for_test(temp_dir=str(tmp_path_factory.mktemp("instance"))) as inst:
+        yield inst
+
+
+def test_runs_partitions_cursor_and_consumption(dagster_home, instance, tmp_path):
+    inbox = Inbox(tmp_path / "inbox.sqlite")
+    inbox.append_many(
+        [
+            record("m1", "btc-halving", symbol="BTC-USD"),
+            record("m2", "eth-merge"),
+            record("m3", "btc-halving", urls=("https://example.com/b",)),
+        ]
+    )
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox.path, daily_cap=10)
+    data = tick(sensor, instance, None)
+    assert [r.run_key for r in data.run_requests] == ["m1", "m2", "m3"]
+    assert [r.partition_key for r in data.run_requests] == [
+        "btc-halving",
+        "eth-merge",
+        "btc-halving",
+    ]
+    tags = data.run_requests[0].tags
+    assert tags["qpipe/message_id"] == "m1" and tags["qpipe/concept"] == "btc-halving"
+    assert tags["qpipe/trigger"] == "qstash" and tags["dagster/partition"] == "btc-halving"
+    assert [list(r.partition_keys) for r in data.dynamic_partitions_requests] == [
+        ["btc-halving", "eth-merge"]
+    ]
+    assert set(instance.get_dynamic_partitions("concepts")) == {"btc-halving", "eth-merge"}
+    concept = ConceptRegistry.default().get("btc-halving")
+    assert concept.seed_urls == ("https://example.com/a", "https://example.com/b")
+    assert concept.symbol == "BTC-USD"
+    # Not consumed until a later tick proves the run requests were recorded (cursor committed).
+    assert inbox.depth() == 3
+    cursor = json.loads(data.cursor)
+    assert cursor["emitted"] == ["m1", "m2", "m3"] and cursor["new_today"] == 2
+
+    inbox.append(record("m4", "eth-merge"))
+    data2 = tick(sensor, instance, data.cursor)
+    assert inbox.depth() == 1 and inbox.get("m1").status == "consumed"
+    assert [r.run_key for r in data2.run_requests] == ["m4"]
+    assert not data2.dynamic_partitions_requests  # eth-merge already a partition
+    data3 = tick(sensor, instance, data2.cursor)
+    assert not data3.run_requests and inbox.depth() == 0
+    assert "no new messages" in data3.skip_message
+
+
+def test_uncommitted_tick_is_reemitted_with_same_run_keys(dagster_home, instance, tmp_path):
+    inbox = Inbox(tmp_path / "inbox.sqlite")
+    inbox.append(record("m1", "alpha"))
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox.path, daily_cap=10)
+    first = tick(sensor, instance, None)
+    again = tick(sensor, instance, None)  # the daemon died before committing the cursor
+    assert [r.run_key for r in first.run_requests] == [r.run_key for r in again.run_requests]
+    assert inbox.get("m1").status == "pending"
+
+
+def test_daily_cap_keeps_messages_and_reports(dagster_home, instance, tmp_path):
+    inbox = Inbox(tmp_path / "inbox.sqlite")
+    inbox.append_many([record(f"m{i}", f"capped-{i}") for i in range(5)])
+    clock = Clock()
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox.path, daily_cap=2, clock=clock)
+    data = tick(sensor, instance, None)
+    assert [r.run_key for r in data.run_requests] == ["m0", "m1"]
+    assert inbox.depth() == 5  # nothing dropped
+    # A known concept still runs while the cap is full; new ones wait.
+    inbox.append(record("m5", "capped-0"))
+    data2 = tick(sensor, instance, data.cursor)
+    assert [r.run_key for r in data2.run_requests] == ["m5"]
+    data3 = tick(sensor, instance, data2.cursor)
+    assert not data3.run_requests
+    assert data3.skip_message is None or "no new messages" in data3.skip_message
+    assert {m.message_id for m in inbox.pending(100)} == {"m2", "m3", "m4"}
+    clock.now = datetime(2026, 11, 24, 0, 5, tzinfo=UTC)
+    data4 = tick(sensor, instance, data3.cursor)
+    assert [r.run_key for r in data4.run_requests] == ["m2", "m3"]
+
+
+def test_cap_reason_is_the_skip_message(dagster_home, instance, tmp_path):
+    inbox = Inbox(tmp_path / "inbox.sqlite")
+    inbox.append(record("m1", "zero-cap"))
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox.path, daily_cap=0)
+    data = tick(sensor, instance, None)
+    assert not data.run_requests
+    assert "daily cap of 0 new concepts" in data.skip_message and "m1" in data.skip_message
+    assert inbox.get("m1").status == "pending"
+
+
+def test_batches_are_bounded(dagster_home, instance, tmp_path):
+    inbox = Inbox(tmp_path / "inbox.sqlite")
+    inbox.append_many([record(f"m{i:02d}", "same") for i in range(7)])
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox.path, batch_size=3, daily_cap=10)
+    seen, cursor = [], None
+    for _ in range(4):
+        data = tick(sensor, instance, cursor)
+        seen += [r.run_key for r in data.run_requests]
+        cursor = data.cursor
+    assert seen == [f"m{i:02d}" for i in range(7)]
+
+
+def test_unreadable_cursor_is_a_clear_error(dagster_home, instance, tmp_path):
+    sensor = build_qstash_inbox_sensor(inbox_path=tmp_path / "inbox.sqlite")
+    with pytest.raises(Exception, match="cursor .* is not readable"):
+        tick(sensor, instance, "garbage")
+
+
+def test_bad_cap_setting_is_a_clear_error(dagster_home, instance, tmp_path, monkeypatch):
+    monkeypatch.setenv("MAX_CONCEPTS_PER_DAY", "lots")
+    sensor = build_qstash_inbox_sensor(inbox_path=tmp_path / "inbox.sqlite")
+    with pytest.raises(Exception, match="MAX_CONCEPTS_PER_DAY='lots'"):
+        tick(sensor, instance, None)
+
+
+def test_fifty_duplicate_deliveries_make_one_run_request(dagster_home, instance, receiver):
+    """Through the real receiver: 50 concurrent redeliveries, one inbox row, one run request."""
+    import asyncio
+
+    import httpx
+
+    from qpipe_dagster_tests.receiver.conftest import CURRENT, make_token
+
+    body = b'{"concept": "Storm Sensor"}'
+
+    async def storm() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        receiver.url,
+                        content=body,
+                        headers={
+                            "Upstash-Signature": make_token(CURRENT, receiver.url, body),
+                            "Upstash-Message-Id": "msg_storm_sensor",
+                        },
+                    )
+                    for _ in range(50)
+                )
+            )
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(storm()) == [200] * 50
+    sensor = build_qstash_inbox_sensor(inbox_path=receiver.settings.inbox_path, daily_cap=10)
+    data = tick(sensor, instance, None)
+    assert [r.run_key for r in data.run_requests] == ["msg_storm_sensor"]
+    assert [r.partition_key for r in data.run_requests] == ["storm-sensor"]
+    assert not tick(sensor, instance, data.cursor).run_requests

@@ -1,0 +1,340 @@
+"""Durable inbox: accepted deliveries are committed to SQLite (WAL, synchronous=FULL) before 2xx.
+
+The receiver writes through `GroupCommitWriter`, which commits all deliveries waiting at that
+moment in one fsync'd transaction (group commit) so throughput does not cost durability. The
+sensor reads and marks rows through `Inbox`. De-duplication is the UNIQUE message_id column.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    slug TEXT NOT NULL,
+    concept_name TEXT NOT NULL,
+    seed_urls TEXT NOT NULL,
+    symbol TEXT,
+    body BLOB NOT NULL,
+    retried INTEGER NOT NULL DEFAULT 0,
+    schedule_id TEXT,
+    caller_ip TEXT,
+    headers TEXT NOT NULL DEFAULT '{}',
+    received_at REAL NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 1,
+    last_delivery_at REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    deferred_day TEXT,
+    consumed_at REAL
+);
+CREATE INDEX IF NOT EXISTS messages_pending ON messages (status, id);
+"""
+
+
+class InboxUnavailable(RuntimeError):
+    """The inbox cannot be written right now; the delivery must be retried (HTTP 503)."""
+
+
+@dataclass(frozen=True)
+class InboxRecord:
+    """One accepted delivery, as the receiver stores it."""
+
+    message_id: str
+    body: bytes
+    slug: str
+    concept_name: str
+    seed_urls: tuple[str, ...]
+    symbol: str | None
+    retried: int = 0
+    schedule_id: str | None = None
+    caller_ip: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InboxMessage:
+    """A stored message as the sensor sees it."""
+
+    id: int
+    message_id: str
+    slug: str
+    concept_name: str
+    seed_urls: tuple[str, ...]
+    symbol: str | None
+    retried: int
+    schedule_id: str | None
+    caller_ip: str | None
+    headers: dict[str, str]
+    received_at: float
+    deliveries: int
+    status: str
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=30000")
+    return db
+
+
+def _insert(db: sqlite3.Connection, rec: InboxRecord, now: float) -> bool:
+    cur = db.execute(
+        "INSERT OR IGNORE INTO messages (message_id, slug, concept_name, seed_urls, symbol, body,"
+        " retried, schedule_id, caller_ip, headers, received_at, last_delivery_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            rec.message_id,
+            rec.slug,
+            rec.concept_name,
+            json.dumps(list(rec.seed_urls)),
+            rec.symbol,
+            rec.body,
+            rec.retried,
+            rec.schedule_id,
+            rec.caller_ip,
+            json.dumps(rec.headers),
+            now,
+            now,
+        ),
+    )
+    if cur.rowcount == 1:
+        return True
+    db.execute(
+        "UPDATE messages SET deliveries = deliveries + 1, last_delivery_at = ? WHERE message_id = ?",
+        (now, rec.message_id),
+    )
+    return False
+
+
+def _write_batch(db: sqlite3.Connection, records: Sequence[InboxRecord]) -> list[bool]:
+    now = time.time()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        results = [_insert(db, rec, now) for rec in records]
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return results
+
+
+_COLUMNS = (
+    "id, message_id, slug, concept_name, seed_urls, symbol, retried, schedule_id, caller_ip,"
+    " headers, received_at, deliveries, status"
+)
+
+
+def _row(row: Sequence) -> InboxMessage:
+    return InboxMessage(
+        id=row[0],
+        message_id=row[1],
+        slug=row[2],
+        concept_name=row[3],
+        seed_urls=tuple(json.loads(row[4])),
+        symbol=row[5],
+        retried=row[6],
+        schedule_id=row[7],
+        caller_ip=row[8],
+        headers=json.loads(row[9]),
+        received_at=row[10],
+        deliveries=row[11],
+        status=row[12],
+    )
+
+
+class Inbox:
+    """Synchronous access for the sensor, the CLI and tests; safe across processes (WAL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._db() as db:
+                db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise InboxUnavailable(f"cannot open inbox {self.path}: {exc}") from exc
+
+    def _db(self) -> _Conn:
+        return _Conn(self.path)
+
+    def append(self, record: InboxRecord) -> bool:
+        """Store one delivery; True if new, False if this message id was already stored."""
+        return self.append_many([record])[0]
+
+    def append_many(self, records: Sequence[InboxRecord]) -> list[bool]:
+        with self._db() as db:
+            return _write_batch(db, records)
+
+    def get(self, message_id: str) -> InboxMessage | None:
+        with self._db() as db:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE message_id = ?", (message_id,)
+            ).fetchone()
+        return _row(row) if row else None
+
+    def pending(
+        self, limit: int, *, skip_deferred_on: str | None = None, exclude: Iterable[str] = ()
+    ) -> list[InboxMessage]:
+        """Oldest pending messages first, leaving out those deferred on `skip_deferred_on`."""
+        excluded = list(exclude)
+        marks = ",".join("?" * len(excluded))
+        sql = f"SELECT {_COLUMNS} FROM messages WHERE status = 'pending'"
+        params: list = []
+        if skip_deferred_on is not None:
+            sql += " AND (deferred_day IS NULL OR deferred_day != ?)"
+            params.append(skip_deferred_on)
+        if excluded:
+            sql += f" AND message_id NOT IN ({marks})"
+            params.extend(excluded)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(int(limit))
+        with self._db() as db:
+            return [_row(r) for r in db.execute(sql, params).fetchall()]
+
+    def mark_consumed(self, message_ids: Iterable[str]) -> int:
+        ids = list(message_ids)
+        if not ids:
+            return 0
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            n = sum(
+                db.execute(
+                    "UPDATE messages SET status = 'consumed', consumed_at = ?"
+                    " WHERE message_id = ? AND status = 'pending'",
+                    (time.time(), mid),
+                ).rowcount
+                for mid in ids
+            )
+            db.execute("COMMIT")
+        return n
+
+    def defer(self, message_ids: Iterable[str], day: str) -> None:
+        """Keep messages pending but skip them for the rest of `day` (the daily cap is full)."""
+        with self._db() as db:
+            db.executemany(
+                "UPDATE messages SET deferred_day = ? WHERE message_id = ? AND status = 'pending'",
+                [(day, mid) for mid in message_ids],
+            )
+
+    def depth(self) -> int:
+        with self._db() as db:
+            return db.execute("SELECT COUNT(*) FROM messages WHERE status = 'pending'").fetchone()[
+                0
+            ]
+
+    def count(self) -> int:
+        with self._db() as db:
+            return db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+
+    def check_writable(self) -> None:
+        """Take and release the write lock: proves the file is writable and not wedged."""
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+
+
+class _Conn:
+    def __init__(self, path: Path) -> None:
+        self.db = connect(path)
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.db
+
+    def __exit__(self, *exc: object) -> None:
+        self.db.close()
+
+
+_STOP = object()
+
+
+class GroupCommitWriter:
+    """One writer thread; every delivery waiting when it wakes is committed in one transaction.
+
+    `await writer.submit(record)` resolves only after the COMMIT (fsync) returns, so a 2xx sent
+    after it can never lose the message. Failures raise InboxUnavailable; the next batch retries
+    opening the database, so a transient problem heals without a restart.
+    """
+
+    def __init__(self, path: Path, max_batch: int = 256) -> None:
+        self.path = Path(path)
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._db: sqlite3.Connection | None = None
+        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
+        self._thread.start()
+
+    async def submit(self, record: InboxRecord) -> bool:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self._queue.put((record, loop, fut))
+        return await fut
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=10)
+
+    def _open(self) -> sqlite3.Connection:
+        if self._db is None:
+            Inbox(self.path)  # creates the file and schema, or raises InboxUnavailable
+            self._db = connect(self.path)
+        return self._db
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+            if stop:
+                break
+        if self._db is not None:
+            self._db.close()
+
+    def _commit(self, batch: list) -> None:
+        try:
+            results: list = _write_batch(self._open(), [rec for rec, _, _ in batch])
+            error = None
+        except Exception as exc:  # any failure: nothing in this batch was committed
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            error = exc if isinstance(exc, InboxUnavailable) else InboxUnavailable(str(exc))
+            results = [None] * len(batch)
+        # One wake-up per event loop per batch, not one per delivery.
+        by_loop: dict = {}
+        for (_, loop, fut), result in zip(batch, results, strict=True):
+            by_loop.setdefault(loop, []).append((fut, result))
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_resolve_all, items, error)
+
+
+def _resolve_all(items: list, error: Exception | None) -> None:
+    for fut, result in items:
+        if fut.done():
+            continue
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)

@@ -1,0 +1,84 @@
+"""Receiver configuration from the environment, validated once at start-up with clear errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from qpipe_dagster.paths import qpipe_home
+
+# Published keys of the QStash local dev server (`npx @upstash/qstash-cli dev`); used only when
+# no keys are configured, so `qpipe submit` works locally with no account.
+DEV_CURRENT_SIGNING_KEY = "sig_7RvLjqfZBvP5KEUimQCE1pvpLuou"
+DEV_NEXT_SIGNING_KEY = "sig_7W3ZNbfKWk5NWwEs3U4ixuQ7fxwE"
+DEFAULT_RECEIVER_URL = "http://127.0.0.1:8766/api/qstash"
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value the receiver cannot use; names the variable."""
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be at least {minimum:g}")
+    return value
+
+
+def default_inbox_path() -> Path:
+    """The inbox shared by receiver and sensor: $DAGSTER_HOME/qpipe/inbox.sqlite unless overridden."""
+    override = os.environ.get("QPIPE_INBOX_PATH")
+    return Path(override).resolve() if override else qpipe_home() / "inbox.sqlite"
+
+
+@dataclass(frozen=True)
+class Settings:
+    current_signing_key: str = DEV_CURRENT_SIGNING_KEY
+    next_signing_key: str | None = DEV_NEXT_SIGNING_KEY
+    receiver_url: str = DEFAULT_RECEIVER_URL
+    inbox_path: Path | None = None  # None: default_inbox_path(), resolved at start-up
+    dagster_home: Path | None = None  # None: DAGSTER_HOME (or ./.dagster_home)
+    clock_tolerance_s: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    rate_limit_per_s: float = 500.0
+    using_dev_keys: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        current = env.get("QSTASH_CURRENT_SIGNING_KEY", "").strip()
+        nxt = env.get("QSTASH_NEXT_SIGNING_KEY", "").strip()
+        if nxt and not current:
+            raise SettingsError(
+                "QSTASH_NEXT_SIGNING_KEY is set but QSTASH_CURRENT_SIGNING_KEY is not"
+            )
+        url = env.get("QPIPE_RECEIVER_URL", "").strip() or DEFAULT_RECEIVER_URL
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(f"QPIPE_RECEIVER_URL={url!r} must be an http(s) URL")
+        inbox_url = env.get("QPIPE_INBOX_URL", "").strip()
+        if inbox_url:
+            raise SettingsError(
+                f"QPIPE_INBOX_URL={inbox_url.split('@')[-1]!r}: only the SQLite inbox is built in"
+                " this release; unset it (or use QPIPE_INBOX_PATH for another SQLite file)"
+            )
+        inbox = env.get("QPIPE_INBOX_PATH", "").strip()
+        home = env.get("DAGSTER_HOME", "").strip()
+        return cls(
+            current_signing_key=current or DEV_CURRENT_SIGNING_KEY,
+            next_signing_key=(nxt or None) if current else DEV_NEXT_SIGNING_KEY,
+            receiver_url=url,
+            inbox_path=Path(inbox).resolve() if inbox else None,
+            dagster_home=Path(home).resolve() if home else None,
+            clock_tolerance_s=_number(env, "QPIPE_RECEIVER_CLOCK_TOLERANCE_S", 30.0, 0),
+            max_body_bytes=int(_number(env, "QPIPE_RECEIVER_MAX_BODY_BYTES", 1024 * 1024, 1)),
+            rate_limit_per_s=_number(env, "QPIPE_RECEIVER_RATE_LIMIT", 500.0, 0.001),
+            using_dev_keys=not current,
+        )

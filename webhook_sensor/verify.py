@@ -1,0 +1,128 @@
+"""Exact verification of QStash's `Upstash-Signature` JWT, with no web framework involved.
+
+QStash signs each delivery with HS256, keyed by the raw UTF-8 bytes of the signing key, and puts
+the destination URL in `sub` and base64url(SHA-256(body)) in `body`. We check the token by hand
+(strict base64url, HS256 only, constant-time compare) because it is both stricter and faster than
+a general JWT library, and because the clock tolerance must really apply to exp, nbf and iat.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import time
+from dataclasses import dataclass
+
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+ISSUER = "Upstash"
+DEFAULT_CLOCK_TOLERANCE_S = 30.0
+
+
+class VerifyError(Exception):
+    """A delivery whose signature cannot be trusted; `reason` is a short code safe to return."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def _b64url_decode(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def body_hash(body: bytes) -> str:
+    """base64url(SHA-256(body)) without padding, the form compared against the `body` claim."""
+    return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode("ascii").rstrip("=")
+
+
+def normalize_url(url: str) -> str:
+    """Destination URLs compare equal with or without a trailing slash."""
+    return url.rstrip("/")
+
+
+def _number_claim(claims: dict, name: str, required: bool) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        if required:
+            raise VerifyError("missing_claim", name)
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise VerifyError("invalid_claim", f"{name} is not a number")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class SignatureVerifier:
+    """Verifies deliveries for one public URL against the current and next signing keys."""
+
+    current_key: str
+    next_key: str | None
+    url: str
+    clock_tolerance_s: float = DEFAULT_CLOCK_TOLERANCE_S
+
+    def __post_init__(self) -> None:
+        if not self.current_key:
+            raise ValueError("QSTASH_CURRENT_SIGNING_KEY is empty")
+        if not self.url:
+            raise ValueError("the receiver's public URL (QPIPE_RECEIVER_URL) is empty")
+        if self.clock_tolerance_s < 0:
+            raise ValueError(f"clock tolerance must be >= 0 seconds, got {self.clock_tolerance_s}")
+        keys = [self.current_key.encode("utf-8")]
+        if self.next_key and self.next_key != self.current_key:
+            keys.append(self.next_key.encode("utf-8"))
+        object.__setattr__(self, "_keys", tuple(keys))
+        object.__setattr__(self, "_url", normalize_url(self.url))
+
+    def verify(self, signature: str | None, body: bytes, now: float | None = None) -> dict:
+        """Return the token's claims, or raise VerifyError naming the first defect found."""
+        if not signature:
+            raise VerifyError("missing_header", "Upstash-Signature header is missing")
+        token = signature.strip()
+        if len(token) > 8192 or not _TOKEN_RE.match(token):
+            raise VerifyError("malformed_token", "not a compact JWS")
+        header_b64, payload_b64, sig_b64 = token.split(".")
+        try:
+            header = json.loads(_b64url_decode(header_b64))
+            claims = json.loads(_b64url_decode(payload_b64))
+            sig = _b64url_decode(sig_b64)
+        except (ValueError, binascii.Error) as exc:
+            raise VerifyError("malformed_token", "undecodable segment") from exc
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise VerifyError("malformed_token", "header or claims are not JSON objects")
+        if header.get("alg") != "HS256":
+            raise VerifyError("unsupported_algorithm", f"alg={str(header.get('alg'))[:16]!r}")
+        signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
+        if not any(
+            hmac.compare_digest(hmac.new(key, signing_input, hashlib.sha256).digest(), sig)
+            for key in self._keys  # type: ignore[attr-defined]
+        ):
+            raise VerifyError("bad_signature", "no signing key matches")
+        self._check_claims(claims, body, time.time() if now is None else now)
+        return claims
+
+    def _check_claims(self, claims: dict, body: bytes, now: float) -> None:
+        tol = self.clock_tolerance_s
+        if claims.get("iss") != ISSUER:
+            raise VerifyError("wrong_issuer", "iss is not Upstash")
+        exp = _number_claim(claims, "exp", required=True)
+        nbf = _number_claim(claims, "nbf", required=False)
+        iat = _number_claim(claims, "iat", required=False)
+        if now > exp + tol:  # type: ignore[operator]
+            raise VerifyError("expired", f"expired {now - exp:.0f}s ago")  # type: ignore[operator]
+        if nbf is not None and now < nbf - tol:
+            raise VerifyError("not_yet_valid", f"nbf is {nbf - now:.0f}s ahead")
+        if iat is not None and now < iat - tol:
+            raise VerifyError("issued_in_future", f"iat is {iat - now:.0f}s ahead")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or normalize_url(sub) != self._url:  # type: ignore[attr-defined]
+            raise VerifyError("wrong_subject", "sub does not match the receiver URL")
+        claimed = claims.get("body")
+        if not isinstance(claimed, str):
+            raise VerifyError("missing_claim", "body")
+        if not hmac.compare_digest(claimed.rstrip("=").encode(), body_hash(body).encode()):
+            raise VerifyError("body_hash_mismatch", "body does not match its signed hash")
