@@ -8,7 +8,7 @@ points at real price files, QPIPE_EMBED_MODEL / QPIPE_EMBED_DEVICE pick the mode
 import os
 from pathlib import Path
 
-from dagster import ConfigurableResource, PipesSubprocessClient
+from dagster import ConfigurableResource, Failure, PipesSubprocessClient
 from pydantic import Field
 
 from qpipe_dagster.concepts import Concept, ConceptError, ConceptRegistry, validate_slug
@@ -26,11 +26,15 @@ class ConceptRegistryResource(ConfigurableResource):
         return ConceptRegistry(Path(self.path)) if self.path else ConceptRegistry.default()
 
     def get(self, slug: str) -> Concept:
-        validate_slug(slug)
+        """The registered concept, or a Failure whose message says how to register it."""
+        try:
+            validate_slug(slug)
+        except ConceptError as exc:
+            raise Failure(description=str(exc)) from exc
         concept = self.registry().get(slug)
         if concept is None:
-            raise ConceptError(
-                f"concept {slug!r} is not registered: add it with "
+            raise Failure(
+                description=f"concept {slug!r} is not registered: add it with "
                 f"`qpipe concepts add {slug} --url https://...` (or submit it through QStash)"
             )
         return concept
