@@ -184,11 +184,16 @@ def parsed_pages(
     from qpipe_dagster.parse.chunk import Chunker
     from qpipe_dagster.parse.extract import PARSER_VERSION, extract_article
 
-    chunker = Chunker(
-        embedder.encoder().tokenizer,
-        max_tokens=config.chunk_max_tokens,
-        overlap_tokens=config.chunk_overlap_tokens,
-    )
+    encoder = embedder.encoder()
+    try:
+        chunker = Chunker(
+            encoder.tokenizer,
+            max_tokens=config.chunk_max_tokens,
+            overlap_tokens=config.chunk_overlap_tokens,
+            model_max_seq_length=encoder.max_seq_length,
+        )
+    except ValueError as exc:  # chunk sizes that the model would silently truncate
+        raise Failure(description=f"invalid chunking config: {exc}") from exc
     rows = []
     for page in crawled_pages.to_pylist():
         if page["error"] is not None or page["html"] is None:
