@@ -1,11 +1,23 @@
 """The one Dagster entry point: `dagster dev -m qpipe_dagster.definitions` or workspace.yaml."""
 
-from dagster import Definitions, load_assets_from_modules, with_source_code_references
+import warnings
+
+from dagster import (
+    BetaWarning,
+    Definitions,
+    PreviewWarning,
+    load_assets_from_modules,
+    with_source_code_references,
+)
 
 from qpipe_dagster.defs import knowledge, validation
 from qpipe_dagster.defs.jobs import concept_pipeline_job
 from qpipe_dagster.defs.resources import default_resources
 from qpipe_dagster.defs.triggers import qstash_inbox_sensor
+
+# Code references are beta in Dagster 1.13; the warnings would fill every log with noise.
+warnings.filterwarnings("ignore", category=BetaWarning)
+warnings.filterwarnings("ignore", category=PreviewWarning)
 
 
 def build_definitions() -> Definitions:

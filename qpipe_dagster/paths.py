@@ -16,3 +16,7 @@ def qpipe_home() -> Path:
     path = dagster_home() / "qpipe"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# The JSON Schema of a concept message, shared by the receiver, `qpipe submit` and edge/ tests.
+CONCEPT_MESSAGE_SCHEMA = Path(__file__).resolve().parent / "schemas" / "concept_message.schema.json"

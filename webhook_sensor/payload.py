@@ -6,12 +6,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 import jsonschema
 
 from qpipe_dagster.concepts import Concept, ConceptError
+from qpipe_dagster.paths import CONCEPT_MESSAGE_SCHEMA
 
 
 class PayloadError(ValueError):
@@ -66,12 +66,7 @@ def _validator() -> jsonschema.protocols.Validator:
 
 @lru_cache(maxsize=1)
 def _schema() -> dict:
-    text = (
-        resources.files("qpipe_dagster")
-        .joinpath("schemas/concept_message.schema.json")
-        .read_text("utf-8")
-    )
-    return json.loads(text)
+    return json.loads(CONCEPT_MESSAGE_SCHEMA.read_text("utf-8"))
 
 
 @lru_cache(maxsize=1)
