@@ -20,7 +20,10 @@ def _search(args: argparse.Namespace) -> int:
     resources = default_resources()
     encoder = resources["embedder"].encoder()
     store = resources["vector_store"].open(model=encoder.model_id, dim=encoder.dim)
-    hits = store.search(encoder.encode([args.query])[0], k=args.k, concept=concept)
+    try:
+        hits = store.search(encoder.encode([args.query])[0], k=args.k, concept=concept)
+    finally:
+        store.close()
     if args.json:
         print(json.dumps([h.__dict__ for h in hits], default=str, indent=2))
         return 0

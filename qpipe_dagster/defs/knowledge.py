@@ -4,7 +4,6 @@ Each asset is a thin wrapper: it reads its concept, calls the pure stage module,
 what happened as metadata and asset checks. All four are partitioned by concept.
 """
 
-import hashlib
 import tempfile
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from qpipe_dagster.defs.resources import (
     VectorStoreResource,
 )
 from qpipe_dagster.storage.arrow_files import MAX_PART_BYTES, read_table
+from qpipe_dagster.store.objects import content_hash
 
 GROUP = "knowledge"
 OWNERS = ["team:knowledge"]
@@ -65,10 +65,6 @@ PARSED_PAGES_SCHEMA = pa.schema(
         ("chunks", pa.list_(CHUNK_TYPE)),
     ]
 )
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def ipc_size_check(context: AssetExecutionContext, asset_name: str) -> AssetCheckResult:
@@ -204,7 +200,7 @@ def parsed_pages(
                 "index": c.index,
                 "text": c.text,
                 "token_count": c.token_count,
-                "content_hash": sha256_text(c.text),
+                "content_hash": content_hash(c.text),
             }
             for c in chunker.chunk(article.text)
         ]
@@ -219,7 +215,7 @@ def parsed_pages(
                 "published": article.published,
                 "links": list(article.links),
                 "word_count": article.word_count,
-                "content_hash": sha256_text(article.text),
+                "content_hash": content_hash(article.text),
                 "parser_version": PARSER_VERSION,
                 "extractor": article.extractor,
                 "error": article.error,

@@ -1,0 +1,94 @@
+"""One interface over the local (LanceDB) and production (Weaviate) vector stores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pyarrow as pa
+
+from qpipe_dagster.store.objects import SearchHit, UpsertCounts, VectorStoreError
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """A collection of embedded chunks for one (model, dim).
+
+    Upserts are keyed by `id` and idempotent; a crash between batches followed by a re-run
+    converges to the same store (every batch is committed atomically).
+    """
+
+    backend: str  # "lancedb" | "weaviate"
+    collection: str
+    dim: int
+
+    def upsert(
+        self, objects: pa.Table, *, progress: Callable[[UpsertCounts], None] | None = None
+    ) -> UpsertCounts:
+        """Insert new ids, overwrite ids whose content_hash changed, skip the rest.
+
+        `progress` gets the running counts after each committed batch.
+        """
+        ...
+
+    def delete_missing(self, concept: str, keep_ids: Collection[str]) -> int:
+        """Delete `concept`'s objects whose id is not in keep_ids; returns how many went."""
+        ...
+
+    def search(
+        self, vector: np.ndarray, k: int = 10, concept: str | None = None
+    ) -> list[SearchHit]:
+        """The k nearest objects by cosine similarity, best first, optionally within a concept."""
+        ...
+
+    def count(self, concept: str | None = None) -> int:
+        """Number of stored objects (of one concept when given)."""
+        ...
+
+    def ids(self, concept: str) -> set[str]:
+        """Every stored id of a concept."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (a no-op for LanceDB)."""
+        ...
+
+
+def default_lance_path() -> Path:
+    """`$DAGSTER_HOME/qpipe/vectors`: the local store lives with the rest of the install."""
+    from qpipe_dagster.paths import qpipe_home
+
+    try:
+        return qpipe_home() / "vectors"
+    except OSError as exc:
+        raise VectorStoreError(
+            f"cannot create the local vector store under DAGSTER_HOME: {exc}"
+        ) from None
+
+
+def open_store(
+    *,
+    model: str,
+    dim: int,
+    lance_path: str | Path | None = None,
+    weaviate_url: str | None = None,
+    weaviate_api_key: str | None = None,
+    batch_size: int = 2000,
+) -> VectorStore:
+    """Weaviate when `weaviate_url` is given, else LanceDB at `lance_path` (default under DAGSTER_HOME).
+
+    Fails fast with VectorStoreError (naming the path/URL) when the store cannot be used, rather
+    than at the first write hours into a run.
+    """
+    if weaviate_url:
+        from qpipe_dagster.store.weaviate import WeaviateStore
+
+        return WeaviateStore(
+            url=weaviate_url, api_key=weaviate_api_key, model=model, dim=dim, batch_size=batch_size
+        )
+    from qpipe_dagster.store.lance import LanceStore
+
+    path = Path(lance_path) if lance_path is not None else default_lance_path()
+    return LanceStore(path=path, model=model, dim=dim, batch_size=batch_size)

@@ -1,0 +1,334 @@
+"""Embedded local vector store on LanceDB: no server, one table per (model, dim) on disk.
+
+Writes are Arrow-in, one atomic Lance commit per batch, so a crash between batches leaves a
+store that the next run of the same upsert completes without duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from qpipe_dagster.store.objects import (
+    HIT_COLUMNS,
+    SearchHit,
+    UpsertCounts,
+    VectorStoreError,
+    check_keep_ids,
+    check_query,
+    collection_name,
+    objects_schema,
+    validate_objects,
+    vector_dim,
+)
+
+INDEX_TYPE = "IVF_HNSW_SQ"  # IVF_PQ without refine measured recall@10 ~0.4: avoid
+_DELETE_CHUNK = 1000
+
+
+def _sql_str(value: str) -> str:
+    """A SQL string literal for a LanceDB filter (single quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class LanceStore:
+    """VectorStore on a local LanceDB directory.
+
+    Below `index_threshold` rows search is exact (a flat scan is both faster and perfect at that
+    size); at or above it an IVF_HNSW_SQ cosine index is built and refreshed as rows arrive.
+    """
+
+    backend = "lancedb"
+
+    def __init__(
+        self,
+        *,
+        path: str | Path,
+        model: str,
+        dim: int,
+        batch_size: int = 2000,
+        index_threshold: int = 50_000,
+        ef: int = 64,
+        nprobes: int = 8,
+        refine_factor: int | None = 1,
+        max_small_fragments: int = 128,
+    ) -> None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+            raise VectorStoreError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.dim = dim
+        self.collection = collection_name(model, dim)
+        self.path = Path(path).expanduser()
+        self.batch_size = batch_size
+        self.index_threshold = index_threshold
+        self.ef = ef
+        self.nprobes = nprobes
+        self.refine_factor = refine_factor
+        self.max_small_fragments = max_small_fragments
+        self._where = f"LanceDB store {str(self.path)!r} table {self.collection!r}"
+        self._schema = objects_schema(dim)
+        _ensure_writable_dir(self.path)
+
+        import lancedb
+
+        try:
+            # interval 0: every read sees commits made by other processes (a crawl running while
+            # `qpipe search` is open); own writes are visible either way
+            self._db = lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
+            self._table = self._open_or_create()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise VectorStoreError(f"{self._where}: cannot open: {exc}") from exc
+        self._check_existing_schema()
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def _open_or_create(self):
+        try:
+            return self._db.open_table(self.collection)
+        except ValueError:  # "Table ... was not found"
+            pass
+        try:
+            return self._db.create_table(self.collection, schema=self._schema)
+        except ValueError:  # another process created it meanwhile
+            return self._db.open_table(self.collection)
+
+    def _check_existing_schema(self) -> None:
+        schema = self._table.schema
+        if "vector" not in schema.names:
+            raise VectorStoreError(f"{self._where}: existing table has no 'vector' column")
+        got = vector_dim(schema.field("vector").type)
+        if got != self.dim:
+            raise VectorStoreError(
+                f"{self._where}: dimension mismatch: existing table holds {got}-dim vectors, "
+                f"store opened for {self.dim}-dim"
+            )
+        missing = [n for n in self._schema.names if n not in schema.names]
+        if missing:
+            raise VectorStoreError(
+                f"{self._where}: existing table lacks columns {missing}; "
+                "it was not written by this version of qpipe"
+            )
+
+    # -- writes --------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        objects: pa.Table,
+        *,
+        progress: Callable[[UpsertCounts], None] | None = None,
+    ) -> UpsertCounts:
+        """Insert new ids, overwrite changed content_hash, skip unchanged; batch by batch.
+
+        The whole table is validated before the first write. `progress` gets the running
+        counts after each committed batch (the Dagster asset logs it).
+        """
+        table = validate_objects(objects, self.dim, self._where)
+        counts = UpsertCounts(0, 0, 0)
+        if table.num_rows == 0:
+            return counts
+        self._table.checkout_latest()
+        existing = self._existing_hashes()
+        # Classify every row once, vectorised: new / changed / unchanged.
+        pos = pc.index_in(table.column("id"), value_set=existing.column("id"))
+        is_new = pc.is_null(pos)
+        old_hash = pc.take(existing.column("content_hash"), pos)
+        changed = pc.fill_null(pc.not_equal(old_hash, table.column("content_hash")), False)
+        counts.unchanged = table.num_rows - pc.sum(is_new).as_py() - pc.sum(changed).as_py()
+        counts.unchanged = int(counts.unchanged)
+        write_mask = pc.or_(is_new, changed)
+        if counts.unchanged == 0:  # first load / all changed: no 150 MB filter copy
+            pending, pending_new = table, is_new
+        else:
+            pending, pending_new = table.filter(write_mask), is_new.filter(write_mask)
+        for start in range(0, pending.num_rows, self.batch_size):
+            batch = pending.slice(start, self.batch_size)
+            batch_new = pending_new.slice(start, self.batch_size)
+            n_fresh = pc.sum(batch_new).as_py() or 0
+            if n_fresh == batch.num_rows:
+                fresh, stale = batch, batch.slice(0, 0)
+            else:
+                fresh, stale = batch.filter(batch_new), batch.filter(pc.invert(batch_new))
+            try:
+                if fresh.num_rows:
+                    self._table.add(fresh)
+                    counts.inserted += fresh.num_rows
+                if stale.num_rows:
+                    res = (
+                        self._table.merge_insert("id")
+                        .when_matched_update_all()
+                        .when_not_matched_insert_all()
+                        .execute(stale)
+                    )
+                    counts.updated += res.num_updated_rows
+                    counts.inserted += res.num_inserted_rows  # deleted meanwhile: re-insert
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise VectorStoreError(
+                    f"{self._where}: write failed after {counts.inserted} inserted / "
+                    f"{counts.updated} updated objects (those are kept; re-run to finish): {exc}"
+                ) from exc
+            if progress is not None:
+                progress(UpsertCounts(counts.inserted, counts.updated, counts.unchanged))
+        self.maintain_index()
+        return counts
+
+    def delete_missing(self, concept: str, keep_ids: Collection[str]) -> int:
+        """Delete the concept's objects not in keep_ids (pages that vanished or shrank)."""
+        keep = check_keep_ids(keep_ids, self._where)
+        self._table.checkout_latest()
+        stored = self._ids_array(concept)
+        doomed = stored.filter(pc.invert(pc.is_in(stored, value_set=keep)))
+        for start in range(0, len(doomed), _DELETE_CHUNK):
+            chunk = doomed.slice(start, _DELETE_CHUNK).to_pylist()
+            # ids come from the store and are validated UUIDs, so quoting is safe
+            in_list = ", ".join(_sql_str(i) for i in chunk)
+            self._table.delete(f"id IN ({in_list})")
+        return len(doomed)
+
+    # -- index ---------------------------------------------------------------------------
+
+    def has_index(self) -> bool:
+        return any(cfg.columns == ["vector"] for cfg in self._table.list_indices())
+
+    def maintain_index(self, *, force: bool = False) -> None:
+        """Build the ANN index once the table reaches index_threshold; fold in new rows later.
+
+        Unindexed rows are still found (Lance scans them exactly), so refreshing is about speed,
+        done when more than a fifth of the rows are outside the index.
+        """
+        self._compact_if_fragmented()
+        n = self._table.count_rows()
+        if n == 0 or (n < self.index_threshold and not force):
+            return
+        if not self.has_index():
+            self.build_index()
+            return
+        stats = self._table.index_stats(self._index_name())
+        if stats is not None and stats.num_unindexed_rows > 0.2 * n:
+            self.build_index()
+
+    def _compact_if_fragmented(self) -> None:
+        """Merge small fragments and drop versions older than an hour once runs have piled up
+        fragments (one per batch): keeps scans fast and the directory from growing forever."""
+        stats = self._table.stats()["fragment_stats"]
+        if stats["num_small_fragments"] > self.max_small_fragments:
+            self._table.optimize(cleanup_older_than=timedelta(hours=1))
+
+    def build_index(self) -> None:
+        """(Re)build the cosine IVF_HNSW_SQ index over every row.
+
+        ~12.5k rows per partition: measured on 100k x 384 clustered vectors, 8 partitions and
+        nprobes 8, ef 64 gave recall@10 0.975 at ~7 ms, while many small partitions cost recall.
+        Queries refine with exact distances (refine_factor 1): SQ distances alone were off by up
+        to 0.27 in cosine, which would make scores meaningless.
+        """
+        from lancedb.index import HnswSq
+
+        n = self._table.count_rows()
+        config = HnswSq(
+            distance_type="cosine",
+            num_partitions=max(1, min(256, n // 12_500)),
+            ef_construction=150,
+        )
+        self._table.create_index("vector", config=config, replace=True)
+
+    def _index_name(self) -> str:
+        for cfg in self._table.list_indices():
+            if cfg.columns == ["vector"]:
+                return cfg.name
+        return "vector_idx"
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def search(
+        self, vector: np.ndarray, k: int = 10, concept: str | None = None, *, exact: bool = False
+    ) -> list[SearchHit]:
+        """k nearest by cosine similarity (score = 1 - cosine distance), best first."""
+        query = check_query(vector, self.dim, k, self._where)
+        q = (
+            self._table.search(query, vector_column_name="vector")
+            .distance_type("cosine")
+            .select([*HIT_COLUMNS, "_distance"])
+            .limit(k)
+        )
+        if concept is not None:
+            q = q.where(f"concept = {_sql_str(concept)}", prefilter=True)
+        if exact:
+            q = q.bypass_vector_index()
+        else:
+            q = q.nprobes(self.nprobes).ef(max(self.ef, k))
+            if self.refine_factor:
+                q = q.refine_factor(self.refine_factor)
+        rows = q.to_arrow()
+        scores = pc.subtract(1.0, rows.column("_distance")).to_pylist()
+        cols = {name: rows.column(name).to_pylist() for name in HIT_COLUMNS}
+        return [
+            SearchHit(
+                id=cols["id"][i],
+                concept=cols["concept"][i],
+                url=cols["url"][i],
+                title=cols["title"][i],
+                chunk_index=cols["chunk_index"][i],
+                text=cols["text"][i],
+                score=float(scores[i]),
+            )
+            for i in range(rows.num_rows)
+        ]
+
+    def count(self, concept: str | None = None) -> int:
+        if concept is None:
+            return self._table.count_rows()
+        return self._table.count_rows(f"concept = {_sql_str(concept)}")
+
+    def ids(self, concept: str) -> set[str]:
+        return set(self._ids_array(concept).to_pylist())
+
+    def drop(self) -> None:
+        """Delete the whole table (model retirement, tests); the store is unusable after."""
+        self._db.drop_table(self.collection)
+
+    def close(self) -> None:
+        """Nothing to release: LanceDB holds no server connection."""
+
+    def __enter__(self) -> LanceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ids_array(self, concept: str) -> pa.Array:
+        rows = (
+            self._table.search()
+            .where(f"concept = {_sql_str(concept)}")
+            .select(["id"])
+            .limit(None)
+            .to_arrow()
+        )
+        return rows.column("id").combine_chunks()
+
+    def _existing_hashes(self) -> pa.Table:
+        rows = self._table.search().select(["id", "content_hash"]).limit(None).to_arrow()
+        return rows.combine_chunks()
+
+
+def _ensure_writable_dir(path: Path) -> None:
+    """Create `path` and prove it is writable now, naming it if not (not mid-run, later)."""
+    where = f"LanceDB store path {str(path)!r}"
+    if path.exists() and not path.is_dir():
+        raise VectorStoreError(f"{where} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError) as exc:
+        raise VectorStoreError(f"{where}: a parent is not a directory ({exc})") from None
+    except OSError as exc:
+        raise VectorStoreError(f"{where}: cannot create it ({exc.strerror or exc})") from None
+    probe = path / f".qpipe-write-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise VectorStoreError(f"{where} is not writable ({exc.strerror or exc})") from None

@@ -1,0 +1,236 @@
+"""The shape of a stored chunk, shared by every vector-store backend.
+
+Kept free of Dagster and of any backend so the asset, the CLI and both stores agree on one
+schema, one id scheme and one collection-naming rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Fixed forever: changing it would re-key every stored object and duplicate the whole store.
+QPIPE_NAMESPACE = uuid.UUID("5b1e6f0a-8d3c-4c2e-9a57-3f0d2b8e71c4")
+
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+# Columns a SearchHit carries back (everything but the vector and bookkeeping columns).
+HIT_COLUMNS = ("id", "concept", "url", "title", "chunk_index", "text")
+
+
+class VectorStoreError(RuntimeError):
+    """A store problem a user can act on; the message names the path/URL/collection at fault."""
+
+
+@dataclass
+class UpsertCounts:
+    """What an upsert did; re-running the same objects must give inserted == updated == 0."""
+
+    inserted: int
+    updated: int
+    unchanged: int
+
+    def __iadd__(self, other: UpsertCounts) -> UpsertCounts:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        return self
+
+
+@dataclass
+class SearchHit:
+    """One search result; score is cosine similarity in [-1, 1], higher = closer."""
+
+    id: str
+    concept: str
+    url: str
+    title: str | None
+    chunk_index: int
+    text: str
+    score: float
+
+
+def object_uuid(concept: str, url: str, chunk_index: int) -> str:
+    """Deterministic id of a chunk, so re-crawling the same page updates instead of duplicating."""
+    return str(uuid.uuid5(QPIPE_NAMESPACE, f"{concept}\x1f{url}\x1f{int(chunk_index)}"))
+
+
+def content_hash(text: str) -> str:
+    """sha256 of a chunk's text: lets a store tell an unchanged chunk from an updated one."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def objects_schema(dim: int) -> pa.Schema:
+    """The Arrow schema every backend accepts from `upsert`."""
+    if not isinstance(dim, int) or dim <= 0:
+        raise VectorStoreError(f"embedding dimension must be a positive integer, got {dim!r}")
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("concept", pa.string(), nullable=False),
+            pa.field("url", pa.string(), nullable=False),
+            pa.field("title", pa.string(), nullable=True),
+            pa.field("chunk_index", pa.int32(), nullable=False),
+            pa.field("text", pa.large_string(), nullable=False),
+            pa.field("content_hash", pa.string(), nullable=False),
+            pa.field("fetched_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("parser_version", pa.string(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+        ]
+    )
+
+
+def collection_name(model: str, dim: int) -> str:
+    """Table/collection name for one (model, dim), so rotated models never share vectors.
+
+    Pass the model *name* (e.g. "all-MiniLM-L6-v2"), not a local path: the name must not change
+    when the install moves. Valid as both a LanceDB table and a Weaviate class name.
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise VectorStoreError(f"model name must be a non-empty string, got {model!r}")
+    if not isinstance(dim, int) or dim <= 0:
+        raise VectorStoreError(f"embedding dimension must be a positive integer, got {dim!r}")
+    slug = re.sub(r"[^0-9a-z]+", "_", model.strip().lower()).strip("_") or "model"
+    if len(slug) > 60:  # keep names short but still unique
+        slug = f"{slug[:50]}_{hashlib.sha256(model.encode()).hexdigest()[:8]}"
+    return f"Chunks_{slug}_d{dim}"
+
+
+def vector_dim(type_: pa.DataType) -> int | None:
+    """The fixed size of a vector column type, or None when it is not a fixed-size float list."""
+    if pa.types.is_fixed_size_list(type_) and pa.types.is_floating(type_.value_type):
+        return type_.list_size
+    return None
+
+
+def validate_objects(table: pa.Table, dim: int, where: str) -> pa.Table:
+    """Check `table` against objects_schema(dim) and return it in canonical column order/types.
+
+    Everything is checked before anything is written, so a bad table never half-lands.
+    `where` names the store (path/URL + collection) for the error messages.
+    """
+    if not isinstance(table, pa.Table):
+        raise VectorStoreError(
+            f"{where}: upsert expects a pyarrow.Table, got {type(table).__name__}"
+        )
+    schema = objects_schema(dim)
+    names = set(table.column_names)
+    missing = [f.name for f in schema if f.name not in names]
+    extra = sorted(names - set(schema.names))
+    if missing or extra:
+        raise VectorStoreError(
+            f"{where}: objects table does not match the store schema: "
+            f"missing columns {missing}, unexpected columns {extra}"
+        )
+    if len(table.column_names) != len(names):
+        raise VectorStoreError(f"{where}: objects table has duplicate column names")
+    got_dim = vector_dim(table.schema.field("vector").type)
+    if got_dim is None and not pa.types.is_list(table.schema.field("vector").type):
+        raise VectorStoreError(
+            f"{where}: column 'vector' must be fixed_size_list<float32>[{dim}], "
+            f"got {table.schema.field('vector').type}"
+        )
+    if got_dim is not None and got_dim != dim:
+        raise VectorStoreError(
+            f"{where}: vector dimension mismatch: store holds {dim}-dim vectors, "
+            f"objects have {got_dim}-dim vectors"
+        )
+    columns = []
+    for field in schema:
+        col = table.column(field.name)
+        if col.type != field.type:
+            try:
+                col = col.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise VectorStoreError(
+                    f"{where}: column {field.name!r} has type {table.schema.field(field.name).type}, "
+                    f"expected {field.type}: {exc}"
+                ) from None
+        if not field.nullable and col.null_count:
+            raise VectorStoreError(
+                f"{where}: column {field.name!r} has {col.null_count} null value(s); it must not"
+            )
+        columns.append(col)
+    out = pa.Table.from_arrays(columns, schema=schema)
+    if out.num_rows == 0:
+        return out
+    _check_ids(out, where)
+    _check_vectors(out, dim, where)
+    return out
+
+
+def _check_ids(table: pa.Table, where: str) -> None:
+    ids = table.column("id")
+    bad = pc.invert(pc.match_substring_regex(ids, UUID_PATTERN))
+    if pc.any(bad).as_py():
+        first = ids.filter(bad)[0].as_py()
+        raise VectorStoreError(
+            f"{where}: column 'id' must hold lowercase UUID strings (see object_uuid), got {first!r}"
+        )
+    if pc.count_distinct(ids).as_py() != table.num_rows:
+        counts = pc.value_counts(ids)
+        dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+        raise VectorStoreError(f"{where}: duplicate id {dup!r} in one upsert; ids must be unique")
+
+
+def _check_vectors(table: pa.Table, dim: int, where: str) -> None:
+    """Reject NaN/inf and all-zero vectors: cosine similarity is undefined for them."""
+    matrix = vectors_as_numpy(table.column("vector"), dim)
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise VectorStoreError(
+            f"{where}: vector of id {table.column('id')[row].as_py()!r} holds NaN or infinity"
+        )
+    norms = np.einsum("ij,ij->i", matrix, matrix)
+    if (norms == 0).any():
+        row = int(np.argmax(norms == 0))
+        raise VectorStoreError(
+            f"{where}: vector of id {table.column('id')[row].as_py()!r} is all zeros "
+            "(cosine similarity is undefined for it)"
+        )
+
+
+def vectors_as_numpy(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """Zero-copy-where-possible (n, dim) float32 view of a fixed-size-list column."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def check_query(vector: object, dim: int, k: int, where: str) -> np.ndarray:
+    """Validate a search query vector and k; returns a flat float32 array."""
+    try:
+        arr = np.asarray(vector, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise VectorStoreError(f"{where}: query vector is not numeric: {exc}") from None
+    if arr.shape[0] != dim:
+        raise VectorStoreError(
+            f"{where}: query vector has {arr.shape[0]} dimensions, the store holds {dim}-dim vectors"
+        )
+    if not np.isfinite(arr).all() or not np.any(arr):
+        raise VectorStoreError(f"{where}: query vector must be finite and not all zeros")
+    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+        raise VectorStoreError(f"{where}: k must be a positive integer, got {k!r}")
+    return arr
+
+
+def check_keep_ids(keep_ids: object, where: str) -> pa.Array:
+    """keep_ids as an Arrow string array; a bare string is refused (it would iterate as
+    characters and make delete_missing wipe the whole concept)."""
+    if isinstance(keep_ids, str | bytes) or not hasattr(keep_ids, "__iter__"):
+        raise VectorStoreError(
+            f"{where}: keep_ids must be a collection of id strings, got {type(keep_ids).__name__}"
+        )
+    try:
+        return pa.array(list(keep_ids), pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise VectorStoreError(f"{where}: keep_ids must hold id strings: {exc}") from None

@@ -1,0 +1,310 @@
+"""Production vector store on a Weaviate server (weaviate-client v4).
+
+Same contract as the LanceDB store: one collection per (model, dim), deterministic UUIDs so
+re-runs overwrite instead of duplicating, cosine distance, content_hash to skip unchanged chunks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection, Iterator
+from urllib.parse import urlsplit
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from qpipe_dagster.store.objects import (
+    HIT_COLUMNS,
+    SearchHit,
+    UpsertCounts,
+    VectorStoreError,
+    check_keep_ids,
+    check_query,
+    collection_name,
+    validate_objects,
+    vectors_as_numpy,
+)
+
+# Stored as properties; `id` becomes the object UUID and `vector` the object's vector.
+PROPERTY_COLUMNS = (
+    "concept",
+    "url",
+    "title",
+    "chunk_index",
+    "text",
+    "content_hash",
+    "fetched_at",
+    "parser_version",
+    "model",
+)
+_LOOKUP_CHUNK = 1000  # ids per filter; well under Weaviate's QUERY_MAXIMUM_RESULTS (10k)
+_CLOUD_SUFFIXES = (".weaviate.cloud", ".weaviate.network", ".weaviate.io")
+
+
+def _connect(url: str, api_key: str | None, grpc_port: int | None):
+    """Client for `url`: Weaviate Cloud by hostname, else a custom host (gRPC on grpc_port)."""
+    import weaviate
+    from weaviate.auth import Auth
+    from weaviate.config import AdditionalConfig, Timeout
+
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise VectorStoreError(f"WEAVIATE_URL {url!r} is not an http(s) URL with a host")
+    secure = parts.scheme == "https"
+    config = AdditionalConfig(timeout=Timeout(init=10, query=60, insert=120))
+    auth = Auth.api_key(api_key) if api_key else None
+    if parts.hostname.endswith(_CLOUD_SUFFIXES):
+        if not api_key:
+            raise VectorStoreError(f"Weaviate Cloud URL {url!r} needs an API key")
+        return weaviate.connect_to_weaviate_cloud(
+            cluster_url=url, auth_credentials=auth, additional_config=config
+        )
+    if grpc_port is None:
+        grpc_port = int(os.environ.get("WEAVIATE_GRPC_PORT", "50051"))
+    return weaviate.connect_to_custom(
+        http_host=parts.hostname,
+        http_port=parts.port or (443 if secure else 8080),
+        http_secure=secure,
+        grpc_host=parts.hostname,
+        grpc_port=grpc_port,
+        grpc_secure=secure,
+        auth_credentials=auth,
+        additional_config=config,
+    )
+
+
+class WeaviateStore:
+    """VectorStore on a Weaviate collection; close() (or `with`) releases the connection."""
+
+    backend = "weaviate"
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        model: str,
+        dim: int,
+        api_key: str | None = None,
+        batch_size: int = 2000,
+        grpc_port: int | None = None,
+        concurrent_requests: int = 2,
+    ) -> None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+            raise VectorStoreError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.dim = dim
+        self.collection = collection_name(model, dim)
+        self.url = url
+        self.batch_size = batch_size
+        self.concurrent_requests = concurrent_requests
+        self._where = f"Weaviate {url!r} collection {self.collection!r}"
+        from weaviate.exceptions import WeaviateBaseError
+
+        try:
+            self._client = _connect(url, api_key, grpc_port)
+        except WeaviateBaseError as exc:
+            raise VectorStoreError(f"Weaviate server {url!r} is unreachable: {exc}") from None
+        except OSError as exc:
+            raise VectorStoreError(f"Weaviate server {url!r} is unreachable: {exc}") from None
+        try:
+            self._col = self._open_collection()
+        except WeaviateBaseError as exc:
+            self._client.close()
+            raise VectorStoreError(f"{self._where}: cannot open collection: {exc}") from None
+        except BaseException:
+            self._client.close()
+            raise
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def _open_collection(self):
+        from weaviate.classes.config import (
+            Configure,
+            DataType,
+            Property,
+            Tokenization,
+            VectorDistances,
+        )
+
+        if not self._client.collections.exists(self.collection):
+            text = {"data_type": DataType.TEXT, "tokenization": Tokenization.FIELD}
+            self._client.collections.create(
+                self.collection,
+                description=f"qpipe chunks embedded with a {self.dim}-dim model",
+                vector_config=Configure.Vectors.self_provided(
+                    vector_index_config=Configure.VectorIndex.hnsw(
+                        distance_metric=VectorDistances.COSINE
+                    )
+                ),
+                properties=[
+                    Property(name="concept", **text),
+                    Property(name="url", **text),
+                    Property(name="title", data_type=DataType.TEXT),
+                    Property(name="chunk_index", data_type=DataType.INT),
+                    Property(name="text", data_type=DataType.TEXT),
+                    Property(name="content_hash", **text),
+                    Property(name="fetched_at", data_type=DataType.DATE),
+                    Property(name="parser_version", **text),
+                    Property(name="model", **text),
+                ],
+            )
+        col = self._client.collections.get(self.collection)
+        self._check_existing(col)
+        return col
+
+    def _check_existing(self, col) -> None:
+        """Refuse a collection whose properties or stored vector size disagree with ours."""
+        config = col.config.get()
+        have = {p.name for p in config.properties}
+        missing = [p for p in PROPERTY_COLUMNS if p not in have]
+        if missing:
+            raise VectorStoreError(
+                f"{self._where}: existing collection lacks properties {missing}; "
+                "it was not written by qpipe"
+            )
+        sample = col.query.fetch_objects(limit=1, include_vector=True).objects
+        if sample:
+            vec = sample[0].vector
+            vec = next(iter(vec.values())) if isinstance(vec, dict) else vec
+            if vec is not None and len(vec) != self.dim:
+                raise VectorStoreError(
+                    f"{self._where}: dimension mismatch: existing collection holds "
+                    f"{len(vec)}-dim vectors, store opened for {self.dim}-dim"
+                )
+
+    # -- writes --------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        objects: pa.Table,
+        *,
+        progress: Callable[[UpsertCounts], None] | None = None,
+    ) -> UpsertCounts:
+        """Insert new, overwrite changed (by content_hash), skip unchanged; batch by batch."""
+        table = validate_objects(objects, self.dim, self._where)
+        counts = UpsertCounts(0, 0, 0)
+        for start in range(0, table.num_rows, self.batch_size):
+            batch = table.slice(start, self.batch_size)
+            existing = self._existing_hashes(batch.column("id").to_pylist())
+            known = pa.array(list(existing), pa.string())
+            old = pa.array([existing.get(i) for i in batch.column("id").to_pylist()], pa.string())
+            is_new = pc.invert(pc.is_in(batch.column("id"), value_set=known))
+            changed = pc.fill_null(pc.not_equal(old, batch.column("content_hash")), False)
+            write = batch.filter(pc.or_(is_new, changed))
+            n_new = pc.sum(is_new).as_py() or 0
+            n_changed = pc.sum(changed).as_py() or 0
+            if write.num_rows:
+                self._write(write, counts)
+            counts.inserted += n_new
+            counts.updated += n_changed
+            counts.unchanged += batch.num_rows - n_new - n_changed
+            if progress is not None:
+                progress(UpsertCounts(counts.inserted, counts.updated, counts.unchanged))
+        return counts
+
+    def _write(self, rows: pa.Table, counts: UpsertCounts) -> None:
+        vectors = vectors_as_numpy(rows.column("vector"), self.dim)
+        props = rows.select(list(PROPERTY_COLUMNS)).to_pylist()
+        ids = rows.column("id").to_pylist()
+        with self._col.batch.fixed_size(
+            batch_size=min(self.batch_size, 500), concurrent_requests=self.concurrent_requests
+        ) as batch:
+            for uid, prop, vec in zip(ids, props, vectors, strict=True):
+                if prop["title"] is None:
+                    del prop["title"]
+                batch.add_object(properties=prop, uuid=uid, vector=vec.tolist())
+        failed = self._col.batch.failed_objects
+        if failed:
+            first = failed[0]
+            raise VectorStoreError(
+                f"{self._where}: {len(failed)} of {rows.num_rows} objects in a batch failed "
+                f"(earlier batches are kept: {counts.inserted} inserted / {counts.updated} "
+                f"updated; re-run to finish); first error: {first.message}"
+            )
+
+    def delete_missing(self, concept: str, keep_ids: Collection[str]) -> int:
+        """Delete the concept's objects not in keep_ids (pages that vanished or shrank)."""
+        from weaviate.classes.query import Filter
+
+        keep = set(check_keep_ids(keep_ids, self._where).to_pylist())
+        doomed = sorted(self.ids(concept) - keep)
+        for start in range(0, len(doomed), _LOOKUP_CHUNK):
+            chunk = doomed[start : start + _LOOKUP_CHUNK]
+            res = self._col.data.delete_many(where=Filter.by_id().contains_any(chunk))
+            if res.failed:
+                raise VectorStoreError(
+                    f"{self._where}: deleting {len(chunk)} stale objects of concept {concept!r}: "
+                    f"{res.failed} failed"
+                )
+        return len(doomed)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def search(
+        self, vector: np.ndarray, k: int = 10, concept: str | None = None
+    ) -> list[SearchHit]:
+        """k nearest by cosine similarity (score = 1 - cosine distance), best first."""
+        from weaviate.classes.query import Filter, MetadataQuery
+
+        query = check_query(vector, self.dim, k, self._where)
+        res = self._col.query.near_vector(
+            near_vector=query.tolist(),
+            limit=k,
+            filters=Filter.by_property("concept").equal(concept) if concept is not None else None,
+            return_metadata=MetadataQuery(distance=True),
+            return_properties=[c for c in HIT_COLUMNS if c != "id"],
+        )
+        return [
+            SearchHit(
+                id=str(o.uuid),
+                concept=o.properties["concept"],
+                url=o.properties["url"],
+                title=o.properties.get("title"),
+                chunk_index=int(o.properties["chunk_index"]),
+                text=o.properties["text"],
+                score=1.0 - float(o.metadata.distance),
+            )
+            for o in res.objects
+        ]
+
+    def count(self, concept: str | None = None) -> int:
+        from weaviate.classes.query import Filter
+
+        filters = Filter.by_property("concept").equal(concept) if concept is not None else None
+        return int(self._col.aggregate.over_all(total_count=True, filters=filters).total_count)
+
+    def ids(self, concept: str) -> set[str]:
+        # The cursor API takes no filter, so walk the collection reading only `concept`.
+        return {uid for uid, c in self._iter_concepts() if c == concept}
+
+    def drop(self) -> None:
+        """Delete the whole collection (model retirement, tests)."""
+        self._client.collections.delete(self.collection)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> WeaviateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _iter_concepts(self) -> Iterator[tuple[str, str]]:
+        for obj in self._col.iterator(return_properties=["concept"]):
+            yield str(obj.uuid), obj.properties.get("concept")
+
+    def _existing_hashes(self, ids: list[str]) -> dict[str, str]:
+        from weaviate.classes.query import Filter
+
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[start : start + _LOOKUP_CHUNK]
+            res = self._col.query.fetch_objects(
+                filters=Filter.by_id().contains_any(chunk),
+                limit=len(chunk),
+                return_properties=["content_hash"],
+            )
+            for o in res.objects:
+                found[str(o.uuid)] = o.properties.get("content_hash")
+        return found

@@ -1,0 +1,146 @@
+"""LanceDB-only behaviour: opening errors, the ANN index path, the default location."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from qpipe_dagster.store import VectorStoreError, collection_name, objects_schema, open_store
+from qpipe_dagster.store.lance import LanceStore
+from qpipe_dagster_tests.store.store_testdata import make_objects
+
+
+def _writable(path: Path) -> bool:
+    probe = path / ".probe"
+    try:
+        probe.write_bytes(b"")
+    except OSError:
+        return False
+    probe.unlink()
+    return True
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory nobody can write, even root (chattr +i when permission bits don't bind)."""
+    path = tmp_path / "ro"
+    path.mkdir()
+    path.chmod(0o555)
+    immutable = False
+    if _writable(path):  # root ignores mode bits
+        chattr = shutil.which("chattr")
+        if chattr is None or subprocess.run([chattr, "+i", str(path)]).returncode != 0:
+            path.chmod(0o755)
+            pytest.skip("running as root without chattr/CAP_LINUX_IMMUTABLE: no read-only dir")
+        immutable = True
+    try:
+        yield path
+    finally:
+        if immutable:
+            subprocess.run([shutil.which("chattr") or "chattr", "-i", str(path)], check=True)
+        path.chmod(0o755)
+
+
+def test_read_only_dir_is_refused_at_open(read_only_dir: Path) -> None:
+    with pytest.raises(VectorStoreError, match=rf"{read_only_dir}.*not writable"):
+        open_store(model="m", dim=8, lance_path=read_only_dir)
+    target = read_only_dir / "vectors"
+    with pytest.raises(VectorStoreError, match=rf"{target}.*cannot create"):
+        open_store(model="m", dim=8, lance_path=target)
+
+
+def test_path_under_a_regular_file_is_refused(tmp_path: Path) -> None:
+    regular = tmp_path / "file.txt"
+    regular.write_text("not a directory")
+    with pytest.raises(VectorStoreError, match=rf"{regular}.*not a directory"):
+        open_store(model="m", dim=8, lance_path=regular)
+    with pytest.raises(VectorStoreError, match=rf"{regular / 'sub'}.*parent is not a directory"):
+        open_store(model="m", dim=8, lance_path=regular / "sub")
+
+
+def test_existing_table_with_other_dim_is_refused(tmp_path: Path) -> None:
+    db = lancedb.connect(str(tmp_path))
+    db.create_table(collection_name("m", 16), schema=objects_schema(8))
+    with pytest.raises(VectorStoreError, match=r"dimension mismatch.*8-dim.*16-dim"):
+        open_store(model="m", dim=16, lance_path=tmp_path)
+
+
+def test_bad_batch_size_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(VectorStoreError, match="batch_size must be a positive integer"):
+        open_store(model="m", dim=8, lance_path=tmp_path, batch_size=0)
+
+
+def test_default_location_is_under_dagster_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    store = open_store(model="m", dim=8)
+    assert store.backend == "lancedb"
+    assert store.path == tmp_path / "home" / "qpipe" / "vectors"
+    store.upsert(make_objects("a", 3, 8))
+    assert open_store(model="m", dim=8).count() == 3
+
+
+def test_ann_index_recall(tmp_path: Path) -> None:
+    """Past index_threshold the IVF_HNSW_SQ index serves queries with recall@10 >= 0.9."""
+    n, dim = 3000, 64
+    store = LanceStore(path=tmp_path, model="m", dim=dim, index_threshold=2000, batch_size=1000)
+    store.upsert(make_objects("a", 1500, dim))
+    assert not store.has_index()  # below the threshold: exact search only
+    store.upsert(make_objects("a", n - 1500, dim, start=1500))
+    assert store.has_index()
+    rng = np.random.default_rng(3)
+    recalls = []
+    for _ in range(30):
+        q = rng.standard_normal(dim).astype(np.float32)
+        exact = {h.id: h.score for h in store.search(q, k=10, exact=True)}
+        approx = store.search(q, k=10)
+        assert len(approx) == 10
+        recalls.append(len(exact.keys() & {h.id for h in approx}) / 10)
+        # scores are exact cosine similarities even through the quantised index
+        for h in approx:
+            if h.id in exact:
+                assert h.score == pytest.approx(exact[h.id], abs=1e-4)
+    assert np.mean(recalls) >= 0.9, recalls
+    # objects added after the index was built are still found (scanned until the next refresh)
+    late = make_objects("late", 5, dim)
+    store.upsert(late)
+    vec = late.column("vector")[2].values.to_numpy()
+    assert store.search(vec, k=1)[0].id == late.column("id")[2].as_py()
+
+
+def test_index_refreshes_when_many_rows_are_unindexed(tmp_path: Path) -> None:
+    dim = 32
+    store = LanceStore(path=tmp_path, model="m", dim=dim, index_threshold=1000)
+    store.upsert(make_objects("a", 1000, dim))
+    name = store._index_name()
+    assert store._table.index_stats(name).num_indexed_rows == 1000
+    store.upsert(make_objects("a", 400, dim, start=1000))  # > 20% unindexed: rebuilt
+    assert store._table.index_stats(name).num_unindexed_rows == 0
+
+
+def test_pandas_round_trip_types(tmp_path: Path) -> None:
+    """Objects rebuilt from pandas (object columns, ns timestamps) are cast, not refused."""
+    objects = make_objects("a", 4, 8)
+    df = objects.to_pandas()
+    rebuilt = pa.Table.from_pandas(df, preserve_index=False)
+    store = open_store(model="m", dim=8, lance_path=tmp_path)
+    assert store.upsert(rebuilt).inserted == 4
+    assert os.path.isdir(tmp_path)
+
+
+def test_many_small_fragments_are_compacted(tmp_path: Path) -> None:
+    store = LanceStore(path=tmp_path, model="m", dim=8, batch_size=5, max_small_fragments=4)
+    objects = make_objects("a", 40, 8)
+    store.upsert(objects)  # 8 batches -> 8 fragments -> compacted at the end
+    assert store._table.stats()["fragment_stats"]["num_fragments"] <= 4
+    assert store.count() == 40
+    assert store.upsert(objects).unchanged == 40
