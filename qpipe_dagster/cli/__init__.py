@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "qpipe_dagster.cli.concepts",
     "qpipe_dagster.cli.search",
     "qpipe_dagster.cli.qstash",
+    "qpipe_dagster.cli.models",
 )
 
 

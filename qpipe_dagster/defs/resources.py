@@ -85,12 +85,16 @@ class PriceSourceResource(ConfigurableResource):
 def default_resources() -> dict[str, object]:
     """The local defaults, with the production switches read from the environment."""
     from qpipe_dagster.defs.io import ArrowIPCIOManager
+    from qpipe_dagster.embed.rotation import active_model
+
+    model = active_model()
 
     return {
         "io_manager": ArrowIPCIOManager(),
         "concepts": ConceptRegistryResource(),
         "embedder": EmbedderResource(
-            model_name=os.environ.get("QPIPE_EMBED_MODEL", DEFAULT_MODEL),
+            model_name=model.name,
+            truncate_dim=model.truncate_dim,
             device=os.environ.get("QPIPE_EMBED_DEVICE", "auto"),
         ),
         "vector_store": VectorStoreResource(

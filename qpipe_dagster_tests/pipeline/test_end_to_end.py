@@ -11,6 +11,7 @@ from qpipe_dagster.cli import main as qpipe
 from qpipe_dagster.definitions import defs
 from qpipe_dagster.demo import register_demo
 from qpipe_dagster.storage.arrow_files import read_table
+from qpipe_dagster.store import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +85,22 @@ def test_demo_concept_end_to_end(dagster_home: Path, demo_site, capsys) -> None:
     )
     out = capsys.readouterr().out
     assert "halving-explained" in out or "supply-schedule" in out
+
+    # Model rotation: the same model truncated to 256 dims is another configuration with its own
+    # collection; search switches only after the re-embed, and the old collection is kept.
+    old = open_store(model="all-MiniLM-L6-v2", dim=384)
+    new = open_store(model="all-MiniLM-L6-v2@256", dim=256)
+    try:
+        assert new.count() == 0
+        assert qpipe(["reembed", "--model", "all-MiniLM-L6-v2", "--truncate-dim", "256"]) == 0
+        assert new.count("demo") == old.count("demo") == store2["objects_for_concept"]
+    finally:
+        old.close()
+        new.close()
+    assert qpipe(["models"]) == 0
+    assert "all-MiniLM-L6-v2@256" in capsys.readouterr().out
+    assert qpipe(["search", "when does the block reward halve", "--json", "-k", "1"]) == 0
+    assert "halving" in capsys.readouterr().out.lower()
 
 
 def test_unregistered_concept_fails_with_clear_error(dagster_home: Path) -> None:
