@@ -12,6 +12,11 @@ from dagster import (
 
 from qpipe_dagster.defs import knowledge, validation
 from qpipe_dagster.defs.jobs import concept_pipeline_job
+from qpipe_dagster.defs.operations import (
+    OPERATIONS_ASSETS,
+    OPERATIONS_JOBS,
+    OPERATIONS_SCHEDULES,
+)
 from qpipe_dagster.defs.resources import default_resources
 from qpipe_dagster.defs.triggers import qstash_inbox_sensor
 
@@ -23,8 +28,11 @@ warnings.filterwarnings("ignore", category=PreviewWarning)
 def build_definitions() -> Definitions:
     """Assemble assets, jobs and resources; production switches come from the environment."""
     return Definitions(
-        assets=with_source_code_references(load_assets_from_modules([knowledge, validation])),
-        jobs=[concept_pipeline_job],
+        assets=with_source_code_references(
+            [*load_assets_from_modules([knowledge, validation]), *OPERATIONS_ASSETS]
+        ),
+        jobs=[concept_pipeline_job, *OPERATIONS_JOBS],
+        schedules=OPERATIONS_SCHEDULES,
         sensors=[qstash_inbox_sensor],
         resources=default_resources(),
     )

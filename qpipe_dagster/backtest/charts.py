@@ -22,8 +22,13 @@ def _png(fig: plt.Figure) -> bytes:
     return buf.getvalue()
 
 
-def equity_drawdown_png(ts: np.ndarray, equity: np.ndarray, title: str) -> bytes:
-    """Equity curve over a drawdown panel (drawdown in % below the running peak)."""
+def equity_drawdown_png(
+    ts: np.ndarray, equity: np.ndarray, title: str, split_at: object | None = None
+) -> bytes:
+    """Equity curve over a drawdown panel (drawdown in % below the running peak).
+
+    ``split_at`` (a timestamp) draws the in-sample / out-of-sample boundary on both panels.
+    """
     equity = np.asarray(equity, dtype=np.float64)
     ts = np.asarray(ts)
     if equity.ndim != 1 or equity.size == 0:
@@ -44,24 +49,48 @@ def equity_drawdown_png(ts: np.ndarray, equity: np.ndarray, title: str) -> bytes
     ax2.fill_between(ts, drawdown, 0, color="tab:red", alpha=0.4, linewidth=0)
     ax2.set_ylabel("drawdown %")
     ax2.grid(alpha=0.3)
+    if split_at is not None:
+        for ax in (ax1, ax2):
+            ax.axvline(split_at, color="black", linestyle="--", linewidth=1)
+        ax1.annotate(
+            " in-sample | out-of-sample ",
+            (split_at, 0.97),
+            xycoords=("data", "axes fraction"),
+            ha="center",
+            va="top",
+            fontsize=8,
+        )
     fig.autofmt_xdate()
     return _png(fig)
 
 
-def sharpe_heatmap_png(fast: np.ndarray, slow: np.ndarray, sharpe: np.ndarray, title: str) -> bytes:
-    """Sharpe by (fast, slow) window; pairs never evaluated (or non-finite) stay blank."""
-    fast = np.asarray(fast, dtype=np.int64)
-    slow = np.asarray(slow, dtype=np.int64)
-    sharpe = np.asarray(sharpe, dtype=np.float64)
-    if not (fast.shape == slow.shape == sharpe.shape) or fast.ndim != 1 or fast.size == 0:
+def sharpe_heatmap_png(
+    fast: np.ndarray,
+    slow: np.ndarray,
+    sharpe: np.ndarray,
+    title: str,
+    xlabel: str = "fast window",
+    ylabel: str = "slow window",
+) -> bytes:
+    """Sharpe over two parameters (x=``fast``, y=``slow``); missing or non-finite cells blank.
+
+    Axes are categorical (one cell per distinct value), so float parameters such as band
+    widths or RSI levels render as well as windows. Several sets on one cell (a third
+    parameter) show the best Sharpe of the cell.
+    """
+    x = np.asarray(fast, dtype=np.float64)
+    y = np.asarray(slow, dtype=np.float64)
+    z = np.asarray(sharpe, dtype=np.float64)
+    if not (x.shape == y.shape == z.shape) or x.ndim != 1 or x.size == 0:
         raise ValueError(
             f"fast, slow, sharpe must be equal-length non-empty 1-D arrays, got "
-            f"{fast.shape}, {slow.shape}, {sharpe.shape}"
+            f"{x.shape}, {y.shape}, {z.shape}"
         )
-    fs, fi = np.unique(fast, return_inverse=True)
-    ss, si = np.unique(slow, return_inverse=True)
-    grid = np.full((ss.size, fs.size), np.nan)
-    grid[si, fi] = np.where(np.isfinite(sharpe), sharpe, np.nan)
+    xs, xi = np.unique(x, return_inverse=True)
+    ys, yi = np.unique(y, return_inverse=True)
+    grid = np.full((ys.size, xs.size), -np.inf)
+    np.maximum.at(grid, (yi, xi), np.where(np.isfinite(z), z, -np.inf))
+    grid[~np.isfinite(grid)] = np.nan
     fig, ax = plt.subplots(figsize=(6, 4.5))
     finite = grid[np.isfinite(grid)]
     lim = float(np.max(np.abs(finite))) if finite.size else 1.0
@@ -72,12 +101,18 @@ def sharpe_heatmap_png(fast: np.ndarray, slow: np.ndarray, sharpe: np.ndarray, t
         cmap="RdYlGn",
         vmin=-lim,
         vmax=lim,
-        extent=(fs[0] - 0.5, fs[-1] + 0.5, ss[0] - 0.5, ss[-1] + 0.5),
         interpolation="nearest",
     )
     fig.colorbar(im, ax=ax, label="Sharpe (annualised)")
-    ax.set_xlabel("fast window")
-    ax.set_ylabel("slow window")
+
+    def ticks(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        pos = np.unique(np.linspace(0, values.size - 1, min(values.size, 10)).round().astype(int))
+        return pos, [f"{values[p]:g}" for p in pos]
+
+    ax.set_xticks(*ticks(xs))
+    ax.set_yticks(*ticks(ys))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     return _png(fig)
 

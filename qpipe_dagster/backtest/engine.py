@@ -14,8 +14,9 @@ from functools import cache
 
 import numpy as np
 
-from qpipe_dagster.backtest.kernels import ma_crossover_sweep
-from qpipe_dagster.backtest.validation import validate_costs, validate_direction, validate_inputs
+from qpipe_dagster.backtest.kernels import DIRECTION_CODES, FAMILY_CODES, metrics_dict
+from qpipe_dagster.backtest.strategies import StrategyGrid, sweep_cpu
+from qpipe_dagster.backtest.validation import validate_close, validate_costs, validate_direction
 
 BACKENDS: tuple[str, ...] = ("auto", "cpu", "gpu", "vectorbt")
 ENV_VAR = "QPIPE_BACKEND"
@@ -82,6 +83,102 @@ def resolve_backend(backend: str = "auto") -> str:
     return value
 
 
+@dataclass(frozen=True)
+class GridRun:
+    """A sweep of one `StrategyGrid`: metrics per segment (IS, OOS or the whole series)."""
+
+    grid: StrategyGrid
+    segments: list[dict[str, np.ndarray]]
+    bounds: np.ndarray
+    backend: str  # "cpu" | "gpu" | "vectorbt"
+    device: str
+    fallback_reason: str | None
+    seconds: float
+
+
+def choose_backend(backend: str = "auto") -> tuple[str, str | None]:
+    """(backend that will run, reason the GPU is not used or None).
+
+    'auto' takes the GPU when CuPy sees a device (``getDeviceCount() > 0``), else the CPU
+    with the reason; an explicit 'gpu' that cannot be honoured is a RuntimeError, never a
+    silent CPU run.
+    """
+    choice = resolve_backend(backend)
+    if choice in ("cpu", "vectorbt"):
+        return choice, None
+    name, reason = gpu_status()
+    if name is not None:
+        return "gpu", None
+    if choice == "gpu":
+        raise RuntimeError(f"backend 'gpu' requested but no GPU is usable: {reason}")
+    return "cpu", reason
+
+
+def run_sweep(
+    close: np.ndarray,
+    grid: StrategyGrid,
+    *,
+    backend: str = "auto",
+    bounds: np.ndarray | None = None,
+    fees: float = 0.001,
+    slippage: float = 0.0,
+    init_cash: float = 10_000.0,
+    periods_per_year: float,
+    direction: str = "longonly",
+) -> GridRun:
+    """Sweep ``grid`` on the chosen backend; inputs are validated before any compute.
+
+    ``bounds`` are segment bounds from `strategies.split_bounds` (default: whole series).
+    A GPU failure at run time under 'auto' (e.g. NVRTC missing) falls back to the CPU and
+    says why; under an explicit 'gpu' it raises.
+    """
+    validate_direction(direction)
+    validate_costs(fees, slippage, init_cash, periods_per_year)
+    arr = validate_close(close)
+    grid.check_bars(arr.shape[0])
+    b = np.array([0, arr.shape[0]], np.int64) if bounds is None else np.asarray(bounds, np.int64)
+    if b.ndim != 1 or b.shape[0] < 2 or (np.diff(b) < 1).any() or b[0] < 0 or b[-1] > arr.shape[0]:
+        raise ValueError(f"bounds must be increasing bar indices within 0..{arr.shape[0]}, got {b}")
+    choice, fallback = choose_backend(backend)
+    kw = {
+        "fees": float(fees),
+        "slippage": float(slippage),
+        "init_cash": float(init_cash),
+        "periods_per_year": float(periods_per_year),
+        "direction": direction,
+    }
+    start = time.perf_counter()
+    if choice == "vectorbt":
+        from qpipe_dagster.backtest.reference import vectorbt_sweep
+
+        segs = [
+            vectorbt_sweep(arr, grid, start=int(b[s]), end=int(b[s + 1]), **kw)
+            for s in range(b.shape[0] - 1)
+        ]
+        for seg in segs:
+            seg["trade_count"] = seg["trade_count"].astype(np.int64)
+        return GridRun(grid, segs, b, "vectorbt", cpu_name(), None, time.perf_counter() - start)
+    if choice == "gpu":
+        from qpipe_dagster.backtest.gpu import device_name, gpu_sweep
+
+        w1, w2, x1, x2 = grid.kernel_arrays()
+        try:
+            out = gpu_sweep(
+                arr, FAMILY_CODES[grid.family], w1, w2, x1, x2, DIRECTION_CODES[direction],
+                kw["fees"], kw["slippage"], kw["init_cash"], kw["periods_per_year"], b,
+            )  # fmt: skip
+        except Exception as exc:  # CUDA/NVRTC errors have many types
+            if resolve_backend(backend) == "gpu":
+                raise RuntimeError(f"GPU sweep failed: {type(exc).__name__}: {exc}") from exc
+            fallback = f"GPU sweep failed, ran on CPU: {type(exc).__name__}: {exc}"
+        else:
+            segs = [metrics_dict(out, s) for s in range(b.shape[0] - 1)]
+            return GridRun(grid, segs, b, "gpu", device_name(), None, time.perf_counter() - start)
+        start = time.perf_counter()
+    segs = sweep_cpu(arr, grid, bounds=b, **kw)
+    return GridRun(grid, segs, b, "cpu", cpu_name(), fallback, time.perf_counter() - start)
+
+
 def run_ma_sweep(
     close: np.ndarray,
     fast: np.ndarray,
@@ -90,42 +187,14 @@ def run_ma_sweep(
     backend: str = "auto",
     **params: float | str,
 ) -> SweepRun:
-    """MA-crossover sweep on the chosen backend; ``params`` are `ma_crossover_sweep`'s keywords.
-
-    'auto' checks for a GPU (CuPy importable and a device visible); the GPU kernel is not
-    written yet, so it runs the CPU kernel and records why in ``fallback_reason``. An
-    explicit 'gpu' that cannot be honoured is a RuntimeError, never a silent CPU run.
-    """
-    choice = resolve_backend(backend)
+    """MA-crossover sweep on the chosen backend; ``params`` are `ma_crossover_sweep`'s keywords."""
     unknown = set(params) - {"fees", "slippage", "init_cash", "periods_per_year", "direction"}
     if unknown:
         raise ValueError(f"unknown sweep parameter(s): {sorted(unknown)}")
     if "periods_per_year" not in params:
         raise ValueError("periods_per_year is required (e.g. 8760 for hourly bars, 365 daily)")
-    validate_direction(str(params.get("direction", "longonly")))
-    validate_costs(
-        params.get("fees", 0.001),  # type: ignore[arg-type]
-        params.get("slippage", 0.0),  # type: ignore[arg-type]
-        params.get("init_cash", 10_000.0),  # type: ignore[arg-type]
-        params["periods_per_year"],  # type: ignore[arg-type]
-    )
-    arr, f, s = validate_inputs(close, fast, slow)
-
-    fallback: str | None = None
-    if choice in ("auto", "gpu"):
-        gpu_name, reason = gpu_status()
-        if gpu_name is not None:
-            # the CuPy RawKernel port of kernels.simulate_ma_crossover is not written yet
-            reason = f"GPU {gpu_name} found, but qpipe has no GPU sweep kernel yet"
-        if choice == "gpu":
-            raise RuntimeError(f"backend 'gpu' requested but no GPU is usable: {reason}")
-        fallback = reason
-    if choice == "vectorbt":
-        from qpipe_dagster.backtest.reference import vectorbt_ma_crossover
-
-        start = time.perf_counter()
-        metrics = vectorbt_ma_crossover(arr, f, s, **params)  # type: ignore[arg-type]
-        return SweepRun(metrics, "vectorbt", cpu_name(), None, time.perf_counter() - start)
-    start = time.perf_counter()
-    metrics = ma_crossover_sweep(arr, f, s, **params)  # type: ignore[arg-type]
-    return SweepRun(metrics, "cpu", cpu_name(), fallback, time.perf_counter() - start)
+    resolve_backend(backend)
+    arr = validate_close(close)
+    grid = StrategyGrid("ma_crossover", {"fast": fast, "slow": slow})
+    run = run_sweep(arr, grid, backend=backend, **params)  # type: ignore[arg-type]
+    return SweepRun(run.segments[0], run.backend, run.device, run.fallback_reason, run.seconds)

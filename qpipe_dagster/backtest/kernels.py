@@ -1,19 +1,28 @@
-"""Fused Numba kernel for moving-average crossover sweeps.
+"""Fused Numba kernel for strategy sweeps (MA crossover, Bollinger reversal, RSI threshold).
 
-One pass over the bars per (fast, slow) pair computes the SMAs, the crossover signals, the
-long-only all-in position and the metrics, so no per-combination array is ever materialised.
+One pass over the bars per parameter set computes the indicator, the signals, the all-in
+portfolio and the metrics, so no per-combination array is ever materialised. The portfolio
+and metrics code is shared by every family; only the signal block differs.
 
 Every arithmetic step mirrors the vectorbt 1.2 numba engine so the numbers agree to ~1e-12:
-* SMAs come from the same running cumulative sum `rolling_mean_1d_nb` uses
-  (``(cs[i] - cs[i - w]) / w``), so a crossover flips at the same bar (float32 or a
-  different summation order would flip near-ties).
-* Crossovers use the `crossed_above_1d_nb` state machine (a tie does not re-arm
-  ``was_below``, a NaN resets it).
-* Orders follow `buy_nb` / `sell_nb` with ``size=inf`` (spend all cash; fees come out of
-  the cash: ``size = cash / (1 + fees) / price``) and vectorbt's ``add_nb`` snapping to zero.
-* Metrics follow vectorbt's `returns` accessor: returns from the value series with
-  ``init_cash`` as the value before bar 0, Sharpe with ``ddof=1``, Sortino with the
-  downside deviation over all bars, max drawdown from the cumulative product of returns.
+* SMAs use the running cumulative sum of `rolling_mean_1d_nb` (``(cs[i] - cs[i - w]) / w``);
+  Bollinger's std is the Kahan-compensated Welford of `rolling_std_1d_nb` (ddof=0), RSI the
+  SMA variant of ``vbt.RSI`` (``ewm=False``: rolling means of gains/losses, first value at
+  bar ``window``). float32 or another summation order would flip near-ties.
+* Crossovers use the `crossed_above_1d_nb` state machine; Bollinger enters on
+  ``close < lower`` and exits on ``close > upper``; RSI enters on ``rsi < low`` and exits on
+  ``rsi > high``.
+* Orders follow `signals_to_size_nb` + `buy_nb` / `sell_nb` with ``size=inf``, the defaults
+  ``accumulate=False``, ``upon_*_conflict='ignore'``, ``upon_opposite_entry='reversereduce'``
+  and ``min_size=1e-8``. ``longshort`` is ``direction='both'``: entries open/reverse to long,
+  exits open/reverse to short (all free cash, vectorbt's 100 % short rule).
+* Metrics follow vectorbt: returns of ``pf.value()`` with ``init_cash`` before the first bar,
+  Sharpe with ``ddof=1``, Sortino with the downside deviation over all bars, max drawdown
+  from the cumulative product of returns, exit trades for win rate and trade count.
+
+Segments: ``bounds = [b0, b1, ..., bk]`` runs k independent portfolios on bars [b0, b1),
+[b1, b2), ... with signals computed on the whole history (as when vectorbt's signals are
+computed on the full series and sliced), which is how in-sample / out-of-sample work.
 """
 
 from __future__ import annotations
@@ -32,17 +41,39 @@ METRIC_KEYS: tuple[str, ...] = (
     "trade_count",
     "exposure",
 )
+N_METRICS = len(METRIC_KEYS)
+
+FAMILY_CODES: dict[str, int] = {"ma_crossover": 0, "bollinger": 1, "rsi": 2}
+DIRECTION_CODES: dict[str, int] = {"longonly": 0, "longshort": 1}
+_MA, _BB, _RSI = 0, 1, 2
 
 _REL_TOL = 1e-9  # vectorbt.utils.math_.rel_tol
 _ABS_TOL = 1e-12  # vectorbt.utils.math_.abs_tol
 _MIN_SIZE = 1e-8  # vectorbt portfolio default min_size: smaller orders are rejected
+_INV_COND_TOL = np.finfo(np.float64).eps * 1e3  # vectorbt.generic.nb._INV_COND_TOL
 
 
 @njit(cache=True, inline="always")
 def _is_close(a: float, b: float) -> bool:
+    if np.isnan(a) or np.isnan(b) or np.isinf(a) or np.isinf(b):
+        return False
     if a == b:
         return True
     return abs(a - b) <= max(_REL_TOL * max(abs(a), abs(b)), _ABS_TOL)
+
+
+@njit(cache=True, inline="always")
+def _is_less(a: float, b: float) -> bool:
+    if _is_close(a, b):
+        return False
+    return a < b
+
+
+@njit(cache=True, inline="always")
+def _is_close_or_less(a: float, b: float) -> bool:
+    if _is_close(a, b):
+        return True
+    return a < b
 
 
 @njit(cache=True, inline="always")
@@ -54,6 +85,12 @@ def _add(a: float, b: float) -> float:
     elif _is_close(a + b, 0.0):
         return 0.0
     return a + b
+
+
+@njit(cache=True, inline="always")
+def _snap(a: float) -> float:
+    """execute_order_nb snaps state values that are approximately zero to zero."""
+    return 0.0 if _is_close(a, 0.0) else a
 
 
 @njit(cache=True, inline="always")
@@ -76,117 +113,372 @@ def running_sum(close: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def simulate_ma_crossover(
+def gain_loss_sums(close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running sums of bar gains and losses (RSI's rolling means; bar 0's diff is NaN -> 0)."""
+    n = close.shape[0]
+    up = np.zeros(n, dtype=np.float64)
+    dn = np.zeros(n, dtype=np.float64)
+    su = 0.0
+    sd = 0.0
+    for i in range(1, n):
+        delta = close[i] - close[i - 1]
+        su = su + (delta if delta > 0.0 else 0.0)
+        sd = sd + (abs(delta) if delta < 0.0 else 0.0)
+        up[i] = su
+        dn[i] = sd
+    return up, dn
+
+
+@njit(cache=True, inline="always")
+def _var_add(val, nobs, mean, m2, comp, unstable):  # noqa: ANN001, ANN202
+    """vectorbt ``_add_var_nb`` (pandas' Kahan-compensated Welford step)."""
+    prev_m2 = m2
+    nobs += 1.0
+    prev_mean = mean - comp
+    y = val - comp
+    delta = y - mean
+    comp = delta + mean - y
+    mean += delta / nobs
+    m2 += (val - prev_mean) * (val - mean)
+    if prev_m2 * _INV_COND_TOL > m2:
+        unstable = True
+    return nobs, mean, m2, comp, unstable
+
+
+@njit(cache=True, inline="always")
+def _var_remove(val, nobs, mean, m2, comp, unstable):  # noqa: ANN001, ANN202
+    """vectorbt ``_remove_var_nb``."""
+    prev_m2 = m2
+    nobs -= 1.0
+    if nobs:
+        prev_mean = mean - comp
+        y = val - comp
+        delta = y - mean
+        comp = delta + mean - y
+        mean -= delta / nobs
+        m2 -= (val - prev_mean) * (val - mean)
+        if prev_m2 * _INV_COND_TOL > m2:
+            unstable = True
+    else:
+        mean = 0.0
+        m2 = 0.0
+        unstable = False
+    return nobs, mean, m2, comp, unstable
+
+
+@njit(cache=True)
+def simulate(
     close: np.ndarray,
     cumsum: np.ndarray,
-    fast: int,
-    slow: int,
+    cum_up: np.ndarray,
+    cum_dn: np.ndarray,
+    family: int,
+    w1: int,
+    w2: int,
+    x1: float,
+    x2: float,
+    direction: int,
     fees: float,
     slippage: float,
     init_cash: float,
     ann_factor: float,
+    bounds: np.ndarray,
+    out: np.ndarray,
+    col: int,
     equity: np.ndarray,
     write_equity: bool,
-) -> tuple[float, float, float, float, float, float, float]:
-    """Simulate one (fast, slow) pair; returns the metrics in `METRIC_KEYS` order.
+) -> None:
+    """Simulate one parameter set over every segment of ``bounds``.
 
-    When ``write_equity`` is true the portfolio value at every bar is written to ``equity``.
+    Metrics of segment s go to ``out[s * N_METRICS + j, col]``; with ``write_equity`` the
+    portfolio value of every bar in the segments goes to ``equity`` (``init_cash`` before).
+    Parameters per family: MA (w1=fast, w2=slow), Bollinger (w1=window, x1=width),
+    RSI (w1=window, x1=low, x2=high).
     """
-    n = close.shape[0]
-    cash = init_cash  # cash balance as vectorbt's cash_nb tracks it
-    position = 0.0
-    profit_cash = 0.0  # vectorbt total_profit_nb's order-by-order cash ledger (starts at 0)
-    n_orders = 0
-    prev_value = init_cash
-    # running sums for mean / variance / downside (returns of flat bars are exactly 0)
-    sum_r = 0.0
-    sum_r2 = 0.0
-    sum_down2 = 0.0
-    cumprod = 1.0
-    peak = 100.0
-    max_dd = 0.0
-    in_market_bars = 0
-    trades = 0
-    closed = 0
-    wins = 0
-    entry_size = 0.0
-    entry_price = 0.0
-    entry_fees = 0.0
+    n_seg = bounds.shape[0] - 1
+    end = bounds[n_seg]
+    if family == _MA:
+        first = w2 - 1 if w2 > w1 else w1 - 1
+    elif family == _BB:
+        first = w1 - 1
+    else:
+        first = w1
     # crossover state machines (crossed_above_1d_nb with wait=0)
     up_was_below = False
     up_ago = -1
     dn_was_below = False
     dn_ago = -1
-    first = slow - 1 if slow > fast else fast - 1
+    # Bollinger rolling-std state (rolling_std_1d_nb)
+    nobs = 0.0
+    mean = 0.0
+    m2 = 0.0
+    comp_add = 0.0
+    comp_rem = 0.0
+    unstable = False
+
+    seg = 0
+    seg_start = bounds[0]
+    seg_end = bounds[1]
+    # portfolio state (declared here; reset at each segment start)
+    cash = init_cash
+    free_cash = init_cash
+    debt = 0.0
+    position = 0.0
+    lcash = init_cash  # cash_nb ledger (what pf.value() uses)
+    tp_cash = 0.0  # total_profit_nb ledger
+    n_orders = 0
+    prev_value = init_cash
+    sum_r = 0.0
+    sum_r2 = 0.0
+    sum_down2 = 0.0
+    cumprod = 1.0
+    peak = -np.inf  # expanding max of cum returns, seeded by the first bar
+    max_dd = 0.0
+    in_market = 0
+    closed = 0
+    wins = 0
+    in_trade = False
+    trade_long = True
+    e_size = 0.0
+    e_gross = 0.0
+    e_fees = 0.0
+
     if write_equity:
-        for i in range(min(first, n)):
+        for i in range(min(seg_start, end)):
             equity[i] = init_cash
-    for i in range(first, n):
-        fm = _sma(cumsum, i, fast)
-        sm = _sma(cumsum, i, slow)
+
+    for i in range(end):
+        # ---------------------------------------------------------------- signals
         entry = False
-        if fm > sm:
-            if up_was_below:
-                up_ago += 1
-                entry = up_ago == 0
-        elif fm == sm:
-            up_ago = -1
-        else:
-            up_ago = -1
-            up_was_below = True
         exit_ = False
-        if sm > fm:
-            if dn_was_below:
-                dn_ago += 1
-                exit_ = dn_ago == 0
-        elif sm == fm:
-            dn_ago = -1
+        if family == _MA:
+            if i >= first:
+                fm = _sma(cumsum, i, w1)
+                sm = _sma(cumsum, i, w2)
+                if fm > sm:
+                    if up_was_below:
+                        up_ago += 1
+                        entry = up_ago == 0
+                elif fm == sm:
+                    up_ago = -1
+                else:
+                    up_ago = -1
+                    up_was_below = True
+                if sm > fm:
+                    if dn_was_below:
+                        dn_ago += 1
+                        exit_ = dn_ago == 0
+                elif sm == fm:
+                    dn_ago = -1
+                else:
+                    dn_ago = -1
+                    dn_was_below = True
+        elif family == _BB:
+            if i > 0:
+                if i >= w1:
+                    nobs, mean, m2, comp_rem, unstable = _var_remove(
+                        close[i - w1], nobs, mean, m2, comp_rem, unstable
+                    )
+                nobs, mean, m2, comp_add, unstable = _var_add(
+                    close[i], nobs, mean, m2, comp_add, unstable
+                )
+            if i == 0 or unstable:
+                nobs = 0.0
+                mean = 0.0
+                m2 = 0.0
+                comp_add = 0.0
+                comp_rem = 0.0
+                for j in range(max(0, i - w1 + 1), i + 1):
+                    nobs, mean, m2, comp_add, unstable = _var_add(
+                        close[j], nobs, mean, m2, comp_add, unstable
+                    )
+                unstable = False
+            if i >= first:
+                mid = _sma(cumsum, i, w1)
+                std = np.sqrt(m2 / nobs)
+                upper = mid + x1 * std
+                lower = mid - x1 * std
+                entry = close[i] < lower
+                exit_ = close[i] > upper
         else:
-            dn_ago = -1
-            dn_was_below = True
+            if i >= first:
+                gain = (cum_up[i] - cum_up[i - w1]) / w1
+                loss = (cum_dn[i] - cum_dn[i - w1]) / w1
+                if loss == 0.0:
+                    rsi = np.nan if gain == 0.0 else 100.0
+                else:
+                    rsi = 100.0 - 100.0 / (1.0 + gain / loss)
+                entry = rsi < x1
+                exit_ = rsi > x2
+
+        if i < seg_start:
+            continue
+
+        # ---------------------------------------------------------------- orders
+        price = close[i]
+        long_entry = entry
+        short_entry = False
+        long_exit = False
+        if direction == 0:
+            long_exit = exit_
+            if long_entry and long_exit:  # upon_long_conflict='ignore'
+                long_entry = False
+                long_exit = False
+        else:
+            short_entry = exit_
+            if long_entry and short_entry:  # upon_dir_conflict='ignore'
+                long_entry = False
+                short_entry = False
+        kind = 0  # 0 none, 1 buy with all cash, 2 sell the long, 3 sell all (close + short)
+        if position > 0.0:
+            if short_entry:
+                kind = 3
+            elif long_exit:
+                kind = 2
+        elif position < 0.0:
+            if long_entry:
+                kind = 1
+        else:
+            if long_entry:
+                kind = 1
+            elif short_entry:
+                kind = 3
 
         traded = False
-        price = close[i]
-        if position == 0.0:
-            if entry and cash > 0.0:
-                adj_price = price * (1.0 + slippage)
-                max_req_cash = cash / (1.0 + fees)
-                size = max_req_cash / adj_price
-                if size >= _MIN_SIZE or _is_close(size, _MIN_SIZE):
-                    fees_paid = cash - max_req_cash
-                    flow = -size * adj_price - fees_paid
-                    cash = _add(cash, _add(0.0, flow))
-                    position = _add(0.0, size)
-                    profit_cash = _add(profit_cash, -(size * adj_price + fees_paid))
-                    n_orders += 1
-                    trades += 1
-                    entry_size = size
-                    entry_price = adj_price
-                    entry_fees = fees_paid
-                    traded = True
-        elif exit_:
+        o_size = 0.0
+        o_price = 0.0
+        o_fees = 0.0
+        o_buy = True
+        if kind != 0:
+            cash = _snap(cash)
+            position = _snap(position)
+            debt = _snap(debt)
+            free_cash = _snap(free_cash)
+        if kind == 1:  # buy_nb(size=inf): spend all cash, covering a short first
+            adj_price = price * (1.0 + slippage)
+            cash_limit = cash
+            if cash_limit != 0.0:
+                max_req_cash = _add(cash_limit, -0.0) / (1.0 + fees)
+                if max_req_cash > 0.0:
+                    final_size = max_req_cash / adj_price
+                    if not _is_less(final_size, _MIN_SIZE):
+                        fees_paid = cash_limit - max_req_cash
+                        new_position = _add(position, final_size)
+                        if position < 0.0:
+                            short_size = final_size if new_position < 0.0 else abs(position)
+                            avg_entry = debt / abs(position)
+                            debt_diff = short_size * avg_entry
+                            debt = _add(debt, -debt_diff)
+                            free_cash = _add(free_cash + 2 * debt_diff, -cash_limit)
+                        else:
+                            free_cash = _add(free_cash, -cash_limit)
+                        cash = _add(cash, -cash_limit)
+                        position = new_position
+                        traded = True
+                        o_size = final_size
+                        o_price = adj_price
+                        o_fees = fees_paid
+                        o_buy = True
+        elif kind == 2 or kind == 3:  # sell_nb: close the long (2) or sell 100 % (3)
             adj_price = price * (1.0 - slippage)
-            size = position
-            if size >= _MIN_SIZE or _is_close(size, _MIN_SIZE):
-                acq_cash = size * adj_price
+            ok = True
+            if kind == 2:
+                size_limit = position
+                if position == 0.0:
+                    ok = False
+            else:
+                long_size = max(position, 0.0)
+                long_cash = long_size * adj_price * (1.0 - fees)
+                total_free = _add(free_cash, long_cash)
+                if total_free <= 0.0:
+                    if position <= 0.0:
+                        ok = False
+                    size_limit = long_size
+                else:
+                    max_short = _add(total_free, -0.0) / (adj_price * (1.0 + fees))
+                    size_limit = _add(long_size, max_short)
+                    if size_limit <= 0.0:
+                        ok = False
+                size_limit = 1.0 * size_limit
+            if ok and not _is_close(size_limit, 0.0) and not _is_less(size_limit, _MIN_SIZE):
+                acq_cash = size_limit * adj_price
                 fees_paid = acq_cash * fees
-                if acq_cash - fees_paid >= 0.0:
-                    flow = size * adj_price - fees_paid
-                    cash = _add(cash, _add(0.0, flow))
-                    position = _add(position, -size)
-                    profit_cash = _add(profit_cash, size * adj_price - fees_paid)
-                    n_orders += 1
-                    closed += 1
-                    val_diff = _add(entry_size * adj_price, -(entry_size * entry_price))
-                    pnl = val_diff - entry_fees - fees_paid
-                    if pnl > 0.0:
-                        wins += 1
+                final_acq = _add(acq_cash, -fees_paid)
+                if final_acq >= 0.0:
+                    new_position = _add(position, -size_limit)
+                    if new_position < 0.0:
+                        short_size = size_limit if position < 0.0 else abs(new_position)
+                        short_value = short_size * adj_price
+                        debt = debt + short_value
+                        free_cash = _add(free_cash, _add(final_acq, -2 * short_value))
+                    else:
+                        free_cash = free_cash + final_acq
+                    cash = cash + final_acq
+                    position = new_position
                     traded = True
+                    o_size = size_limit
+                    o_price = adj_price
+                    o_fees = fees_paid
+                    o_buy = False
 
+        if traded:
+            n_orders += 1
+            if o_buy:
+                flow = -o_size * o_price - o_fees
+                tp_cash = _add(tp_cash, -(o_size * o_price + o_fees))
+            else:
+                flow = o_size * o_price - o_fees
+                tp_cash = _add(tp_cash, o_size * o_price - o_fees)
+            lcash = _add(lcash, _add(0.0, flow))
+            # exit-trade bookkeeping (get_exit_trades_nb)
+            if not in_trade:
+                in_trade = True
+                trade_long = o_buy
+                e_size = 0.0
+                e_gross = 0.0
+                e_fees = 0.0
+            if trade_long == o_buy:
+                e_size += o_size
+                e_gross += o_size * o_price
+                e_fees += o_fees
+            elif _is_close_or_less(o_size, e_size):
+                exit_size = e_size if _is_close(o_size, e_size) else o_size
+                entry_price = e_gross / e_size
+                entry_fees = (exit_size / e_size) * e_fees
+                val_diff = _add(exit_size * o_price, -(exit_size * entry_price))
+                if val_diff != 0.0 and not trade_long:
+                    val_diff *= -1.0
+                if val_diff - entry_fees - o_fees > 0.0:
+                    wins += 1
+                closed += 1
+                if _is_close(o_size, e_size):
+                    in_trade = False
+                else:
+                    frac = (e_size - o_size) / e_size
+                    e_size *= frac
+                    e_gross *= frac
+                    e_fees *= frac
+            else:  # reversal: close the whole trade, open the opposite one with the rest
+                cl_size = e_size
+                cl_fees = cl_size / o_size * o_fees
+                entry_price = e_gross / e_size
+                entry_fees = (cl_size / e_size) * e_fees
+                val_diff = _add(cl_size * o_price, -(cl_size * entry_price))
+                if val_diff != 0.0 and not trade_long:
+                    val_diff *= -1.0
+                if val_diff - entry_fees - cl_fees > 0.0:
+                    wins += 1
+                closed += 1
+                e_size = o_size - cl_size
+                e_gross = e_size * o_price
+                e_fees = o_fees - cl_fees
+                trade_long = not trade_long
+
+        # ---------------------------------------------------------------- returns
         if position != 0.0:
-            in_market_bars += 1
+            in_market += 1
         if position != 0.0 or traded:
-            value = cash + position * price
+            value = lcash + position * price
             if prev_value == 0.0:
                 r = 0.0 if value == 0.0 else np.inf * np.sign(value)
             else:
@@ -207,75 +499,134 @@ def simulate_ma_crossover(
                 max_dd = dd
             if write_equity:
                 equity[i] = value
-        elif write_equity:
-            equity[i] = cash
+        else:
+            # flat bar: r = 0, cum unchanged; it can only seed the peak (first bar flat)
+            if peak == -np.inf:
+                peak = cumprod * 100.0
+            if write_equity:
+                equity[i] = lcash
 
-    # vectorbt total_profit_nb: order-by-order cash ledger + open position at the last close
-    total_return = 0.0 if n_orders == 0 else (profit_cash + position * close[n - 1]) / init_cash
-
-    if n < 2:
-        sharpe = np.nan
-        sortino = np.nan
-    else:
-        mean = sum_r / n
-        ssd = sum_r2 - sum_r * mean
-        if ssd < 0.0:
-            ssd = 0.0
-        std = math.sqrt(ssd / n * n / (n - 1))
-        sharpe = np.inf if std == 0.0 else mean / std * math.sqrt(ann_factor)
-        downside = math.sqrt(sum_down2 / n) * math.sqrt(ann_factor)
-        sortino = np.inf if downside == 0.0 else mean * ann_factor / downside
-    win_rate = wins / closed if closed > 0 else np.nan
-    exposure = in_market_bars / n
-    return (
-        total_return,
-        sharpe,
-        sortino,
-        max_dd,
-        win_rate,
-        float(trades),
-        exposure,
-    )
+        if i == seg_end - 1:
+            # ------------------------------------------------------------ segment metrics
+            n = seg_end - seg_start
+            total_return = 0.0 if n_orders == 0 else (tp_cash + position * price) / init_cash
+            if n < 2:
+                sharpe = np.nan
+                sortino = np.nan
+            else:
+                mean_r = sum_r / n
+                ssd = sum_r2 - sum_r * mean_r
+                if ssd < 0.0:
+                    ssd = 0.0
+                std_r = math.sqrt(ssd / n * n / (n - 1))
+                sharpe = np.inf if std_r == 0.0 else mean_r / std_r * math.sqrt(ann_factor)
+                downside = math.sqrt(sum_down2 / n) * math.sqrt(ann_factor)
+                sortino = np.inf if downside == 0.0 else mean_r * ann_factor / downside
+            open_trade = 1 if (in_trade and _is_less(-e_size, 0.0)) else 0
+            base = seg * N_METRICS
+            out[base + 0, col] = total_return
+            out[base + 1, col] = sharpe
+            out[base + 2, col] = sortino
+            out[base + 3, col] = max_dd
+            out[base + 4, col] = wins / closed if closed > 0 else np.nan
+            out[base + 5, col] = float(closed + open_trade)
+            out[base + 6, col] = in_market / n
+            seg += 1
+            if seg < n_seg:
+                seg_start = bounds[seg]
+                seg_end = bounds[seg + 1]
+                cash = init_cash
+                free_cash = init_cash
+                debt = 0.0
+                position = 0.0
+                lcash = init_cash
+                tp_cash = 0.0
+                n_orders = 0
+                prev_value = init_cash
+                sum_r = 0.0
+                sum_r2 = 0.0
+                sum_down2 = 0.0
+                cumprod = 1.0
+                peak = -np.inf  # expanding max of cum returns, seeded by the first bar
+                max_dd = 0.0
+                in_market = 0
+                closed = 0
+                wins = 0
+                in_trade = False
+                e_size = 0.0
+                e_gross = 0.0
+                e_fees = 0.0
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def ma_crossover_sweep_kernel(
+def sweep_kernel(
     close: np.ndarray,
-    fast: np.ndarray,
-    slow: np.ndarray,
+    family: int,
+    w1: np.ndarray,
+    w2: np.ndarray,
+    x1: np.ndarray,
+    x2: np.ndarray,
+    direction: int,
     fees: float,
     slippage: float,
     init_cash: float,
     ann_factor: float,
+    bounds: np.ndarray,
 ) -> np.ndarray:
-    """Metrics for every (fast[k], slow[k]) pair; shape (len(METRIC_KEYS), len(fast))."""
+    """Metrics of every parameter set k; shape (n_segments * N_METRICS, len(w1))."""
     cumsum = running_sum(close)
-    m = fast.shape[0]
-    out = np.empty((7, m), dtype=np.float64)
+    if family == _RSI:
+        cum_up, cum_dn = gain_loss_sums(close)
+    else:
+        cum_up = np.empty(0, dtype=np.float64)
+        cum_dn = np.empty(0, dtype=np.float64)
+    m = w1.shape[0]
+    out = np.empty(((bounds.shape[0] - 1) * N_METRICS, m), dtype=np.float64)
     dummy = np.empty(0, dtype=np.float64)
     for k in prange(m):
-        res = simulate_ma_crossover(
-            close, cumsum, fast[k], slow[k], fees, slippage, init_cash, ann_factor, dummy, False
-        )
-        for j in range(7):
-            out[j, k] = res[j]
+        simulate(
+            close, cumsum, cum_up, cum_dn, family, w1[k], w2[k], x1[k], x2[k], direction,
+            fees, slippage, init_cash, ann_factor, bounds, out, k, dummy, False,
+        )  # fmt: skip
     return out
 
 
 @njit(cache=True)
-def ma_crossover_equity_kernel(
+def equity_kernel(
     close: np.ndarray,
-    fast: int,
-    slow: int,
+    family: int,
+    w1: int,
+    w2: int,
+    x1: float,
+    x2: float,
+    direction: int,
     fees: float,
     slippage: float,
     init_cash: float,
+    bounds: np.ndarray,
 ) -> np.ndarray:
-    """Portfolio value at every bar for one (fast, slow) pair (vectorbt ``pf.value()``)."""
+    """Portfolio value at every bar for one parameter set (vectorbt ``pf.value()``)."""
     cumsum = running_sum(close)
-    equity = np.empty(close.shape[0], dtype=np.float64)
-    simulate_ma_crossover(close, cumsum, fast, slow, fees, slippage, init_cash, 1.0, equity, True)
+    if family == _RSI:
+        cum_up, cum_dn = gain_loss_sums(close)
+    else:
+        cum_up = np.empty(0, dtype=np.float64)
+        cum_dn = np.empty(0, dtype=np.float64)
+    out = np.empty(((bounds.shape[0] - 1) * N_METRICS, 1), dtype=np.float64)
+    equity = np.empty(bounds[bounds.shape[0] - 1], dtype=np.float64)
+    simulate(
+        close, cumsum, cum_up, cum_dn, family, w1, w2, x1, x2, direction,
+        fees, slippage, init_cash, 1.0, bounds, out, 0, equity, True,
+    )  # fmt: skip
     return equity
+
+
+def metrics_dict(out: np.ndarray, segment: int = 0) -> dict[str, np.ndarray]:
+    """Rows of one segment of a kernel result as `METRIC_KEYS` -> array (trade_count int64)."""
+    base = segment * N_METRICS
+    metrics = {key: out[base + j].copy() for j, key in enumerate(METRIC_KEYS)}
+    metrics["trade_count"] = metrics["trade_count"].astype(np.int64)
+    return metrics
 
 
 def ma_crossover_sweep(
@@ -297,21 +648,18 @@ def ma_crossover_sweep(
     +inf when the return series has zero spread (e.g. a pair that never trades), as in
     vectorbt.
     """
-    from qpipe_dagster.backtest.validation import (
-        validate_costs,
-        validate_direction,
-        validate_inputs,
-    )
+    from qpipe_dagster.backtest.strategies import StrategyGrid, sweep_cpu
 
-    validate_direction(direction)
-    validate_costs(fees, slippage, init_cash, periods_per_year)
-    arr, f, s = validate_inputs(close, fast, slow)
-    out = ma_crossover_sweep_kernel(
-        arr, f, s, float(fees), float(slippage), float(init_cash), float(periods_per_year)
-    )
-    metrics = {key: out[j] for j, key in enumerate(METRIC_KEYS)}
-    metrics["trade_count"] = metrics["trade_count"].astype(np.int64)
-    return metrics
+    grid = StrategyGrid("ma_crossover", {"fast": fast, "slow": slow})
+    return sweep_cpu(
+        close,
+        grid,
+        fees=fees,
+        slippage=slippage,
+        init_cash=init_cash,
+        periods_per_year=periods_per_year,
+        direction=direction,
+    )[0]
 
 
 def ma_crossover_equity(
@@ -329,17 +677,18 @@ def ma_crossover_equity(
 
     ``periods_per_year`` is accepted for symmetry with the sweep and unused.
     """
-    from qpipe_dagster.backtest.validation import (
-        validate_costs,
-        validate_direction,
-        validate_inputs,
-    )
+    from qpipe_dagster.backtest.strategies import StrategyGrid, equity_curve
 
-    validate_direction(direction)
-    validate_costs(fees, slippage, init_cash, periods_per_year)
-    arr, f, s = validate_inputs(close, fast, slow)
-    if f.shape[0] != 1:
-        raise ValueError(f"ma_crossover_equity takes one (fast, slow) pair, got {f.shape[0]}")
-    return ma_crossover_equity_kernel(
-        arr, int(f[0]), int(s[0]), float(fees), float(slippage), float(init_cash)
+    grid = StrategyGrid("ma_crossover", {"fast": np.atleast_1d(fast), "slow": np.atleast_1d(slow)})
+    if grid.size != 1:
+        raise ValueError(f"ma_crossover_equity takes one (fast, slow) pair, got {grid.size}")
+    return equity_curve(
+        close,
+        grid,
+        0,
+        fees=fees,
+        slippage=slippage,
+        init_cash=init_cash,
+        periods_per_year=periods_per_year,
+        direction=direction,
     )

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-from qpipe_dagster.backtest.validation import validate_direction, validate_inputs
+from qpipe_dagster.backtest.strategies import StrategyGrid
+from qpipe_dagster.backtest.validation import validate_close, validate_direction, validate_inputs
 
 
 @contextmanager
@@ -72,7 +73,7 @@ def vectorbt_ma_crossover(
             slippage=slippage,
             init_cash=init_cash,
             freq=freq_for(periods_per_year),
-            direction=direction,
+            direction=VBT_DIRECTION[direction],
         )
         out = {
             "total_return": pf.total_return(),
@@ -84,6 +85,113 @@ def vectorbt_ma_crossover(
             "exposure": pf.position_coverage(),
         }
     return {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in out.items()}
+
+
+VBT_DIRECTION = {"longonly": "longonly", "longshort": "both"}
+
+
+def vectorbt_signals(close: np.ndarray, grid: StrategyGrid) -> tuple[np.ndarray, np.ndarray]:
+    """(entries, exits) boolean arrays of shape (bars, sets) from vectorbt's own indicators."""
+    import vectorbt as vbt
+
+    series = pd.Series(close)
+    p = grid.params
+    with numba_engine():
+        if grid.family == "ma_crossover":
+            fast_ma = vbt.MA.run(series, window=p["fast"].tolist(), short_name="fast")
+            slow_ma = vbt.MA.run(series, window=p["slow"].tolist(), short_name="slow")
+            entries = fast_ma.ma_crossed_above(slow_ma).to_numpy()
+            exits = fast_ma.ma_crossed_below(slow_ma).to_numpy()
+        elif grid.family == "bollinger":
+            bb = vbt.BBANDS.run(series, window=p["window"].tolist(), alpha=p["width"].tolist())
+            c = close[:, None]
+            entries = c < bb.lower.to_numpy().reshape(close.shape[0], -1)
+            exits = c > bb.upper.to_numpy().reshape(close.shape[0], -1)
+        else:
+            rsi = vbt.RSI.run(series, window=p["window"].tolist()).rsi.to_numpy()
+            rsi = rsi.reshape(close.shape[0], -1)
+            with np.errstate(invalid="ignore"):
+                entries = rsi < p["low"][None, :]
+                exits = rsi > p["high"][None, :]
+    shape = (close.shape[0], grid.size)
+    return entries.reshape(shape), exits.reshape(shape)
+
+
+def vectorbt_sweep(
+    close: np.ndarray,
+    grid: StrategyGrid,
+    *,
+    fees: float = 0.001,
+    slippage: float = 0.0,
+    init_cash: float = 10_000.0,
+    periods_per_year: float,
+    direction: str = "longonly",
+    start: int = 0,
+    end: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Any family via vectorbt indicators + ``Portfolio.from_signals`` on bars [start, end).
+
+    Signals come from the whole series and are then sliced, so an out-of-sample segment keeps
+    its indicator history while its portfolio starts fresh from ``init_cash``.
+    """
+    import vectorbt as vbt
+
+    direction = validate_direction(direction)
+    close = validate_close(close)
+    grid.check_bars(close.shape[0])
+    entries, exits = vectorbt_signals(close, grid)
+    sl = slice(start, close.shape[0] if end is None else end)
+    with numba_engine():
+        pf = vbt.Portfolio.from_signals(
+            pd.Series(close[sl]),
+            pd.DataFrame(entries[sl]),
+            pd.DataFrame(exits[sl]),
+            fees=fees,
+            slippage=slippage,
+            init_cash=init_cash,
+            freq=freq_for(periods_per_year),
+            direction=VBT_DIRECTION[direction],
+        )
+        out = {
+            "total_return": pf.total_return(),
+            "sharpe": pf.sharpe_ratio(),
+            "sortino": pf.sortino_ratio(),
+            "max_drawdown": pf.max_drawdown(),
+            "win_rate": pf.trades.closed.win_rate(),
+            "trade_count": pf.trades.count(),
+            "exposure": pf.position_coverage(),
+        }
+    return {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in out.items()}
+
+
+def vectorbt_equity(
+    close: np.ndarray,
+    grid: StrategyGrid,
+    k: int,
+    *,
+    fees: float = 0.001,
+    slippage: float = 0.0,
+    init_cash: float = 10_000.0,
+    direction: str = "longonly",
+) -> np.ndarray:
+    """``pf.value()`` of parameter set ``k`` over the whole series."""
+    import vectorbt as vbt
+
+    close = validate_close(close)
+    sub = grid.subset([k])
+    entries, exits = vectorbt_signals(close, sub)
+    with numba_engine():
+        pf = vbt.Portfolio.from_signals(
+            pd.Series(close),
+            pd.Series(entries[:, 0]),
+            pd.Series(exits[:, 0]),
+            fees=fees,
+            slippage=slippage,
+            init_cash=init_cash,
+            freq=freq_for(8760.0),
+            direction=VBT_DIRECTION[validate_direction(direction)],
+        )
+        return np.asarray(pf.value(), dtype=np.float64).reshape(-1)
 
 
 def vectorbt_ma_equity(
@@ -114,6 +222,6 @@ def vectorbt_ma_equity(
             slippage=slippage,
             init_cash=init_cash,
             freq=freq_for(periods_per_year),
-            direction=direction,
+            direction=VBT_DIRECTION[direction],
         )
         return np.asarray(pf.value(), dtype=np.float64).reshape(-1)

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-DIRECTIONS: tuple[str, ...] = ("longonly",)
+DIRECTIONS: tuple[str, ...] = ("longonly", "longshort")
 
 
 def validate_direction(direction: str) -> str:
-    """Only long-only is reproduced exactly today; anything else is refused rather than guessed."""
+    """longonly, or longshort (vectorbt's ``direction='both'``: exits reverse to short)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {list(DIRECTIONS)}, got {direction!r}")
     return direction

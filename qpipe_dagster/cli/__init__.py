@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "qpipe_dagster.cli.search",
     "qpipe_dagster.cli.qstash",
     "qpipe_dagster.cli.models",
+    "qpipe_dagster.cli.ops",
 )
 
 

@@ -1,9 +1,9 @@
 """Validation path: market_prices -> backtest_results, partitioned by concept.
 
 backtest_results is the compute-heavy validator: it carries the `qpipe/compute=gpu` tag (on the
-asset and on its op) so the run launcher can send its runs to GPU machines.
+asset and on its op) so the run launcher (`qpipe_dagster.launcher.gpu_router`) can send its
+runs to GPU machines, and sits in the `gpu` concurrency pool so only one sweep runs at a time.
 """
-
 
 import numpy as np
 import polars as pl
@@ -20,11 +20,17 @@ from dagster import (
 from pydantic import Field
 
 from qpipe_dagster.defs.partitions import concepts_partitions
-from qpipe_dagster.defs.resources import ConceptRegistryResource, PriceSourceResource
+from qpipe_dagster.defs.resources import (
+    ConceptRegistryResource,
+    EmbedderResource,
+    PriceSourceResource,
+    VectorStoreResource,
+)
 
 GROUP = "validation"
 OWNERS = ["team:validation"]
 GPU_TAGS = {"qpipe/compute": "gpu"}
+GPU_POOL = "gpu"  # concurrency pool: dagster.yaml limits GPU sweeps to one at a time
 SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades every day; matches vectorbt's default year_freq
 
 
@@ -75,17 +81,50 @@ def _plain(value: object) -> object:
 
 
 class BacktestConfig(Config):
-    """Moving-average crossover sweep: every (fast, slow) pair with fast < slow."""
+    """Which strategy families to sweep, their grids, costs and the in/out-of-sample split."""
 
+    families: list[str] = Field(
+        default=["ma_crossover", "bollinger", "rsi"],
+        description="any of ma_crossover, bollinger, rsi",
+    )
+    direction: str = Field(default="longonly", description="longonly or longshort")
     fast_min: int = Field(default=2, ge=1)
     fast_max: int = Field(default=50, ge=1)
     slow_min: int = Field(default=5, ge=2)
     slow_max: int = Field(default=100, ge=2)
+    bb_windows: list[int] = Field(default=list(range(10, 101, 5)))
+    bb_widths: list[float] = Field(default=[1.0, 1.5, 2.0, 2.5, 3.0])
+    rsi_windows: list[int] = Field(default=[7, 10, 14, 21, 28])
+    rsi_lows: list[float] = Field(default=[15.0, 20.0, 25.0, 30.0, 35.0, 40.0])
+    rsi_highs: list[float] = Field(default=[60.0, 65.0, 70.0, 75.0, 80.0, 85.0])
+    is_fraction: float = Field(default=0.7, gt=0, lt=1, description="in-sample share of bars")
+    split_date: str | None = Field(
+        default=None, description="ISO date where out-of-sample starts (overrides is_fraction)"
+    )
     fees: float = Field(default=0.001, ge=0, description="fraction per trade, e.g. 0.001 = 10 bp")
     slippage: float = Field(default=0.0, ge=0)
     init_cash: float = Field(default=10_000.0, gt=0)
     backend: str = Field(default="auto", description="auto, cpu, gpu or vectorbt")
     preview_rows: int = Field(default=10, ge=1)
+    trials_top_n: int = Field(
+        default=20, ge=0, description="best sets stored as searchable trial objects (0 = none)"
+    )
+
+
+def _grids(config: BacktestConfig) -> list:
+    from qpipe_dagster.backtest.strategies import bollinger_grid, ma_grid, rsi_grid
+
+    unknown = sorted(set(config.families) - {"ma_crossover", "bollinger", "rsi"})
+    if unknown:
+        raise ValueError(f"unknown strategy families {unknown}; use ma_crossover, bollinger, rsi")
+    makers = {
+        "ma_crossover": lambda: ma_grid(
+            range(config.fast_min, config.fast_max + 1), range(config.slow_min, config.slow_max + 1)
+        ),
+        "bollinger": lambda: bollinger_grid(config.bb_windows, config.bb_widths),
+        "rsi": lambda: rsi_grid(config.rsi_windows, config.rsi_lows, config.rsi_highs),
+    }
+    return [makers[f]() for f in dict.fromkeys(config.families)]
 
 
 @asset(
@@ -95,72 +134,123 @@ class BacktestConfig(Config):
     owners=OWNERS,
     tags=GPU_TAGS,
     op_tags=GPU_TAGS,
-    description="Moving-average crossover sweep over the concept's prices: total return, "
-    "Sharpe, max drawdown and trades per parameter set, with the best set's equity curve.",
+    pool=GPU_POOL,
+    description="Strategy sweeps (MA crossover, Bollinger reversal, RSI threshold) over the "
+    "concept's prices with an in-sample/out-of-sample split: return, Sharpe, Sortino, "
+    "drawdown, win rate, trades and exposure per parameter set; the best in-sample set is "
+    "reported out of sample.",
 )
 def backtest_results(
-    context: AssetExecutionContext, config: BacktestConfig, market_prices: pa.Table
+    context: AssetExecutionContext,
+    config: BacktestConfig,
+    market_prices: pa.Table,
+    embedder: EmbedderResource,
+    vector_store: VectorStoreResource,
 ):
     from qpipe_dagster.backtest.charts import equity_drawdown_png, png_markdown, sharpe_heatmap_png
-    from qpipe_dagster.backtest.engine import run_ma_sweep
-    from qpipe_dagster.backtest.grid import ma_crossover_grid
-    from qpipe_dagster.backtest.kernels import ma_crossover_equity
+    from qpipe_dagster.backtest.results import sweep_families
 
     close = market_prices.column("close").to_numpy()
     ts = market_prices.column("ts").to_numpy()
-    bar_s = float(np.median(np.diff(ts).astype("timedelta64[s]").astype(np.float64))) if len(ts) > 1 else 3600.0
-    params = {
-        "fees": config.fees,
-        "slippage": config.slippage,
-        "init_cash": config.init_cash,
-        "periods_per_year": SECONDS_PER_YEAR / bar_s,
-    }
-    fast, slow = ma_crossover_grid(
-        range(config.fast_min, config.fast_max + 1), range(config.slow_min, config.slow_max + 1)
+    bar_s = (
+        float(np.median(np.diff(ts).astype("timedelta64[s]").astype(np.float64)))
+        if len(ts) > 1
+        else 3600.0
     )
-    run = run_ma_sweep(close, fast, slow, backend=config.backend, **params)
-    m = run.metrics
-    table = pa.table(
-        {
-            "strategy": pa.array(["ma_crossover"] * len(fast)),
-            "fast": pa.array(fast, pa.int32()),
-            "slow": pa.array(slow, pa.int32()),
-            **{k: pa.array(np.asarray(v, dtype=np.float64)) for k, v in m.items() if k != "trade_count"},
-            "trade_count": pa.array(np.asarray(m["trade_count"], dtype=np.int64)),
-            "backend": pa.array([run.backend] * len(fast)),
-            "device": pa.array([run.device] * len(fast)),
-            "compute_seconds": pa.array([run.seconds] * len(fast)),
-        }
+    report = sweep_families(
+        close,
+        ts,
+        _grids(config),
+        split_fraction=config.is_fraction,
+        split_date=config.split_date,
+        backend=config.backend,
+        fees=config.fees,
+        slippage=config.slippage,
+        init_cash=config.init_cash,
+        periods_per_year=SECONDS_PER_YEAR / bar_s,
+        direction=config.direction,
     )
-    sharpe = np.nan_to_num(np.asarray(m["sharpe"], dtype=np.float64), nan=-np.inf)
-    best = int(np.argmax(sharpe))
-    best_fast, best_slow = int(fast[best]), int(slow[best])
-    equity = ma_crossover_equity(close, best_fast, best_slow, **params)
-    equity_png = equity_drawdown_png(ts, equity, f"MA {best_fast}/{best_slow} — {context.partition_key}")
-    heatmap_png = sharpe_heatmap_png(fast, slow, np.asarray(m["sharpe"]), "Sharpe by window pair")
-    top = pl.from_arrow(table).sort("sharpe", descending=True, nulls_last=True).head(config.preview_rows)
-    preview = top.select(["fast", "slow", "total_return", "sharpe", "max_drawdown", "trade_count"])
+    table = report.table
+    first = report.runs[0]
+    split_ts = ts[report.split_bar] if report.split_bar is not None else None
+    equity_png = equity_drawdown_png(
+        ts, report.equity, f"{report.best['best_strategy']} — {context.partition_key}", split_ts
+    )
+    charts = {}
+    for family, (x, y, z, xl, yl) in report.heatmaps.items():
+        png = sharpe_heatmap_png(x, y, z, f"{family}: in-sample Sharpe", xl, yl)
+        charts[f"sharpe_heatmap_{family}"] = MetadataValue.md(
+            png_markdown(png, f"{family} Sharpe heatmap")
+        )
+    best_family = str(report.best["best_family"])
+    sort_key = "is_sharpe" if "is_sharpe" in table.column_names else "sharpe"
+    top = (
+        pl.from_arrow(table)
+        .filter(pl.col(sort_key).is_finite())
+        .sort(sort_key, descending=True, nulls_last=True)
+        .head(config.preview_rows)
+    )
+    shown = [
+        c
+        for c in ("label", "is_sharpe", "oos_sharpe", "sharpe", "total_return", "oos_total_return",
+                  "max_drawdown", "trade_count")
+        if c in top.columns
+    ]  # fmt: skip
+    trials_stored = _store_trials(
+        table, context.partition_key, config.trials_top_n, embedder, vector_store
+    )
     yield Output(
         table,
         metadata={
-            "parameter_sets": len(fast),
+            "parameter_sets": table.num_rows,
+            "trials_stored": trials_stored,
             "bars": len(close),
-            "backend": run.backend,
-            "device": run.device,
-            "fallback_reason": run.fallback_reason or "none",
-            "compute_seconds": float(run.seconds),
-            "best_fast": best_fast,
-            "best_slow": best_slow,
-            "best_sharpe": float(m["sharpe"][best]),
-            "best_total_return": float(m["total_return"][best]),
-            "top_results": MetadataValue.md(_markdown_table(preview)),
-            "equity_curve": MetadataValue.md(png_markdown(equity_png, "best equity curve and drawdown")),
-            "sharpe_heatmap": MetadataValue.md(png_markdown(heatmap_png, "Sharpe heatmap")),
+            "families": ", ".join(r.grid.family for r in report.runs),
+            "direction": config.direction,
+            "backend": first.backend,
+            "device": first.device,
+            "fallback_reason": first.fallback_reason or "none",
+            "compute_seconds": float(sum(r.seconds for r in report.runs)),
+            "split_bar": report.split_bar if report.split_bar is not None else -1,
+            "split_ts": str(split_ts) if split_ts is not None else "none",
+            **{k: _plain(v) for k, v in report.best.items()},
+            "top_results": MetadataValue.md(_markdown_table(top.select(shown))),
+            "equity_curve": MetadataValue.md(
+                png_markdown(equity_png, "best set equity curve and drawdown")
+            ),
+            "sharpe_heatmap": charts[f"sharpe_heatmap_{best_family}"],
+            **charts,
         },
     )
 
 
+def _store_trials(
+    table: pa.Table,
+    concept: str,
+    top_n: int,
+    embedder: EmbedderResource,
+    vector_store: VectorStoreResource,
+) -> int:
+    """Top sets as trial objects beside the page chunks, so `qpipe search` finds similar trials."""
+    if top_n == 0:
+        return 0
+    from qpipe_dagster.backtest.trials import trial_concept, trial_objects
+
+    encoder = embedder.encoder()
+    objects = trial_objects(
+        table, concept, top_n=top_n, encode=encoder.encode, model=encoder.model_id
+    )
+    store = vector_store.open(model=encoder.model_id, dim=encoder.dim)
+    try:
+        store.upsert(objects)
+        store.delete_missing(trial_concept(concept), set(objects.column("id").to_pylist()))
+    finally:
+        store.close()
+    return objects.num_rows
+
+
 def _markdown_table(frame: pl.DataFrame) -> str:
+    """A small markdown table for the UI (floats to 4 decimals)."""
     header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
     body = "".join(
         "| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |\n"

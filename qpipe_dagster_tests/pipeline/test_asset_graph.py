@@ -1,4 +1,5 @@
-"""Snapshot of the asset graph: the six assets, their deps, groups, kinds and the GPU tag."""
+"""Snapshot of the asset graph: the six pipeline assets, their deps, groups, kinds and the GPU tag,
+plus the unpartitioned operations report."""
 
 from dagster import AssetKey
 
@@ -21,7 +22,9 @@ def _graph():
 def test_assets_deps_and_groups() -> None:
     graph = _graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == set(EXPECTED)
+    assert keys == set(EXPECTED) | {"daily_ops_report"}
+    report = graph.get(AssetKey("daily_ops_report"))
+    assert report.group_name == "operations" and report.partitions_def is None
     for name, (group, parents) in EXPECTED.items():
         node = graph.get(AssetKey(name))
         assert node.group_name == group, name

@@ -53,6 +53,7 @@ def test_demo_concept_end_to_end(dagster_home: Path, demo_site, capsys) -> None:
         bt = _metadata(first, "backtest_results")
         assert bt["parameter_sets"] > 1000 and bt["backend"] in ("cpu", "gpu")
         assert "data:image/png;base64," in bt["equity_curve"]
+        assert bt["trials_stored"] == 20  # the best sets, searchable beside the page chunks
         assert all(_checks(first).values()), _checks(first)
 
         # Change one page and drop another: only that page is re-embedded, the dropped page's

@@ -1,0 +1,154 @@
+"""`qpipe backup`, `qpipe restore` and `qpipe doctor`: the runbook's operations as commands.
+
+backup prints the backup id on stdout (the last line), restore verifies counts and checksums
+against the manifest (`--dry-run` only shows the plan), doctor prints a table and exits 1 when
+a configured dependency is unhealthy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from qpipe_dagster.cli import CliError
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from qpipe_dagster.ops.backup import Sources, run_backup
+    from qpipe_dagster.ops.manifest import BackupError
+    from qpipe_dagster.ops.targets import target_from_env
+
+    try:
+        target = target_from_env(args.target)
+        result = run_backup(
+            Sources.from_env(),
+            target,
+            retention_days=args.keep_days,
+            log=lambda m: print(m, file=sys.stderr),
+        )
+    except BackupError as exc:
+        raise CliError(str(exc)) from None
+    for c in result.manifest.components:
+        print(f"{c.name}: {c.rows} rows, {c.bytes} bytes", file=sys.stderr)
+    if result.deleted_by_retention:
+        print(f"retention removed: {', '.join(result.deleted_by_retention)}", file=sys.stderr)
+    print(f"backup written to {result.target}", file=sys.stderr)
+    print(result.backup_id)
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from qpipe_dagster.ops.backup import Sources, restore_backup
+    from qpipe_dagster.ops.manifest import BackupError
+    from qpipe_dagster.ops.targets import target_from_env
+
+    try:
+        plan = restore_backup(
+            args.backup_id,
+            Sources.from_env(),
+            target_from_env(args.target),
+            dry_run=args.dry_run,
+            log=lambda m: print(m, file=sys.stderr),
+        )
+    except BackupError as exc:
+        raise CliError(str(exc)) from None
+    prefix = "would " if args.dry_run else ""
+    for step in plan.steps:
+        print(prefix + step)
+    print("dry run: nothing changed" if args.dry_run else f"restored {plan.backup_id}: verified")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from qpipe_dagster.ops.manifest import BackupError
+    from qpipe_dagster.ops.targets import target_from_env
+
+    try:
+        for backup_id in target_from_env(args.target).list_ids():
+            print(backup_id)
+    except BackupError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def check_dagster_instance(env) -> object:  # noqa: ANN001 - Mapping[str, str] -> Check
+    """The Dagster instance's storage answers (SQLite here, Postgres in production)."""
+    from qpipe_dagster.ops.doctor import FAIL, OK, Check
+
+    home = env.get("DAGSTER_HOME", "").strip()
+    if not home or not os.path.isfile(os.path.join(home, "dagster.yaml")):
+        return Check(
+            "dagster instance", FAIL, f"no dagster.yaml in DAGSTER_HOME={home or '(unset)'}"
+        )
+    from dagster import DagsterInstance
+
+    try:
+        with DagsterInstance.from_config(home) as instance:
+            runs = instance.get_runs_count()
+            storage = type(instance.run_storage).__name__
+    except Exception as exc:
+        return Check("dagster instance", FAIL, f"{home}: {type(exc).__name__}: {exc}")
+    return Check("dagster instance", OK, f"{home}: {storage}, {runs} runs")
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from qpipe_dagster.ops.doctor import DEFAULT_CHECKS, FAIL, format_table, run_checks
+
+    results = run_checks([check_dagster_instance, *DEFAULT_CHECKS])
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+    else:
+        print(format_table(results))
+    return 1 if any(r.status == FAIL for r in results) else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    target_help = (
+        "path, file://, s3://bucket/prefix or r2://bucket/prefix "
+        "(default: BACKUP_URL, R2_* + R2_BUCKET, else $DAGSTER_HOME/qpipe/backups)"
+    )
+    backup = subparsers.add_parser(
+        "backup", help="snapshot the vector store, inbox and concepts; prints the backup id"
+    )
+    backup.add_argument("--target", help=target_help)
+    backup.add_argument(
+        "--keep-days",
+        type=int,
+        default=int(os.environ.get("QPIPE_BACKUP_RETENTION_DAYS", "7") or 7),
+        help="delete backups older than this many days (default QPIPE_BACKUP_RETENTION_DAYS or 7)",
+    )
+    backup.set_defaults(handler=_backup)
+    backups = subparsers.add_parser("backups", help="list complete backups, oldest first")
+    backups.add_argument("--target", help=target_help)
+    backups.set_defaults(handler=_list)
+
+    restore = subparsers.add_parser(
+        "restore", help="restore a backup into empty stores and verify it against its manifest"
+    )
+    restore.add_argument("backup_id", metavar="BACKUP_ID")
+    restore.add_argument("--target", help=target_help)
+    restore.add_argument("--dry-run", action="store_true", help="check everything, change nothing")
+    restore.set_defaults(handler=_restore)
+
+    doctor = subparsers.add_parser("doctor", help="check every configured dependency")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(handler=_doctor)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry point until the lead adds this module to COMMAND_MODULES."""
+    parser = argparse.ArgumentParser(prog="qpipe")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (CliError, ValueError) as exc:
+        print(f"qpipe: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dagster run launchers for qpipe (GPU routing)."""

@@ -1,0 +1,302 @@
+"""A run launcher that sends GPU runs to a Docker GPU container and everything else to the default.
+
+Asset tags do not become run tags in Dagster, so a run that materializes ``backtest_results``
+carries no ``qpipe/compute=gpu`` tag of its own. This launcher decides per run from three
+sources, first match wins: the run's tags, the step tags of its execution plan snapshot (op
+tags), and the tags of the assets it materializes (read from the workspace). It records the
+decision as the run tag ``qpipe/launcher`` (``docker-gpu`` or ``local``) plus the reason, and
+``terminate`` / ``check_run_worker_health`` / ``resume_run`` follow that tag.
+
+Without a ``docker`` section in the config (the local default), or with
+``QPIPE_GPU_LAUNCHER=local``, GPU runs launch locally and the kernels pick GPU or CPU
+themselves (``QPIPE_BACKEND``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dagster import AssetKey, Field, Noneable, Permissive, StringSource
+from dagster._core.errors import DagsterLaunchFailedError
+from dagster._core.launcher import (
+    CheckRunHealthResult,
+    DefaultRunLauncher,
+    LaunchRunContext,
+    ResumeRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._serdes import ConfigurableClass, ConfigurableClassData
+
+GPU_TAG_KEY = "qpipe/compute"
+GPU_TAG_VALUE = "gpu"
+LAUNCHER_TAG = "qpipe/launcher"
+REASON_TAG = "qpipe/launcher_reason"
+DOCKER_GPU = "docker-gpu"
+LOCAL = "local"
+ENV_VAR = "QPIPE_GPU_LAUNCHER"
+# docker-py accepts dicts for DeviceRequest; Count -1 = all GPUs, AND-capabilities [["gpu"]]
+DEFAULT_DEVICE_REQUEST: dict[str, Any] = {
+    "driver": "nvidia",
+    "count": -1,
+    "capabilities": [["gpu"]],
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a run goes and why (the why is stored on the run for the UI)."""
+
+    gpu: bool
+    reason: str
+
+
+def _is_gpu(tags: Mapping[str, str] | None, key: str, value: str) -> bool:
+    return bool(tags) and tags.get(key) == value  # type: ignore[union-attr]
+
+
+def decide_route(
+    run: DagsterRun,
+    step_tags: Iterable[tuple[str, Mapping[str, str] | None]],
+    asset_tags: Iterable[tuple[AssetKey, Mapping[str, str] | None]],
+    key: str = GPU_TAG_KEY,
+    value: str = GPU_TAG_VALUE,
+) -> Route:
+    """GPU when the run, one of its steps, or one of its assets carries ``key=value``."""
+    if _is_gpu(run.tags, key, value):
+        return Route(True, f"run tag {key}={value}")
+    for step_key, tags in step_tags:
+        if _is_gpu(tags, key, value):
+            return Route(True, f"step {step_key} has tag {key}={value}")
+    for asset_key, tags in asset_tags:
+        if _is_gpu(tags, key, value):
+            return Route(True, f"asset {asset_key.to_user_string()} has tag {key}={value}")
+    return Route(False, f"no run, step or asset tag {key}={value}")
+
+
+def gpu_container_kwargs(
+    container_kwargs: Mapping[str, Any] | None, device_requests: list[dict] | None = None
+) -> dict[str, Any]:
+    """docker-py ``containers.create`` kwargs with a GPU device request added.
+
+    User-given ``device_requests`` win; otherwise all NVIDIA GPUs are requested.
+    """
+    kwargs = dict(container_kwargs or {})
+    if not kwargs.get("device_requests"):
+        kwargs["device_requests"] = list(device_requests or [dict(DEFAULT_DEVICE_REQUEST)])
+    return kwargs
+
+
+DOCKER_SCHEMA = {
+    "image": Field(StringSource, is_required=False, description="image for GPU runs"),
+    "registry": Field(Permissive(), is_required=False),
+    "env_vars": Field([str], is_required=False),
+    "network": Field(StringSource, is_required=False),
+    "networks": Field([StringSource], is_required=False),
+    "container_kwargs": Field(Permissive(), is_required=False),
+    "device_requests": Field(
+        Noneable([Permissive()]),
+        is_required=False,
+        description="docker-py DeviceRequest dicts; default all NVIDIA GPUs",
+    ),
+}
+
+
+class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
+    """Routes runs tagged (directly, by step or by asset) ``qpipe/compute=gpu`` to Docker GPUs."""
+
+    def __init__(
+        self,
+        inst_data: ConfigurableClassData | None = None,
+        docker: Mapping[str, Any] | None = None,
+        gpu_tag_key: str = GPU_TAG_KEY,
+        gpu_tag_value: str = GPU_TAG_VALUE,
+    ) -> None:
+        self._inst_data = inst_data
+        self.gpu_tag_key = gpu_tag_key
+        self.gpu_tag_value = gpu_tag_value
+        mode = os.environ.get(ENV_VAR, "").strip().lower()
+        if mode not in ("", "docker", "local"):
+            raise ValueError(f"{ENV_VAR} must be 'docker' or 'local', got {mode!r}")
+        if mode == "docker" and not docker:
+            raise ValueError(
+                f"{ENV_VAR}=docker but the run_launcher config has no 'docker' section "
+                "(image, container_kwargs, ...) to launch GPU containers with"
+            )
+        self.docker_config = dict(docker) if docker and mode != "local" else None
+        self._local: DefaultRunLauncher | None = None
+        self._docker: RunLauncher | None = None
+        super().__init__()
+
+    # ConfigurableClass --------------------------------------------------------------------
+    @property
+    def inst_data(self) -> ConfigurableClassData | None:
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {
+            "docker": Field(Noneable(DOCKER_SCHEMA), is_required=False, default_value=None),
+            "gpu_tag_key": Field(str, is_required=False, default_value=GPU_TAG_KEY),
+            "gpu_tag_value": Field(str, is_required=False, default_value=GPU_TAG_VALUE),
+        }
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
+    ) -> GpuRoutingRunLauncher:
+        return cls(inst_data=inst_data, **config_value)
+
+    # delegates ----------------------------------------------------------------------------
+    @property
+    def docker_enabled(self) -> bool:
+        return self.docker_config is not None
+
+    @property
+    def local_launcher(self) -> DefaultRunLauncher:
+        if self._local is None:
+            self._local = DefaultRunLauncher()
+            self._local.register_instance(self._instance)
+        return self._local
+
+    def container_kwargs(self) -> dict[str, Any]:
+        """The kwargs GPU containers are created with (device requests included)."""
+        cfg = self.docker_config or {}
+        return gpu_container_kwargs(cfg.get("container_kwargs"), cfg.get("device_requests"))
+
+    @property
+    def docker_launcher(self) -> RunLauncher:
+        if self.docker_config is None:
+            raise DagsterLaunchFailedError("Docker GPU launching is not configured")
+        if self._docker is None:
+            try:
+                from dagster_docker import DockerRunLauncher
+            except ImportError as exc:
+                raise DagsterLaunchFailedError(
+                    "GPU runs are configured to launch in Docker but dagster-docker is not "
+                    f"installed ({exc}); pip install dagster-docker or set {ENV_VAR}=local"
+                ) from exc
+            cfg = {k: v for k, v in self.docker_config.items() if k != "device_requests"}
+            cfg["container_kwargs"] = self.container_kwargs()
+            self._docker = DockerRunLauncher(**cfg)
+            self._docker.register_instance(self._instance)
+        return self._docker
+
+    def _launcher_for(self, run: DagsterRun | None) -> RunLauncher:
+        if run is not None and run.tags.get(LAUNCHER_TAG) == DOCKER_GPU:
+            return self.docker_launcher
+        return self.local_launcher
+
+    # routing ------------------------------------------------------------------------------
+    def _step_tags(self, run: DagsterRun) -> list[tuple[str, Mapping[str, str] | None]]:
+        if not run.execution_plan_snapshot_id:
+            return []
+        snap = self._instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        keys = set(run.step_keys_to_execute or [])
+        return [(s.key, s.tags) for s in snap.steps if not keys or s.key in keys]
+
+    def _asset_tags(
+        self, run: DagsterRun, workspace: Any
+    ) -> list[tuple[AssetKey, Mapping[str, str] | None]]:
+        origin = run.remote_job_origin
+        if workspace is None or origin is None:
+            return []
+        repo_origin = origin.repository_origin
+        try:
+            location = workspace.get_code_location(repo_origin.code_location_origin.location_name)
+            repo = location.get_repository(repo_origin.repository_name)
+        except Exception:  # location not loaded: fall back to run and step tags
+            return []
+        if run.asset_selection:
+            snaps = [repo.get_asset_node_snap(k) for k in run.asset_selection]
+        else:
+            snaps = list(repo.get_asset_node_snaps(job_name=run.job_name))
+        return [(s.asset_key, s.tags) for s in snaps if s is not None]
+
+    def route(self, run: DagsterRun, workspace: Any = None) -> Route:
+        """Decide GPU or not for ``run`` (see the module docstring for the sources)."""
+        return decide_route(
+            run,
+            self._step_tags(run),
+            self._asset_tags(run, workspace),
+            self.gpu_tag_key,
+            self.gpu_tag_value,
+        )
+
+    # RunLauncher --------------------------------------------------------------------------
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        route = self.route(run, context.workspace)
+        target = DOCKER_GPU if route.gpu and self.docker_enabled else LOCAL
+        reason = route.reason
+        if route.gpu and not self.docker_enabled:
+            reason += "; Docker GPU launching not configured, launched locally"
+        self._instance.add_run_tags(
+            run.run_id,
+            {LAUNCHER_TAG: target, REASON_TAG: reason[:200]},
+        )
+        run = self._instance.get_run_by_id(run.run_id) or run
+        launch_context = LaunchRunContext(dagster_run=run, workspace=context.workspace)
+        if target == LOCAL:
+            self.local_launcher.launch_run(launch_context)
+            return
+        self._launch_docker(run, launch_context)
+
+    def _launch_docker(self, run: DagsterRun, context: LaunchRunContext | ResumeRunContext) -> None:
+        import docker.errors
+
+        launcher = self.docker_launcher
+        try:
+            if isinstance(context, ResumeRunContext):
+                launcher.resume_run(context)
+            else:
+                launcher.launch_run(context)
+        except docker.errors.DockerException as exc:
+            raise DagsterLaunchFailedError(
+                f"GPU run {run.run_id}: the Docker engine is not reachable or refused the "
+                f"container ({exc}). Start Docker / set DOCKER_HOST, or set {ENV_VAR}=local "
+                "to run GPU work locally."
+            ) from exc
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        return self._launcher_for(run).terminate(run_id)
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        # only Docker GPU containers can be checked; DefaultRunLauncher has no health check
+        return self.docker_enabled
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        if run.tags.get(LAUNCHER_TAG) == DOCKER_GPU:
+            return self.docker_launcher.check_run_worker_health(run)
+        # a local run worker reports its own status; RUNNING keeps monitoring from resuming it
+        return CheckRunHealthResult(
+            WorkerStatus.RUNNING, msg="local run worker: health not checked by the launcher"
+        )
+
+    @property
+    def supports_resume_run(self) -> bool:
+        return self.docker_enabled
+
+    def resume_run(self, context: ResumeRunContext) -> None:
+        run = context.dagster_run
+        if run.tags.get(LAUNCHER_TAG) != DOCKER_GPU:
+            raise NotImplementedError(
+                f"run {run.run_id} was launched locally ({LAUNCHER_TAG}="
+                f"{run.tags.get(LAUNCHER_TAG)}); only Docker GPU runs can be resumed"
+            )
+        self._launch_docker(run, context)
+
+    def dispose(self) -> None:
+        for launcher in (self._local, self._docker):
+            if launcher is not None:
+                launcher.dispose()
+
+    def join(self, timeout: int = 30) -> None:
+        if self._local is not None:
+            self._local.join(timeout=timeout)

@@ -1,0 +1,270 @@
+"""`run_backup`, `restore_backup` and `apply_retention`: the nightly job and the CLI call these.
+
+A backup snapshots the vector store, the QStash inbox and the concept registry into a staging
+folder, writes a manifest (rows, per-concept/per-status counts, file sha256, content digests)
+and hands the folder to a target. A restore downloads, checks every checksum and digest before
+touching anything, refuses a store that is not empty, writes, then verifies what landed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from qpipe_dagster.ops import snapshot
+from qpipe_dagster.ops.manifest import (
+    BackupError,
+    Component,
+    Manifest,
+    backup_time,
+    new_backup_id,
+    sha256_file,
+)
+from qpipe_dagster.ops.targets import BackupTarget
+
+DEFAULT_RETENTION_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What to back up / restore into. Weaviate is used when weaviate_url is set."""
+
+    lance_path: Path
+    inbox_path: Path
+    concepts_path: Path
+    weaviate_url: str | None = None
+    weaviate_api_key: str | None = None
+    weaviate_backend: str = "filesystem"  # Weaviate backup module: filesystem | s3 | gcs | azure
+
+    @property
+    def backend(self) -> str:
+        return "weaviate" if self.weaviate_url else "lancedb"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Sources:
+        """The same locations the pipeline, receiver and registry use."""
+        env = os.environ if env is None else env
+        home = Path(env.get("DAGSTER_HOME", "").strip() or ".dagster_home").resolve()
+        qhome = home / "qpipe"
+        lance = env.get("QPIPE_LANCE_PATH", "").strip()
+        inbox = env.get("QPIPE_INBOX_PATH", "").strip()
+        return cls(
+            lance_path=Path(lance).resolve() if lance else qhome / "vectors",
+            inbox_path=Path(inbox).resolve() if inbox else qhome / "inbox.sqlite",
+            concepts_path=qhome / "concepts.sqlite",
+            weaviate_url=env.get("WEAVIATE_URL", "").strip() or None,
+            weaviate_api_key=env.get("WEAVIATE_API_KEY", "").strip() or None,
+            weaviate_backend=env.get("WEAVIATE_BACKUP_BACKEND", "").strip() or "filesystem",
+        )
+
+
+@dataclass
+class BackupResult:
+    backup_id: str
+    target: str
+    manifest: Manifest
+    deleted_by_retention: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RestorePlan:
+    """What a restore will do (all of it, or with --dry-run only this)."""
+
+    backup_id: str
+    steps: list[str]
+
+
+def _qpipe_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("qpipe")
+    except Exception:  # not installed as a distribution (running from a checkout)
+        return "unknown"
+
+
+def run_backup(
+    sources: Sources,
+    target: BackupTarget,
+    *,
+    now: datetime | None = None,
+    retention_days: int | None = DEFAULT_RETENTION_DAYS,
+    log: Callable[[str], None] = lambda _m: None,
+) -> BackupResult:
+    """Snapshot everything, upload it with its manifest, then prune backups past retention."""
+    now = now or datetime.now(UTC)
+    backup_id = new_backup_id(now, set(target.list_ids()))
+    with tempfile.TemporaryDirectory(prefix="qpipe-backup-") as tmp:
+        staging = Path(tmp)
+        components: list[Component] = []
+        if sources.weaviate_url:
+            from qpipe_dagster.ops.weaviate_backup import create_weaviate_backup
+
+            components.extend(create_weaviate_backup(sources, backup_id))
+        else:
+            for name in snapshot.lance_tables(sources.lance_path):
+                comp = snapshot.snapshot_lance_table(sources.lance_path, name, staging)
+                log(f"{comp.name}: {comp.rows} objects")
+                components.append(comp)
+        for name, path in (("inbox", sources.inbox_path), ("concepts", sources.concepts_path)):
+            comp = snapshot.snapshot_sqlite(path, name, staging)
+            if comp is not None:
+                log(f"{name}: {comp.rows} rows")
+                components.append(comp)
+        manifest = Manifest(
+            backup_id=backup_id,
+            created_at=now.astimezone(UTC).isoformat(),
+            backend=sources.backend,
+            components=components,
+            qpipe_version=_qpipe_version(),
+        )
+        manifest.write(staging)
+        target.upload(backup_id, staging)
+    deleted = apply_retention(target, retention_days, now=now) if retention_days else []
+    return BackupResult(backup_id, target.url, manifest, deleted)
+
+
+def apply_retention(target: BackupTarget, keep_days: int, *, now: datetime) -> list[str]:
+    """Delete backups older than keep_days; the newest backup is always kept."""
+    if keep_days < 1:
+        raise BackupError(f"retention must be at least 1 day, got {keep_days}")
+    ids = target.list_ids()
+    cutoff = now - timedelta(days=keep_days)
+    doomed = [b for b in ids[:-1] if backup_time(b) < cutoff]
+    for backup_id in doomed:
+        target.delete(backup_id)
+    return doomed
+
+
+def _verify_files(manifest: Manifest, folder: Path) -> None:
+    """Every file's sha256 must match the manifest; otherwise nothing is restored."""
+    for c in manifest.components:
+        if not c.file:
+            continue
+        path = folder / c.file
+        if not path.is_file():
+            raise BackupError(f"backup {manifest.backup_id}: {c.file} is missing")
+        got = sha256_file(path)
+        if got != c.sha256:
+            raise BackupError(
+                f"backup {manifest.backup_id}: checksum mismatch for {c.file} ({c.name}): "
+                f"manifest says sha256 {c.sha256}, file has {got}; the backup is corrupted and "
+                "was not restored (nothing was changed)"
+            )
+
+
+def _sqlite_path(sources: Sources, name: str) -> Path:
+    return {"inbox": sources.inbox_path, "concepts": sources.concepts_path}[name]
+
+
+def _check_empty(manifest: Manifest, sources: Sources) -> list[str]:
+    """Problems that make the target store non-empty (a restore never merges or overwrites)."""
+    problems = []
+    for c in manifest.components:
+        if c.kind == "lancedb":
+            table = c.name.split(":", 1)[1]
+            rows = snapshot.lance_rows(sources.lance_path, table)
+            if rows:
+                problems.append(
+                    f"LanceDB table {table} in {sources.lance_path} holds {rows} objects"
+                )
+        elif c.kind == "sqlite":
+            path = _sqlite_path(sources, c.name)
+            rows = snapshot.sqlite_rows(path, c.name)
+            if rows:
+                problems.append(f"{c.name} {path} holds {rows} rows")
+    return problems
+
+
+def restore_backup(
+    backup_id: str,
+    sources: Sources,
+    target: BackupTarget,
+    *,
+    dry_run: bool = False,
+    log: Callable[[str], None] = lambda _m: None,
+) -> RestorePlan:
+    """Restore `backup_id` into empty stores and verify counts and digests against its manifest.
+
+    Order: download, verify every checksum and digest, check the stores are empty, and only
+    then write; so a corrupted backup or a non-empty store leaves everything untouched.
+    """
+    backup_time(backup_id)  # a malformed id is named before any download
+    with tempfile.TemporaryDirectory(prefix="qpipe-restore-") as tmp:
+        folder = Path(tmp)
+        manifest = target.download(backup_id, folder)
+        if manifest.backup_id != backup_id:
+            raise BackupError(
+                f"backup {backup_id}: manifest is for {manifest.backup_id}; refusing a mixed-up backup"
+            )
+        if manifest.backend != sources.backend:
+            raise BackupError(
+                f"backup {backup_id} holds a {manifest.backend} vector store but this install uses "
+                f"{sources.backend} (WEAVIATE_URL {'set' if sources.weaviate_url else 'unset'})"
+            )
+        _verify_files(manifest, folder)
+        tables = {}
+        for c in manifest.components:
+            if c.kind == "lancedb":
+                data = snapshot.read_arrow_file(folder / c.file)  # type: ignore[operator]
+                if data.num_rows != c.rows or snapshot.table_digest(data) != c.digest:
+                    raise BackupError(
+                        f"backup {backup_id}: {c.name} holds {data.num_rows} objects (manifest: "
+                        f"{c.rows}) or its content digest differs; refusing to restore it"
+                    )
+                tables[c.name] = data
+            elif c.kind == "sqlite":
+                snapshot.verify_sqlite_file(folder / c.file, c)  # type: ignore[operator]
+        steps = [_describe(c, sources) for c in manifest.components]
+        problems = _check_empty(manifest, sources)
+        if sources.weaviate_url:
+            from qpipe_dagster.ops.weaviate_backup import weaviate_nonempty
+
+            problems.extend(weaviate_nonempty(sources, manifest))
+        if problems:
+            raise BackupError(
+                "restore needs empty stores, but " + "; ".join(problems) + ". Move them aside "
+                "(or point QPIPE_LANCE_PATH / QPIPE_INBOX_PATH / DAGSTER_HOME at new locations) "
+                "and run the restore again; nothing was changed"
+            )
+        if dry_run:
+            return RestorePlan(backup_id, steps)
+        for c in manifest.components:
+            if c.kind == "lancedb":
+                table = c.name.split(":", 1)[1]
+                digest = snapshot.restore_lance_table(sources.lance_path, table, tables[c.name])
+                _check_restored(c, snapshot.lance_rows(sources.lance_path, table), digest)
+            elif c.kind == "sqlite":
+                path = _sqlite_path(sources, c.name)
+                rows, digest = snapshot.restore_sqlite(folder / c.file, path, c)  # type: ignore[operator]
+                _check_restored(c, rows, digest)
+            elif c.kind == "weaviate":
+                continue
+            log(f"restored {c.name}: {c.rows} verified")
+        if sources.weaviate_url:
+            from qpipe_dagster.ops.weaviate_backup import restore_weaviate_backup
+
+            restore_weaviate_backup(sources, manifest, log=log)
+    return RestorePlan(backup_id, steps)
+
+
+def _check_restored(c: Component, rows: int | None, digest: str) -> None:
+    if rows != c.rows or digest != c.digest:
+        raise BackupError(
+            f"{c.name}: after restore the store holds {rows} rows (manifest: {c.rows}) and the "
+            "content digest does not match; investigate before using it"
+        )
+
+
+def _describe(c: Component, sources: Sources) -> str:
+    if c.kind == "lancedb":
+        where = f"LanceDB {sources.lance_path} table {c.name.split(':', 1)[1]}"
+    elif c.kind == "sqlite":
+        where = str(_sqlite_path(sources, c.name))
+    else:
+        where = f"Weaviate {sources.weaviate_url} collection {c.name.split(':', 1)[1]}"
+    return f"restore {c.name}: {c.rows} rows into {where}"

@@ -1,0 +1,243 @@
+"""`qpipe doctor`: check every configured dependency and say, per line, what is wrong.
+
+Each check returns ok / warn / fail / skip with a reason; only `fail` makes the command exit
+non-zero. Unconfigured production pieces (Postgres, Weaviate, R2) are `skip`, not failures.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+
+
+CheckFn = Callable[[Mapping[str, str]], Check]
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("DAGSTER_HOME", "").strip() or ".dagster_home").resolve()
+
+
+def check_env(env: Mapping[str, str]) -> Check:
+    from qpipe_dagster.ops.env import env_problems
+
+    role = "code-location"
+    problems = env_problems(role, env)
+    mode = env.get("QPIPE_DEPLOY", "").strip() or "local"
+    if problems:
+        return Check("environment", FAIL, "; ".join(problems))
+    return Check("environment", OK, f"QPIPE_DEPLOY={mode}, all set variables valid")
+
+
+def check_vector_store(env: Mapping[str, str]) -> Check:
+    url = env.get("WEAVIATE_URL", "").strip()
+    if url:
+        import httpx
+
+        headers = {}
+        if env.get("WEAVIATE_API_KEY"):
+            headers["Authorization"] = f"Bearer {env['WEAVIATE_API_KEY']}"
+        try:
+            r = httpx.get(url.rstrip("/") + "/v1/meta", headers=headers, timeout=5)
+            r.raise_for_status()
+            meta = r.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return Check("vector store", FAIL, f"Weaviate {url}/v1/meta: {exc}")
+        modules = ", ".join(sorted((meta.get("modules") or {}).keys())) or "none"
+        backup = "backup module present" if "backup-" in modules else "NO backup module"
+        status = OK if "backup-" in modules else WARN
+        return Check("vector store", status, f"Weaviate {meta.get('version')} at {url}; {backup}")
+    from qpipe_dagster.ops import snapshot
+
+    path = Path(env.get("QPIPE_LANCE_PATH", "").strip() or _home(env) / "qpipe" / "vectors")
+    probe_dir = path if path.exists() else path.parent
+    if not os.access(probe_dir if probe_dir.exists() else _home(env), os.W_OK):
+        return Check("vector store", FAIL, f"LanceDB path {path} is not writable")
+    try:
+        tables = snapshot.lance_tables(path)
+        counts = {t: snapshot.lance_rows(path, t) for t in tables}
+    except Exception as exc:  # a damaged table directory
+        return Check("vector store", FAIL, f"LanceDB {path}: {type(exc).__name__}: {exc}")
+    summary = ", ".join(f"{t}={n}" for t, n in counts.items()) or "empty"
+    return Check("vector store", OK, f"LanceDB {path}: {summary}")
+
+
+def check_inbox(env: Mapping[str, str]) -> Check:
+    from webhook_sensor.inbox import Inbox, InboxUnavailable
+
+    path = Path(env.get("QPIPE_INBOX_PATH", "").strip() or _home(env) / "qpipe" / "inbox.sqlite")
+    try:
+        inbox = Inbox(path)
+        inbox.check_writable()
+        return Check("inbox", OK, f"{path}: {inbox.depth()} pending of {inbox.count()}")
+    except (InboxUnavailable, OSError) as exc:
+        return Check("inbox", FAIL, f"{path}: {exc}")
+    except Exception as exc:  # sqlite3.Error: locked, corrupt
+        return Check("inbox", FAIL, f"{path}: {type(exc).__name__}: {exc}")
+
+
+def check_receiver(env: Mapping[str, str]) -> Check:
+    import httpx
+
+    configured = (
+        env.get("QPIPE_RECEIVER_HEALTH_URL", "").strip()
+        or env.get("QPIPE_RECEIVER_URL", "").strip()
+    )
+    url = configured or "http://127.0.0.1:8766/api/qstash"
+    p = urlsplit(url)
+    base = urlunsplit((p.scheme, p.netloc, "", "", ""))
+    results = []
+    for path in ("/health", "/ready"):
+        try:
+            r = httpx.get(base + path, timeout=5)
+            results.append(f"{path} {r.status_code}" + ("" if r.is_success else f" {r.text[:120]}"))
+            if not r.is_success:
+                return Check("receiver", FAIL, f"{base}: " + ", ".join(results))
+        except httpx.HTTPError as exc:
+            status = FAIL if configured else WARN
+            return Check("receiver", status, f"{base}{path} unreachable ({type(exc).__name__})")
+    return Check("receiver", OK, f"{base}: " + ", ".join(results))
+
+
+def check_model(env: Mapping[str, str]) -> Check:
+    from qpipe_dagster.embed.encoder import DEFAULT_MODEL, resolve_model
+
+    name = env.get("QPIPE_EMBED_MODEL", "").strip() or DEFAULT_MODEL
+    try:
+        resolved = resolve_model(name)
+    except Exception as exc:
+        return Check("embedding model", FAIL, f"{name}: {exc}")
+    local = Path(resolved).is_dir()
+    if local:
+        return Check("embedding model", OK, f"{name} -> {resolved}")
+    if env.get("QPIPE_ALLOW_MODEL_DOWNLOAD", "").strip() == "1":
+        return Check("embedding model", WARN, f"{name} will be downloaded on first use")
+    return Check(
+        "embedding model",
+        FAIL,
+        f"{name} is not a local model and QPIPE_ALLOW_MODEL_DOWNLOAD is not 1",
+    )
+
+
+def check_gpu(env: Mapping[str, str]) -> Check:
+    """CUDA via torch (embeddings), CuPy (backtests), device count/memory, validator backend."""
+    parts = []
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            n = torch.cuda.device_count()
+            mems = []
+            for i in range(n):
+                free, total = torch.cuda.mem_get_info(i)
+                mems.append(
+                    f"{torch.cuda.get_device_name(i)} {free / 2**30:.1f}/{total / 2**30:.1f} GiB free"
+                )
+            parts.append(f"torch CUDA {torch.version.cuda}: {n} device(s) [{'; '.join(mems)}]")
+        else:
+            parts.append(f"torch {torch.__version__}: no CUDA (build cuda={torch.version.cuda})")
+    except Exception as exc:
+        parts.append(f"torch: {type(exc).__name__}: {exc}")
+    from qpipe_dagster.backtest.engine import choose_backend, gpu_status
+
+    name, reason = gpu_status()
+    parts.append(f"CuPy: {name}" if name else f"CuPy: {reason}")
+    try:
+        backend, why = choose_backend("auto")
+    except (RuntimeError, ValueError) as exc:
+        return Check("gpu", FAIL, "; ".join(parts) + f"; validator: {exc}")
+    parts.append(
+        f"validator backend: {backend}" + (f" ({why.split('(')[0].strip()})" if why else "")
+    )
+    wants_gpu = env.get("QPIPE_BACKEND", "").strip() == "gpu" or env.get(
+        "QPIPE_EMBED_DEVICE", ""
+    ).strip().startswith("cuda")
+    status = FAIL if wants_gpu and backend != "gpu" else OK
+    return Check("gpu", status, "; ".join(parts))
+
+
+def check_backup_target(env: Mapping[str, str]) -> Check:
+    from qpipe_dagster.ops.manifest import BackupError
+    from qpipe_dagster.ops.targets import LocalTarget, S3Target, target_from_env
+
+    try:
+        target = target_from_env(None, env)
+        if isinstance(target, LocalTarget):
+            target.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=target.root, prefix=".probe-"):
+                pass
+        elif isinstance(target, S3Target):
+            target.check()
+        ids = target.list_ids()
+    except (BackupError, OSError) as exc:
+        return Check("backup target", FAIL, str(exc))
+    latest = ids[-1] if ids else "none yet"
+    return Check("backup target", OK, f"{target.url}: {len(ids)} backup(s), latest {latest}")
+
+
+def check_postgres(env: Mapping[str, str]) -> Check:
+    host = env.get("DAGSTER_PG_HOST", "").strip()
+    if not host:
+        return Check("postgres", SKIP, "DAGSTER_PG_HOST unset: local SQLite instance storage")
+    try:
+        import psycopg2
+    except ImportError:
+        return Check("postgres", FAIL, "psycopg2 missing: install qpipe[prod]")
+    try:
+        conn = psycopg2.connect(
+            host=host,
+            port=int(env.get("DAGSTER_PG_PORT", "5432") or 5432),
+            user=env.get("DAGSTER_PG_USER"),
+            password=env.get("DAGSTER_PG_PASSWORD"),
+            dbname=env.get("DAGSTER_PG_DB"),
+            connect_timeout=5,
+        )
+        conn.close()
+    except Exception as exc:
+        return Check("postgres", FAIL, f"{host}: {str(exc).strip().splitlines()[0]}")
+    return Check("postgres", OK, f"{host}/{env.get('DAGSTER_PG_DB')} reachable")
+
+
+DEFAULT_CHECKS: tuple[CheckFn, ...] = (
+    check_env,
+    check_postgres,
+    check_vector_store,
+    check_inbox,
+    check_receiver,
+    check_model,
+    check_gpu,
+    check_backup_target,
+)
+
+
+def run_checks(checks: Sequence[CheckFn], env: Mapping[str, str] | None = None) -> list[Check]:
+    """Run each check; a crashing check is itself reported as a failure, never a traceback."""
+    env = os.environ if env is None else env
+    results = []
+    for fn in checks:
+        try:
+            results.append(fn(env))
+        except Exception as exc:
+            name = fn.__name__.removeprefix("check_").replace("_", " ")
+            results.append(Check(name, FAIL, f"check crashed: {type(exc).__name__}: {exc}"))
+    return results
+
+
+def format_table(results: Sequence[Check]) -> str:
+    width = max(len(r.name) for r in results)
+    lines = [f"{'CHECK'.ljust(width)}  STATUS  DETAIL"]
+    for r in results:
+        lines.append(f"{r.name.ljust(width)}  {r.status.upper().ljust(6)}  {r.detail}")
+    return "\n".join(lines)

@@ -1,0 +1,211 @@
+"""Start-up validation of the environment: every problem in one message, each naming its variable.
+
+Containers run `python -m qpipe_dagster.ops.env --role ROLE` before their service, so a missing
+password or a typo in a cron string stops the container with a readable line instead of a stack
+trace hours later. QPIPE_DEPLOY=prod makes the production variables required.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+ROLES = ("code-location", "webserver", "daemon", "receiver", "backup", "local")
+
+_CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+
+
+class EnvError(ValueError):
+    """One or more environment variables are missing or invalid; the message lists each one."""
+
+
+def cron_problem(expr: str) -> str | None:
+    """Why a 5-field cron string is invalid, or None (supports *, lists, ranges, steps)."""
+    fields = expr.split()
+    if len(fields) != 5:
+        return f"has {len(fields)} fields; a cron string has 5 (minute hour day month weekday)"
+    for text, (lo, hi), what in zip(
+        fields, _CRON_RANGES, ("minute", "hour", "day", "month", "weekday"), strict=True
+    ):
+        if not _CRON_FIELD.match(text):
+            return f"{what} field {text!r} is not *, N, N-M, */S or a list of those"
+        for num in re.findall(r"(?<![/\d])\d+", text):
+            if not lo <= int(num) <= hi:
+                return f"{what} field {text!r}: {num} is outside {lo}-{hi}"
+    return None
+
+
+def _int(lo: int) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        if not v.strip().isdigit() or int(v) < lo:
+            return f"must be a whole number >= {lo}"
+        return None
+
+    return check
+
+
+def _number(lo: float) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        try:
+            ok = float(v) >= lo
+        except ValueError:
+            ok = False
+        return None if ok else f"must be a number >= {lo:g}"
+
+    return check
+
+
+def _url(*schemes: str) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        p = urlsplit(v.strip())
+        if p.scheme not in schemes or not (p.netloc or p.path):
+            return f"must be a {'/'.join(schemes)} URL"
+        return None
+
+    return check
+
+
+def _choice(*options: str) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        ok = v.strip() in options or (options == ("auto", "cpu", "cuda") and v.startswith("cuda:"))
+        return None if ok else f"must be one of {', '.join(options)}"
+
+    return check
+
+
+def _cron(v: str) -> str | None:
+    return cron_problem(v)
+
+
+def _absolute(v: str) -> str | None:
+    return None if os.path.isabs(v.strip()) else "must be an absolute path"
+
+
+# Optional everywhere: checked only when set.
+FORMATS: dict[str, Callable[[str], str | None]] = {
+    "DAGSTER_HOME": _absolute,
+    "QPIPE_DEPLOY": _choice("local", "prod"),
+    "MAX_CONCEPTS_PER_DAY": _int(0),
+    "QSTASH_DAILY_LIMIT": _int(1),
+    "QPIPE_RECRAWL_CRON": _cron,
+    "QPIPE_BACKUP_CRON": _cron,
+    "QPIPE_REPORT_CRON": _cron,
+    "QPIPE_RECRAWL_MAX_AGE_HOURS": _number(0.01),
+    "QPIPE_RECRAWL_MAX_PER_TICK": _int(1),
+    "QPIPE_BACKUP_RETENTION_DAYS": _int(1),
+    "QPIPE_EMBED_DEVICE": _choice("auto", "cpu", "cuda"),
+    "QPIPE_BACKEND": _choice("auto", "cpu", "gpu"),
+    "WEAVIATE_URL": _url("http", "https"),
+    "WEAVIATE_BACKUP_BACKEND": _choice("filesystem", "s3", "gcs", "azure"),
+    "BACKUP_URL": lambda v: (
+        None
+        if urlsplit(v).scheme in ("", "file", "s3", "r2")
+        else "must be a path, file://, s3:// or r2:// URL"
+    ),
+    "BACKUP_S3_ENDPOINT": _url("http", "https"),
+    "QPIPE_RECEIVER_URL": _url("http", "https"),
+    "DAGSTER_PG_PORT": _int(1),
+    "QPIPE_RECEIVER_RATE_LIMIT": _number(0.001),
+}
+
+# Required per role in production (QPIPE_DEPLOY=prod).
+_PG = ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
+PROD_REQUIRED: dict[str, tuple[str, ...]] = {
+    "code-location": ("DAGSTER_HOME", *_PG, "WEAVIATE_URL"),
+    "webserver": ("DAGSTER_HOME", *_PG),
+    "daemon": ("DAGSTER_HOME", *_PG),
+    "receiver": (
+        "DAGSTER_HOME",
+        *_PG,
+        "QSTASH_CURRENT_SIGNING_KEY",
+        "QSTASH_NEXT_SIGNING_KEY",
+        "QPIPE_RECEIVER_URL",
+    ),
+    "backup": ("DAGSTER_HOME",),
+    "local": (),
+}
+_DESCRIPTIONS = {
+    "DAGSTER_HOME": "the instance directory holding dagster.yaml",
+    "DAGSTER_PG_HOST": "Postgres host for Dagster's run/event storage",
+    "DAGSTER_PG_USER": "Postgres user",
+    "DAGSTER_PG_PASSWORD": "Postgres password",
+    "DAGSTER_PG_DB": "Postgres database name",
+    "WEAVIATE_URL": "the production vector store, e.g. http://weaviate:8080",
+    "QSTASH_CURRENT_SIGNING_KEY": "from the Upstash console; without it the public dev key is used",
+    "QSTASH_NEXT_SIGNING_KEY": "from the Upstash console (key rotation)",
+    "QPIPE_RECEIVER_URL": "the public URL QStash delivers to (signatures are bound to it)",
+}
+
+
+def env_problems(role: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """Every problem with the environment for `role`, one line each, naming the variable."""
+    env = os.environ if env is None else env
+    if role not in ROLES:
+        return [f"role {role!r} is not one of {', '.join(ROLES)}"]
+    problems = []
+    deploy = env.get("QPIPE_DEPLOY", "").strip() or "local"
+    if deploy == "prod":
+        for name in PROD_REQUIRED[role]:
+            if not env.get(name, "").strip():
+                why = _DESCRIPTIONS.get(name, "")
+                problems.append(f"{name} is missing (QPIPE_DEPLOY=prod, role {role}): {why}")
+    for name, check in FORMATS.items():
+        raw = env.get(name)
+        if raw is None or not raw.strip():
+            continue
+        why = check(raw.strip())
+        if why:
+            problems.append(f"{name}={raw!r} is invalid: {why}")
+    r2 = [v for v in ("R2_ACCOUNT_ID", "R2_KEY", "R2_SECRET") if env.get(v, "").strip()]
+    if r2 and len(r2) < 3:
+        missing = sorted({"R2_ACCOUNT_ID", "R2_KEY", "R2_SECRET"} - set(r2))
+        problems.append(
+            f"{', '.join(missing)} missing: R2 backups need all of R2_ACCOUNT_ID, R2_KEY, R2_SECRET"
+        )
+    if (
+        len(r2) == 3
+        and not env.get("BACKUP_URL", "").strip()
+        and not env.get("R2_BUCKET", "").strip()
+    ):
+        problems.append("R2_BUCKET is missing: R2 credentials are set but no bucket is named")
+    if (
+        env.get("QSTASH_NEXT_SIGNING_KEY", "").strip()
+        and not env.get("QSTASH_CURRENT_SIGNING_KEY", "").strip()
+        and not any(p.startswith("QSTASH_CURRENT_SIGNING_KEY is missing") for p in problems)
+    ):
+        problems.append(
+            "QSTASH_CURRENT_SIGNING_KEY is missing while QSTASH_NEXT_SIGNING_KEY is set"
+        )
+    if env.get("QPIPE_INBOX_URL", "").strip():
+        problems.append("QPIPE_INBOX_URL is set but only the SQLite inbox is built in: unset it")
+    return problems
+
+
+def check_env(role: str, env: Mapping[str, str] | None = None) -> None:
+    """Raise EnvError listing every problem (used at start-up of each service)."""
+    problems = env_problems(role, env)
+    if problems:
+        raise EnvError(f"environment is not valid for {role}:\n  - " + "\n  - ".join(problems))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m qpipe_dagster.ops.env", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--role", choices=ROLES, required=True)
+    args = parser.parse_args(argv)
+    try:
+        check_env(args.role)
+    except EnvError as exc:
+        print(f"qpipe: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

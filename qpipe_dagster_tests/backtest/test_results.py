@@ -1,0 +1,133 @@
+"""All families swept with an IS/OOS split into one table; the asset's output and metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from dagster import build_asset_context
+
+from qpipe_dagster.backtest.reference import vectorbt_sweep
+from qpipe_dagster.backtest.results import split_index, sweep_families
+from qpipe_dagster.backtest.strategies import bollinger_grid, ma_grid, rsi_grid
+from qpipe_dagster.defs.validation import BacktestConfig, backtest_results
+from qpipe_dagster.market.prices import load_prices
+from qpipe_dagster_tests.backtest.helpers import assert_metrics_match, gbm_path
+
+DEMO = Path(__file__).resolve().parents[2] / "qpipe_dagster" / "demo" / "prices" / "BTC-USD.csv"
+N = 1200
+CLOSE = gbm_path(9, N)
+TS = np.datetime64("2024-01-01T00:00", "us") + np.arange(N).astype("timedelta64[h]")
+GRIDS = [
+    ma_grid(range(2, 20, 4), range(20, 80, 15)),
+    bollinger_grid([10, 20, 40], [1.5, 2.0]),
+    rsi_grid([7, 14], [25.0, 30.0], [70.0, 75.0]),
+]
+
+
+def test_table_carries_whole_is_and_oos_metrics_matching_vectorbt() -> None:
+    rep = sweep_families(CLOSE, TS, GRIDS, split_fraction=0.6, periods_per_year=8760)
+    t = rep.table
+    assert t.num_rows == sum(g.size for g in GRIDS) and rep.split_bar == 720
+    for prefix in ("", "is_", "oos_"):
+        for key in ("total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "exposure"):
+            assert t.schema.field(prefix + key).type == pa.float64()
+        assert t.schema.field(prefix + "trade_count").type == pa.int64()
+    assert set(t.column("strategy").to_pylist()) == {"ma_crossover", "bollinger", "rsi"}
+    assert set(t.column("backend").to_pylist()) <= {"cpu", "gpu"}
+    # the OOS rows of the Bollinger family are vectorbt's numbers on bars 720..1200
+    rows = t.filter(pa.compute.equal(t.column("strategy"), "bollinger"))
+    ref = vectorbt_sweep(CLOSE, GRIDS[1], periods_per_year=8760, start=720)
+    ours = {k: rows.column("oos_" + k).to_numpy() for k in ref}
+    assert_metrics_match(ours, ref)
+    assert rows.column("fast").null_count == rows.num_rows  # not a Bollinger parameter
+
+
+def test_best_set_is_chosen_in_sample_and_reported_out_of_sample() -> None:
+    rep = sweep_families(CLOSE, TS, GRIDS, split_fraction=0.6, periods_per_year=8760)
+    t = rep.table
+    traded = np.asarray(t.column("is_trade_count")) > 0
+    is_sharpe = np.where(traded, np.asarray(t.column("is_sharpe")), -np.inf)
+    is_sharpe[~np.isfinite(is_sharpe)] = -np.inf
+    k = int(np.argmax(is_sharpe))
+    assert rep.best["best_strategy"] == t.column("label")[k].as_py()
+    assert rep.best["best_is_sharpe"] == pytest.approx(t.column("is_sharpe")[k].as_py())
+    assert rep.best["best_oos_sharpe"] == pytest.approx(t.column("oos_sharpe")[k].as_py())
+    gap = rep.best["best_is_sharpe"] - rep.best["best_oos_sharpe"]
+    assert rep.best["best_is_oos_sharpe_gap"] == pytest.approx(gap)
+    assert rep.equity is not None and rep.equity.shape == (N,)
+
+
+def test_split_by_date_and_no_split() -> None:
+    assert split_index(TS, 0.5, "2024-01-11") == 240  # a date wins over the fraction
+    rep = sweep_families(CLOSE, TS, GRIDS[:1], split_fraction=None, periods_per_year=8760)
+    assert rep.split_bar is None and "is_sharpe" not in rep.table.column_names
+    assert "best_oos_sharpe" not in rep.best
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"split_date": "yesterday"}, "split_date 'yesterday' is not an ISO date"),
+        ({"split_date": "2030-01-01"}, "outside the price range"),
+        ({"split_fraction": 0.01}, "not more than the largest window"),
+        ({"grids": []}, "no strategy family selected"),
+        ({"grids": [ma_grid([5], [2000])]}, "too few bars: slow window 2000"),
+        ({"close": np.where(np.arange(N) == 3, np.nan, CLOSE)}, "NaN/inf price.*bar 3"),
+        ({"direction": "sideways"}, "direction must be one of"),
+        ({"fees": 2.0}, "fees must be a fraction"),
+    ],
+)
+def test_bad_sweep_setup_is_named_before_compute(kwargs: dict, message: str) -> None:
+    args = {"close": CLOSE, "ts": TS, "grids": GRIDS, "periods_per_year": 8760, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        sweep_families(**args)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: bollinger_grid([1], [2.0]), "bollinger: window must be >= 2"),
+        (lambda: bollinger_grid([10], [0.0]), "bollinger: width must be > 0"),
+        (lambda: rsi_grid([14], [70.0], [30.0]), "rsi: empty grid, no low < high"),
+        (lambda: rsi_grid([14], [-5.0], [30.0]), r"rsi: thresholds must lie in \[0, 100\]"),
+        (lambda: rsi_grid([], [20.0], [80.0]), "rsi: window list is empty"),
+        (lambda: ma_grid([30], [10]), "ma_crossover: empty grid"),
+    ],
+)
+def test_bad_grids_are_named(make, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def _run_asset(config: BacktestConfig) -> dict:
+    table = load_prices(DEMO).frame.to_arrow()
+    ctx = build_asset_context(partition_key="demo")
+    [out] = list(backtest_results(ctx, config=config, market_prices=table))
+    return {"table": out.value, **{k: getattr(v, "value", v) for k, v in out.metadata.items()}}
+
+
+def test_asset_sweeps_all_families_on_demo_prices() -> None:
+    md = _run_asset(BacktestConfig())
+    assert md["parameter_sets"] == md["table"].num_rows > 1000
+    assert md["families"] == "ma_crossover, bollinger, rsi"
+    assert md["backend"] in ("cpu", "gpu") and md["device"]
+    assert md["split_bar"] == 2800 and md["split_ts"] != "none"
+    for key in ("equity_curve", "sharpe_heatmap", "sharpe_heatmap_rsi", "sharpe_heatmap_bollinger"):
+        assert "data:image/png;base64," in md[key]
+    assert md["top_results"].startswith("| label | is_sharpe | oos_sharpe |")
+    assert md["best_oos_sharpe"] == md["best_is_sharpe"] - md["best_is_oos_sharpe_gap"]
+
+
+def test_asset_config_selects_families_and_direction() -> None:
+    md = _run_asset(
+        BacktestConfig(families=["rsi"], direction="longshort", split_date="2026-01-01")
+    )
+    t = md["table"]
+    assert set(t.column("strategy").to_pylist()) == {"rsi"}
+    assert set(t.column("direction").to_pylist()) == {"longshort"}
+    assert md["best_family"] == "rsi" and md["sharpe_heatmap"] == md["sharpe_heatmap_rsi"]
+    with pytest.raises(ValueError, match=r"unknown strategy families \['macd'\]"):
+        _run_asset(BacktestConfig(families=["macd"]))

@@ -1,0 +1,194 @@
+"""Backup -> wipe -> restore on the real local stores; corrupted backups are refused untouched."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import lancedb
+import pytest
+
+from qpipe_dagster.ops import snapshot
+from qpipe_dagster.ops.backup import Sources, apply_retention, restore_backup, run_backup
+from qpipe_dagster.ops.manifest import MANIFEST_NAME, BackupError, Manifest
+from qpipe_dagster.ops.targets import LocalTarget, target_from_env, target_from_url
+from qpipe_dagster.store.objects import collection_name
+from qpipe_dagster_tests.ops.helpers import DIM, MODEL, fill_stores, objects
+
+TABLE = collection_name(MODEL, DIM)
+
+
+def _table(home: Path):
+    return lancedb.connect(str(home / "qpipe" / "vectors")).open_table(TABLE).to_arrow()
+
+
+def _rows(path: Path, sql: str) -> list:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def filled(dagster_home: Path) -> Path:
+    fill_stores(dagster_home)
+    return dagster_home
+
+
+def test_round_trip_restores_every_object(filled: Path, tmp_path: Path) -> None:
+    sources = Sources.from_env()
+    target = LocalTarget(tmp_path / "backups")
+    before = _table(filled).sort_by("id")
+    inbox_before = _rows(sources.inbox_path, "SELECT * FROM messages ORDER BY id")
+    concepts_before = _rows(sources.concepts_path, "SELECT * FROM concepts ORDER BY slug")
+
+    result = run_backup(sources, target)
+    assert target.list_ids() == [result.backup_id]
+    m = Manifest.read(target.root / result.backup_id / MANIFEST_NAME)
+    comps = {c.name: c for c in m.components}
+    assert comps[f"lancedb:{TABLE}"].rows == 65
+    assert comps[f"lancedb:{TABLE}"].counts == {"btc-halving": 40, "eth-merge": 25}
+    assert comps["inbox"].rows == 3 and comps["inbox"].counts == {"consumed": 1, "pending": 2}
+    assert comps["concepts"].rows == 2
+
+    shutil.rmtree(filled / "qpipe")  # wipe everything
+    plan = restore_backup(result.backup_id, sources, target, dry_run=True)
+    assert any("65 rows" in s for s in plan.steps)
+    assert not (filled / "qpipe" / "inbox.sqlite").exists()  # dry run wrote nothing
+
+    restore_backup(result.backup_id, sources, target)
+    assert _table(filled).sort_by("id").equals(before)
+    assert _rows(sources.inbox_path, "SELECT * FROM messages ORDER BY id") == inbox_before
+    assert _rows(sources.concepts_path, "SELECT * FROM concepts ORDER BY slug") == concepts_before
+    # the restored store is usable by the pipeline's own store class
+    from qpipe_dagster.store.lance import LanceStore
+
+    store = LanceStore(path=sources.lance_path, model=MODEL, dim=DIM)
+    assert store.count("eth-merge") == 25
+    assert store.upsert(objects("eth-merge", 25, seed=2)).unchanged == 25
+
+
+def test_corrupted_backup_is_refused_and_store_untouched(filled: Path, tmp_path: Path) -> None:
+    sources = Sources.from_env()
+    target = LocalTarget(tmp_path / "backups")
+    backup_id = run_backup(sources, target).backup_id
+    data_file = target.root / backup_id / f"lancedb-{TABLE}.arrow"
+    raw = bytearray(data_file.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one flipped bit in the middle of the vectors
+    data_file.write_bytes(bytes(raw))
+
+    # Case 1: the existing (non-empty) store stays exactly as it was.
+    before = _table(filled)
+    version = lancedb.connect(str(sources.lance_path)).open_table(TABLE).version
+    with pytest.raises(BackupError, match=r"checksum mismatch for lancedb-.*\.arrow.*corrupted"):
+        restore_backup(backup_id, sources, target)
+    assert _table(filled).equals(before)
+    assert lancedb.connect(str(sources.lance_path)).open_table(TABLE).version == version
+
+    # Case 2: an empty store gets nothing, not a partial restore.
+    shutil.rmtree(filled / "qpipe")
+    with pytest.raises(BackupError, match="checksum mismatch"):
+        restore_backup(backup_id, sources, target)
+    assert snapshot.lance_tables(sources.lance_path) == []
+    assert not sources.inbox_path.exists()
+
+
+def test_tampered_content_with_matching_checksum_is_refused(filled: Path, tmp_path: Path) -> None:
+    """A consistent-looking file whose objects differ from the manifest digest is refused."""
+    sources = Sources.from_env()
+    target = LocalTarget(tmp_path / "backups")
+    backup_id = run_backup(sources, target).backup_id
+    folder = target.root / backup_id
+    db = sqlite3.connect(folder / "inbox.sqlite")
+    db.execute("UPDATE messages SET status = 'pending'")
+    db.commit()
+    db.close()
+    m = Manifest.read(folder / MANIFEST_NAME)
+    inbox = m.component("inbox")
+    assert inbox is not None
+    from qpipe_dagster.ops.manifest import sha256_file
+
+    inbox.sha256 = sha256_file(folder / "inbox.sqlite")  # forge the file checksum only
+    m.write(folder)
+    shutil.rmtree(filled / "qpipe")
+    with pytest.raises(BackupError, match="inbox: snapshot holds 3 rows .* digest does not match"):
+        restore_backup(backup_id, sources, target)
+    assert not sources.inbox_path.exists()
+
+
+def test_restore_refuses_non_empty_store(filled: Path, tmp_path: Path) -> None:
+    sources = Sources.from_env()
+    target = LocalTarget(tmp_path / "backups")
+    backup_id = run_backup(sources, target).backup_id
+    with pytest.raises(
+        BackupError, match=r"needs empty stores.*holds 65 objects.*nothing was changed"
+    ):
+        restore_backup(backup_id, sources, target, dry_run=True)
+
+
+def test_unknown_malformed_and_incomplete_backups(filled: Path, tmp_path: Path) -> None:
+    sources = Sources.from_env()
+    target = LocalTarget(tmp_path / "backups")
+    with pytest.raises(BackupError, match="'yesterday' is not a qpipe backup id"):
+        restore_backup("yesterday", sources, target)
+    with pytest.raises(BackupError, match="qpipe-20200101-000000 not found"):
+        restore_backup("qpipe-20200101-000000", sources, target)
+    backup_id = run_backup(sources, target).backup_id
+    (target.root / backup_id / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(BackupError, match="manifest is not readable JSON"):
+        restore_backup(backup_id, sources, target)
+    # a backup without a manifest (interrupted upload) is not listed at all
+    (target.root / backup_id / MANIFEST_NAME).unlink()
+    assert target.list_ids() == []
+
+
+def test_retention_keeps_last_days_and_the_newest(dagster_home: Path, tmp_path: Path) -> None:
+    sources = Sources.from_env()  # empty install: the backup still has a manifest
+    target = LocalTarget(tmp_path / "backups")
+    now = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+    ids = [
+        run_backup(sources, target, now=now + timedelta(days=d), retention_days=None).backup_id
+        for d in range(5)
+    ]
+    assert target.list_ids() == ids
+    deleted = apply_retention(target, 2, now=now + timedelta(days=4))
+    assert deleted == ids[:2]
+    assert target.list_ids() == ids[2:]
+    # far in the future every backup is old, but the newest one always stays
+    assert apply_retention(target, 1, now=now + timedelta(days=400)) == ids[2:4]
+    assert target.list_ids() == ids[4:]
+    with pytest.raises(BackupError, match="at least 1 day"):
+        apply_retention(target, 0, now=now)
+
+
+def test_backup_is_consistent_while_writes_continue(filled: Path, tmp_path: Path) -> None:
+    """The snapshot pins one table version: a write during export is not half-included."""
+    sources = Sources.from_env()
+    comp = snapshot.snapshot_lance_table(sources.lance_path, TABLE, tmp_path)
+    from qpipe_dagster.store.lance import LanceStore
+
+    LanceStore(path=sources.lance_path, model=MODEL, dim=DIM).upsert(objects("new", 7, seed=9))
+    data = snapshot.read_arrow_file(tmp_path / comp.file)
+    assert data.num_rows == comp.rows == 65
+    assert snapshot.table_digest(data) == comp.digest
+
+
+def test_target_urls() -> None:
+    env = {"DAGSTER_HOME": "/srv/dh"}
+    assert target_from_env(None, env).url == "file:///srv/dh/qpipe/backups"
+    assert target_from_url("file:///var/backups/qpipe", env).url == "file:///var/backups/qpipe"
+    with pytest.raises(BackupError, match="unsupported scheme 'ftp'"):
+        target_from_url("ftp://host/x", env)
+    with pytest.raises(BackupError, match="needs R2_KEY, R2_SECRET"):
+        target_from_url("r2://bucket/p", {"R2_ACCOUNT_ID": "abc"})
+    with pytest.raises(BackupError, match="R2_BUCKET is not"):
+        target_from_env(None, {"R2_ACCOUNT_ID": "abc", "R2_KEY": "k", "R2_SECRET": "s"})
+    with pytest.raises(BackupError, match="three slashes"):
+        target_from_url("file://relative/path", env)
+    r2 = target_from_env(
+        None, {"R2_ACCOUNT_ID": "abc", "R2_KEY": "k", "R2_SECRET": "s", "R2_BUCKET": "bk"}
+    )
+    assert r2.url == "s3://bk/qpipe at https://abc.r2.cloudflarestorage.com"
