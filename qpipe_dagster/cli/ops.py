@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
 
 from qpipe_dagster.cli import CliError
 
@@ -137,18 +136,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.set_defaults(handler=_doctor)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point until the lead adds this module to COMMAND_MODULES."""
-    parser = argparse.ArgumentParser(prog="qpipe")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except (CliError, ValueError) as exc:
-        print(f"qpipe: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

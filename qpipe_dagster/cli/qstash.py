@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from collections.abc import Sequence
 
 from qpipe_dagster.cli import CliError
 from qpipe_dagster.qstash.client import DEFAULT_BASE_URL, PublishOptions, QStashClient, QStashError
@@ -169,18 +167,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     delete.add_argument("schedule_id")
     delete.set_defaults(handler=_schedules)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point until the lead adds this module to qpipe's COMMAND_MODULES."""
-    parser = argparse.ArgumentParser(prog="qpipe")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except (CliError, ValueError) as exc:
-        print(f"qpipe: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

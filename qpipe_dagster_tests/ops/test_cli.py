@@ -22,7 +22,7 @@ def _qpipe(*args: str, home: Path) -> subprocess.CompletedProcess:
     ):
         env.pop(var, None)
     return subprocess.run(
-        [sys.executable, "-m", "qpipe_dagster.cli.ops", *args],
+        [sys.executable, "-m", "qpipe_dagster.cli", *args],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
@@ -66,7 +66,7 @@ def test_doctor_prints_a_table_and_fails_on_unhealthy(dagster_home: Path) -> Non
     (dagster_home / "dagster.yaml").unlink()
     env_bad = {**os.environ, "DAGSTER_HOME": str(dagster_home), "QPIPE_BACKEND": "quantum"}
     bad = subprocess.run(
-        [sys.executable, "-m", "qpipe_dagster.cli.ops", "doctor"],
+        [sys.executable, "-m", "qpipe_dagster.cli", "doctor"],
         env=env_bad, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 1

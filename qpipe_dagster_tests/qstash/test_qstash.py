@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from qstash import Receiver as SdkReceiver
 
-from qpipe_dagster.cli.qstash import main
+from qpipe_dagster.cli import main
 from qpipe_dagster.qstash.client import PublishOptions, QStashClient, QStashError
 from qpipe_dagster.qstash.local import DeliveryError, deliver_locally
 from qpipe_dagster.qstash.resource import QStashResource
