@@ -33,26 +33,51 @@ from qpipe_dagster.parse.extract import extract_article  # noqa: E402
 
 def load_pages(articles: Path) -> list[tuple[str, bytes]]:
     if (articles / "html").is_dir():
-        return [(p.name, gzip.decompress(p.read_bytes())) for p in sorted((articles / "html").glob("*.html.gz"))]
+        return [
+            (p.name, gzip.decompress(p.read_bytes()))
+            for p in sorted((articles / "html").glob("*.html.gz"))
+        ]
     site = REPO / "qpipe_dagster" / "demo" / "site"
     return [(p.name, p.read_bytes()) for p in sorted(site.glob("*.html"))]
 
 
-def parsed_table(pages: list[tuple[str, bytes]], chunker: Chunker, salt: set[int] = frozenset()) -> pa.Table:
+def parsed_table(
+    pages: list[tuple[str, bytes]], chunker: Chunker, salt: set[int] = frozenset()
+) -> pa.Table:
     rows = []
     for n, (name, html) in enumerate(pages):
         text = extract_article(html, f"https://bench.local/{name}").text
         if n in salt:
-            text = text.upper()  # same tokens for the uncased model, so same chunking, but every chunk's hash differs
+            text = (
+                text.upper()
+            )  # same tokens for the uncased model, so same chunking, but every chunk's hash differs
         chunks = [
-            {"index": c.index, "text": c.text, "token_count": c.token_count,
-             "content_hash": hashlib.sha256(c.text.encode()).hexdigest()}
+            {
+                "index": c.index,
+                "text": c.text,
+                "token_count": c.token_count,
+                "content_hash": hashlib.sha256(c.text.encode()).hexdigest(),
+            }
             for c in chunker.chunk(text)
         ]
-        rows.append({"url": f"https://bench.local/{name}", "title": name, "parser_version": "bench",
-                     "fetched_at": datetime(2026, 1, 1, tzinfo=UTC), "chunks": chunks})
-    schema = pa.schema([("url", pa.string()), ("title", pa.string()), ("parser_version", pa.string()),
-                        ("fetched_at", pa.timestamp("us", tz="UTC")), ("chunks", pa.list_(CHUNK_TYPE))])
+        rows.append(
+            {
+                "url": f"https://bench.local/{name}",
+                "title": name,
+                "parser_version": "bench",
+                "fetched_at": datetime(2026, 1, 1, tzinfo=UTC),
+                "chunks": chunks,
+            }
+        )
+    schema = pa.schema(
+        [
+            ("url", pa.string()),
+            ("title", pa.string()),
+            ("parser_version", pa.string()),
+            ("fetched_at", pa.timestamp("us", tz="UTC")),
+            ("chunks", pa.list_(CHUNK_TYPE)),
+        ]
+    )
     return pa.Table.from_pylist(rows, schema=schema)
 
 
@@ -76,7 +101,9 @@ def main() -> None:
     raw_best = pipe_best = float("inf")
     for _ in range(args.repeats):
         t = time.perf_counter()
-        model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True)
+        model.encode(
+            texts, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
         raw_best = min(raw_best, time.perf_counter() - t)
         t = time.perf_counter()
         first, _ = embed_chunks(explode_chunks(parsed, "bench", encoder.model_id), encoder)
@@ -91,15 +118,29 @@ def main() -> None:
         table = parsed_table(pages, chunker, changed)
         t = time.perf_counter()
         _, stats = embed_chunks(explode_chunks(table, "bench", encoder.model_id), encoder, first)
-        incremental[label] = {"pages_changed": len(changed), "embedded": stats.embedded,
-                              "reused": stats.reused, "seconds": round(time.perf_counter() - t, 3)}
-        print(f"re-run with {label:>6} pages changed: embedded {stats.embedded}, reused {stats.reused}")
+        incremental[label] = {
+            "pages_changed": len(changed),
+            "embedded": stats.embedded,
+            "reused": stats.reused,
+            "seconds": round(time.perf_counter() - t, 3),
+        }
+        print(
+            f"re-run with {label:>6} pages changed: embedded {stats.embedded}, reused {stats.reused}"
+        )
 
-    print(json.dumps({
-        "pages": len(pages), "chunks": len(texts), "device": str(model.device),
-        "raw_chunks_per_s": round(raw_cps, 1), "pipeline_chunks_per_s": round(pipe_cps, 1),
-        "ratio_vs_raw": round(pipe_cps / raw_cps, 3), "incremental": incremental,
-    }))
+    print(
+        json.dumps(
+            {
+                "pages": len(pages),
+                "chunks": len(texts),
+                "device": str(model.device),
+                "raw_chunks_per_s": round(raw_cps, 1),
+                "pipeline_chunks_per_s": round(pipe_cps, 1),
+                "ratio_vs_raw": round(pipe_cps / raw_cps, 3),
+                "incremental": incremental,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
