@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.qpipe-installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run test test-python test-edge lint format bench clean
+.PHONY: install run test test-python test-edge e2e e2e-browser lint format bench clean
 
 install: $(STAMP)  ## create .venv and install qpipe with dev tools (idempotent)
 
@@ -26,10 +26,16 @@ run: install  ## start the demo site, Dagster UI + daemon and the QStash receive
 
 test: install test-python test-edge  ## every test: Python and edge/
 
-test-python: install
+test-python: install e2e-browser
 	@# docker-compose (v1, Debian) validates docker-compose.yml offline; the test skips with a reason without it.
 	@command -v docker-compose >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq docker-compose >/dev/null 2>&1; } || true
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
+
+e2e-browser: install  ## make sure Chromium is there for the UI test (apt, when root and allowed)
+	@$(PY) -m qpipe_dagster_tests.e2e.browser --install
+
+e2e: install e2e-browser  ## only the Dagster UI browser test (screenshots: test-artifacts/e2e/)
+	$(PY) -m pytest qpipe_dagster_tests/e2e -m e2e -q -rs
 
 test-edge:
 	@command -v npm >/dev/null || { echo "make test-edge: npm not found; install Node.js 20 to run the edge/ tests" >&2; exit 1; }

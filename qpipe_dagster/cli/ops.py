@@ -135,4 +135,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     doctor = subparsers.add_parser("doctor", help="check every configured dependency")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.set_defaults(handler=_doctor)
-

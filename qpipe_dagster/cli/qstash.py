@@ -166,4 +166,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     delete = sched_sub.add_parser("delete", help="delete a schedule")
     delete.add_argument("schedule_id")
     delete.set_defaults(handler=_schedules)
-

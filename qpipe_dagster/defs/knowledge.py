@@ -20,6 +20,8 @@ from dagster import (
     MetadataValue,
     Output,
     PipesSubprocessClient,
+    TableColumn,
+    TableSchema,
     asset,
 )
 from pydantic import Field
@@ -67,6 +69,35 @@ PARSED_PAGES_SCHEMA = pa.schema(
 )
 
 
+PARSED_PAGES_COLUMNS = {
+    "url": "URL as requested (seed or discovered link)",
+    "final_url": "URL after redirects",
+    "fetched_at": "when the page was fetched (UTC)",
+    "title": "article title",
+    "text": "main article text, boilerplate removed",
+    "language": "detected language code",
+    "published": "publication date found in the page, if any",
+    "links": "outgoing links found in the page",
+    "word_count": "words in text",
+    "content_hash": "hash of text; unchanged chunks keep their stored vectors",
+    "parser_version": "extractor release that produced the row",
+    "extractor": "which extractor produced the text",
+    "error": "why no text could be extracted (null when fine)",
+    "chunk_max_tokens": "chunking config used",
+    "chunk_overlap_tokens": "chunking config used",
+    "chunks": "token-aware chunks: index, text, token_count, content_hash",
+}
+
+
+def column_schema(schema: pa.Schema, descriptions: dict[str, str]) -> TableSchema:
+    """The Arrow schema as Dagster's column schema, so the UI lists columns with meanings."""
+    return TableSchema(
+        columns=[
+            TableColumn(f.name, str(f.type), description=descriptions.get(f.name)) for f in schema
+        ]
+    )
+
+
 def ipc_size_check(context: AssetExecutionContext, asset_name: str) -> AssetCheckResult:
     """Guard the 1 MB-per-stream budget on what the IO manager wrote for the previous output."""
     from qpipe_dagster.storage.arrow_files import part_sizes
@@ -85,12 +116,14 @@ class CrawlConfig(Config):
     """How far and how hard to crawl; defaults suit news and blog sites."""
 
     max_depth: int = Field(default=2, ge=0, description="same-site link depth from the seeds")
-    max_pages: int = Field(default=200, ge=1)
+    max_pages: int = Field(default=200, ge=1, description="at most this many URLs are requested")
     max_bytes: int = Field(default=5_000_000, ge=1024, description="larger responses are skipped")
-    timeout_s: float = Field(default=15.0, gt=0)
-    retries: int = Field(default=2, ge=0)
-    obey_robots: bool = True
-    extra_seed_urls: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=15.0, gt=0, description="per-request timeout, seconds")
+    retries: int = Field(default=2, ge=0, description="retries per URL on timeouts, 5xx and 429")
+    obey_robots: bool = Field(default=True, description="skip URLs that robots.txt disallows")
+    extra_seed_urls: list[str] = Field(
+        default_factory=list, description="seeds for this run only, besides the concept's own"
+    )
 
 
 @asset(
@@ -98,7 +131,13 @@ class CrawlConfig(Config):
     group_name=GROUP,
     kinds={"scrapy", "arrow"},
     owners=OWNERS,
-    check_specs=[AssetCheckSpec("crawl_not_empty", asset="crawled_pages")],
+    check_specs=[
+        AssetCheckSpec(
+            "crawl_not_empty",
+            asset="crawled_pages",
+            description="At least one seed or linked page was fetched without an error.",
+        )
+    ],
     description="Raw pages crawled with Scrapy from the concept's seed URLs (same-site links, "
     "robots.txt obeyed). One row per requested URL; failures are rows with their error.",
 )
@@ -158,8 +197,12 @@ def crawled_pages(
 class ParseConfig(Config):
     """Chunk sizes are in tokens of the embedding model's own tokenizer."""
 
-    chunk_max_tokens: int = Field(default=200, ge=16)
-    chunk_overlap_tokens: int = Field(default=32, ge=0)
+    chunk_max_tokens: int = Field(
+        default=200, ge=16, description="tokens per chunk; at most the model's max_seq_length"
+    )
+    chunk_overlap_tokens: int = Field(
+        default=32, ge=0, description="tokens repeated from the previous chunk, for context"
+    )
 
 
 @asset(
@@ -167,9 +210,17 @@ class ParseConfig(Config):
     group_name=GROUP,
     kinds={"polars", "arrow"},
     owners=OWNERS,
-    check_specs=[AssetCheckSpec("ipc_parts_under_1mb", asset="parsed_pages")],
+    check_specs=[
+        AssetCheckSpec(
+            "ipc_parts_under_1mb",
+            asset="parsed_pages",
+            description="Every stored Arrow IPC part is at most 1 MB (warns; the store splits "
+            "larger tables).",
+        )
+    ],
     description="Main article text (boilerplate removed), title, language, date, links and "
     "token-aware chunks per page, as an Arrow table stored in IPC parts under 1 MB.",
+    metadata={"dagster/column_schema": column_schema(PARSED_PAGES_SCHEMA, PARSED_PAGES_COLUMNS)},
 )
 def parsed_pages(
     context: AssetExecutionContext,
@@ -245,8 +296,16 @@ def parsed_pages(
     kinds={"pytorch", "arrow"},
     owners=OWNERS,
     check_specs=[
-        AssetCheckSpec("embedding_dim_matches_model", asset="page_embeddings"),
-        AssetCheckSpec("no_nan_vectors", asset="page_embeddings"),
+        AssetCheckSpec(
+            "embedding_dim_matches_model",
+            asset="page_embeddings",
+            description="Stored vector width = the model's declared dimension = what it outputs.",
+        ),
+        AssetCheckSpec(
+            "no_nan_vectors",
+            asset="page_embeddings",
+            description="No chunk vector contains NaN (a NaN vector is unsearchable).",
+        ),
     ],
     description="One row per chunk with its sentence-transformers vector (float32). Chunks whose "
     "text and model are unchanged since the last run reuse their stored vector.",
@@ -295,9 +354,18 @@ def page_embeddings(
     group_name=GROUP,
     kinds={"weaviate", "lancedb"},
     owners=OWNERS,
+    check_specs=[
+        AssetCheckSpec(
+            "store_matches_embeddings",
+            asset="weaviate_objects",
+            description="After the upsert the store holds exactly one object per chunk of "
+            "page_embeddings for this concept (none missing, none stale).",
+        )
+    ],
     description="The concept's chunks with vectors in the vector store (Weaviate, or the local "
     "LanceDB default), keyed by deterministic UUIDs: re-runs update in place and chunks of "
-    "vanished pages are deleted.",
+    "vanished pages are deleted. Metadata: inserted/updated/unchanged/deleted by this run, "
+    "objects_for_concept held afterwards.",
 )
 def weaviate_objects(
     context: AssetExecutionContext,
@@ -322,5 +390,13 @@ def weaviate_objects(
             "unchanged": counts.unchanged,
             "deleted": deleted,
             "objects_for_concept": total,
-        }
+            "dagster/row_count": total,
+        },
+        check_results=[
+            AssetCheckResult(
+                check_name="store_matches_embeddings",
+                passed=total == page_embeddings.num_rows,
+                metadata={"objects_for_concept": total, "chunks": page_embeddings.num_rows},
+            )
+        ],
     )

@@ -5,6 +5,8 @@ asset and on its op) so the run launcher (`qpipe_dagster.launcher.gpu_router`) c
 runs to GPU machines, and sits in the `gpu` concurrency pool so only one sweep runs at a time.
 """
 
+import math
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -39,7 +41,13 @@ SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades every day; matches vectorbt'
     group_name=GROUP,
     kinds={"polars", "arrow"},
     owners=OWNERS,
-    check_specs=[AssetCheckSpec("prices_monotonic", asset="market_prices")],
+    check_specs=[
+        AssetCheckSpec(
+            "prices_monotonic",
+            asset="market_prices",
+            description="bar timestamps are strictly increasing (sorted, no duplicates)",
+        )
+    ],
     description="OHLCV bars for the concept's market symbol: columns validated, timestamps "
     "sorted and de-duplicated, gaps reported.",
 )
@@ -75,7 +83,9 @@ def market_prices(
 
 def _plain(value: object) -> object:
     """Dagster metadata takes str/int/float/bool; render anything else as text."""
-    if isinstance(value, (bool, int, float, str)) or value is None:
+    if isinstance(value, float):
+        return round(value, 4) if math.isfinite(value) else "n/a"
+    if isinstance(value, (bool, int, str)) or value is None:
         return value if value is not None else "none"
     return str(value)
 
@@ -249,11 +259,15 @@ def _store_trials(
     return objects.num_rows
 
 
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if math.isfinite(value) else "n/a"
+    return str(value)
+
+
 def _markdown_table(frame: pl.DataFrame) -> str:
-    """A small markdown table for the UI (floats to 4 decimals)."""
+    """A small markdown table for the UI (floats to 4 decimals; inf/NaN, e.g. the Sharpe of a
+    segment with no variance, shown as n/a)."""
     header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
-    body = "".join(
-        "| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |\n"
-        for row in frame.iter_rows()
-    )
+    body = "".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in frame.iter_rows())
     return header + body
