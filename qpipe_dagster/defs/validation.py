@@ -84,7 +84,7 @@ def market_prices(
 def _plain(value: object) -> object:
     """Dagster metadata takes str/int/float/bool; render anything else as text."""
     if isinstance(value, float):
-        return round(value, 4) if math.isfinite(value) else "n/a"
+        return value if math.isfinite(value) else "n/a"
     if isinstance(value, (bool, int, str)) or value is None:
         return value if value is not None else "none"
     return str(value)

@@ -12,6 +12,7 @@ from dagster import build_asset_context
 from qpipe_dagster.backtest.reference import vectorbt_sweep
 from qpipe_dagster.backtest.results import split_index, sweep_families
 from qpipe_dagster.backtest.strategies import bollinger_grid, ma_grid, rsi_grid
+from qpipe_dagster.defs.resources import EmbedderResource, VectorStoreResource
 from qpipe_dagster.defs.validation import BacktestConfig, backtest_results
 from qpipe_dagster.market.prices import load_prices
 from qpipe_dagster_tests.backtest.helpers import assert_metrics_match, gbm_path
@@ -102,15 +103,19 @@ def test_bad_grids_are_named(make, message: str) -> None:
         make()
 
 
-def _run_asset(config: BacktestConfig) -> dict:
+def _run_asset(config: BacktestConfig, store_dir: Path) -> dict:
     table = load_prices(DEMO).frame.to_arrow()
     ctx = build_asset_context(partition_key="demo")
-    [out] = list(backtest_results(ctx, config=config, market_prices=table))
+    store = VectorStoreResource(lance_path=str(store_dir))
+    outputs = backtest_results(
+        ctx, config=config, market_prices=table, embedder=EmbedderResource(), vector_store=store
+    )
+    [out] = list(outputs)
     return {"table": out.value, **{k: getattr(v, "value", v) for k, v in out.metadata.items()}}
 
 
-def test_asset_sweeps_all_families_on_demo_prices() -> None:
-    md = _run_asset(BacktestConfig())
+def test_asset_sweeps_all_families_on_demo_prices(tmp_path: Path) -> None:
+    md = _run_asset(BacktestConfig(), tmp_path)
     assert md["parameter_sets"] == md["table"].num_rows > 1000
     assert md["families"] == "ma_crossover, bollinger, rsi"
     assert md["backend"] in ("cpu", "gpu") and md["device"]
@@ -119,15 +124,16 @@ def test_asset_sweeps_all_families_on_demo_prices() -> None:
         assert "data:image/png;base64," in md[key]
     assert md["top_results"].startswith("| label | is_sharpe | oos_sharpe |")
     assert md["best_oos_sharpe"] == md["best_is_sharpe"] - md["best_is_oos_sharpe_gap"]
+    assert md["trials_stored"] == 20
 
 
-def test_asset_config_selects_families_and_direction() -> None:
+def test_asset_config_selects_families_and_direction(tmp_path: Path) -> None:
     md = _run_asset(
-        BacktestConfig(families=["rsi"], direction="longshort", split_date="2026-01-01")
+        BacktestConfig(families=["rsi"], direction="longshort", split_date="2026-01-01"), tmp_path
     )
     t = md["table"]
     assert set(t.column("strategy").to_pylist()) == {"rsi"}
     assert set(t.column("direction").to_pylist()) == {"longshort"}
     assert md["best_family"] == "rsi" and md["sharpe_heatmap"] == md["sharpe_heatmap_rsi"]
     with pytest.raises(ValueError, match=r"unknown strategy families \['macd'\]"):
-        _run_asset(BacktestConfig(families=["macd"]))
+        _run_asset(BacktestConfig(families=["macd"]), tmp_path)
