@@ -29,6 +29,8 @@ test: install test-python test-edge  ## every test: Python and edge/
 test-python: install e2e-browser
 	@# docker-compose (v1, Debian) validates docker-compose.yml offline; the test skips with a reason without it.
 	@command -v docker-compose >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq docker-compose >/dev/null 2>&1; } || true
+	@# A throwaway PostgreSQL cluster runs the inbox contract tests on the Postgres backend too.
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends postgresql >/dev/null 2>&1; } || true
 	$(PY) -m pytest -q -rs
 
 e2e-browser: install  ## make sure Chromium is there for the UI test (apt, when root and allowed)

@@ -4,6 +4,11 @@ POST /api/qstash verifies the delivery's signature on the raw bytes, validates t
 message, commits it to the durable inbox and only then answers 2xx. Permanent problems answer
 489 + `Upstash-NonRetryable-Error: true` (QStash dead-letters them); transient ones answer 5xx
 or 429 so QStash retries. GET /health, /ready and /metrics are for operators.
+
+The delivery path is served as a plain ASGI callable (`DeliveryEndpoint`) straight from
+`ReceiverApp`, without Starlette's Request/Response objects, middleware and router: at thousands
+of deliveries a second those cost more than verifying, validating and storing. Every other path,
+and any other method on /api/qstash (405), goes to Starlette as before.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,9 +31,16 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from qpipe_dagster.paths import dagster_home as env_dagster_home
-from webhook_sensor.inbox import GroupCommitWriter, Inbox, InboxRecord, InboxUnavailable
+from webhook_sensor.inbox import (
+    GroupCommitWriter,
+    InboxRecord,
+    InboxTarget,
+    InboxUnavailable,
+    describe_target,
+    open_inbox,
+)
 from webhook_sensor.jsonlog import JsonLogger, get_logger, log_event
-from webhook_sensor.limits import BodyTooLarge, TokenBucket, read_capped
+from webhook_sensor.limits import BodyTooLarge, ClientDisconnected, TokenBucket, read_body
 from webhook_sensor.metrics import Metrics
 from webhook_sensor.payload import PayloadError, parse_concept_message
 from webhook_sensor.settings import Settings
@@ -34,13 +49,22 @@ from webhook_sensor.verify import SignatureVerifier, VerifyError
 RECEIVER_PATH = "/api/qstash"
 NON_RETRYABLE = {"Upstash-NonRetryable-Error": "true"}
 _STORED_HEADERS = ("upstash-retried", "upstash-schedule-id", "x-forwarded-for", "user-agent")
+_STORED_HEADER_KEYS = tuple((name, name.encode("latin-1")) for name in _STORED_HEADERS)
+_NON_RETRYABLE_RAW = [(b"upstash-nonretryable-error", b"true")]
+_OUTCOMES = {200: "stored", 401: "unauthorized", 413: "too_large", 429: "rate_limited",
+             489: "rejected", 499: "disconnected"}  # fmt: skip
+CLIENT_GONE = 499  # no response sent: the client disconnected mid-body (metrics only)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass
 class ReceiverState:
     settings: Settings
     verifier: SignatureVerifier
-    inbox_path: Path
+    inbox_path: InboxTarget  # SQLite file or postgresql:// URL
     dagster_home: Path
     bucket: TokenBucket
     metrics: Metrics
@@ -58,9 +82,9 @@ def _json(status: int, payload: dict, headers: dict[str, str] | None = None) -> 
     )
 
 
-def _resolve_paths(settings: Settings) -> tuple[Path, Path]:
+def _resolve_paths(settings: Settings) -> tuple[InboxTarget, Path]:
     home = settings.dagster_home or env_dagster_home()
-    return settings.inbox_path or home / "qpipe" / "inbox.sqlite", home
+    return settings.inbox_url or settings.inbox_path or home / "qpipe" / "inbox.sqlite", home
 
 
 def create_app(
@@ -92,19 +116,14 @@ def create_app(
             logging.WARNING if settings.using_dev_keys else logging.INFO,
             "receiver_started" + ("_with_public_dev_keys" if settings.using_dev_keys else ""),
             receiver_url=settings.receiver_url,
-            inbox=str(inbox_path),
+            inbox=describe_target(inbox_path),
             dev_keys=settings.using_dev_keys,
         )
         try:
             yield
         finally:
             state.writer.close()
-
-    async def receive(request: Request) -> Response:
-        started = time.perf_counter()
-        response = await _receive(state, request)
-        state.metrics.delivery(_outcome(response.status_code), time.perf_counter() - started)
-        return response
+            state.logger.flush()
 
     async def health(_request: Request) -> Response:
         return _json(200, {"status": "ok"})
@@ -116,87 +135,182 @@ def create_app(
         return _json(200, {"status": "ready"})
 
     async def metrics(_request: Request) -> Response:
-        text = state.metrics.render(lambda: Inbox(inbox_path).depth())
+        text = state.metrics.render(lambda: open_inbox(inbox_path).depth())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
+    deliver = DeliveryEndpoint(state)
     routes = [
-        Route(RECEIVER_PATH, receive, methods=["POST"]),
+        Route(RECEIVER_PATH, deliver, methods=["POST"]),  # other methods: Starlette's 405
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *extra_routes,
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.receiver = state
-    return app
+    starlette = Starlette(routes=routes, lifespan=lifespan)
+    starlette.state.receiver = state
+    return ReceiverApp(starlette, deliver)
 
 
-def _outcome(status: int) -> str:
-    return {
-        200: "stored",
-        401: "unauthorized",
-        413: "too_large",
-        429: "rate_limited",
-        489: "rejected",
-    }.get(status, "error" if status >= 500 else str(status))
+class ReceiverApp:
+    """The ASGI app: `POST /api/qstash` goes straight to the delivery endpoint, the rest (operator
+    endpoints, other methods, lifespan) to Starlette, whose `state` and `routes` it exposes."""
+
+    def __init__(self, starlette: Starlette, deliver: DeliveryEndpoint) -> None:
+        self.starlette = starlette
+        self.deliver = deliver
+
+    @property
+    def state(self) -> Any:
+        return self.starlette.state
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return self.starlette.routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            root = scope.get("root_path")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            if path == RECEIVER_PATH:
+                await self.deliver(scope, receive, send)
+                return
+        await self.starlette(scope, receive, send)
 
 
-async def _receive(state: ReceiverState, request: Request) -> Response:
+class DeliveryEndpoint:
+    """`POST /api/qstash` as a raw ASGI callable; records the outcome and latency of each one."""
+
+    def __init__(self, state: ReceiverState) -> None:
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.state
+        started = time.perf_counter()
+        try:
+            status = await _deliver(state, scope, receive, send)
+        except Exception as exc:  # a bug, not a bad request: answer 500 so QStash retries
+            status = 500
+            state.logger.event(
+                logging.ERROR, "internal_error", message_id=_message_id(scope),
+                error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=20),
+            )  # fmt: skip
+            # If a response had already begun, the server refuses a second start: nothing to do.
+            with contextlib.suppress(Exception):
+                await _reply(send, 500, b'{"error":"internal_error"}')
+        outcome = _OUTCOMES.get(status) or ("error" if status >= 500 else str(status))
+        state.metrics.delivery(outcome, time.perf_counter() - started)
+
+
+async def _reply(
+    send: Send, status: int, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> int:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-length", str(len(body)).encode("ascii")),
+                (b"content-type", b"application/json"),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+    return status
+
+
+def _json_bytes(payload: dict) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _message_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"upstash-message-id":
+            return value.decode("latin-1")
+    return ""
+
+
+async def _deliver(state: ReceiverState, scope: Scope, receive: Receive, send: Send) -> int:
+    """Answer one delivery; returns the status sent (CLIENT_GONE when none could be)."""
     log = state.logger
-    message_id = request.headers.get("upstash-message-id", "")
+    raw_headers = scope["headers"]
+    if not isinstance(raw_headers, list):  # the ASGI spec allows any iterable
+        raw_headers = list(raw_headers)
+    headers = dict(reversed(raw_headers))  # names are lower-case; first occurrence wins
+    raw_id = headers.get(b"upstash-message-id")
+    message_id = raw_id.decode("latin-1") if raw_id is not None else ""
     wait = state.bucket.take()
     if wait:
-        return _json(
-            429, {"error": "rate_limited"}, {"Retry-After": TokenBucket.retry_after_header(wait)}
-        )
+        retry_after = TokenBucket.retry_after_header(wait).encode("ascii")
+        return await _reply(send, 429, b'{"error":"rate_limited"}', [(b"retry-after", retry_after)])
     limit = state.settings.max_body_bytes
-    declared = request.headers.get("content-length", "")
+    declared = headers.get(b"content-length", b"")
     try:
         if declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge(limit)
-        body = await read_capped(request.stream(), limit)
+        body = await read_body(receive, limit)
     except BodyTooLarge:
         log_event(log, logging.WARNING, "body_too_large", message_id=message_id, limit=limit)
-        return _json(413, {"error": "body_too_large", "limit_bytes": limit})
+        return await _reply(
+            send, 413, _json_bytes({"error": "body_too_large", "limit_bytes": limit})
+        )
+    except ClientDisconnected:
+        log_event(log, logging.WARNING, "client_disconnected", message_id=message_id)
+        return CLIENT_GONE
+    signature = headers.get(b"upstash-signature")
     try:
-        state.verifier.verify(request.headers.get("upstash-signature"), body)
+        state.verifier.verify(None if signature is None else signature.decode("latin-1"), body)
     except VerifyError as exc:
         state.metrics.verify_failures[exc.reason] += 1
         log_event(
             log, logging.WARNING, "verify_failed", message_id=message_id, reason=exc.reason,
             detail=exc.detail,
         )  # fmt: skip
-        return _json(401, {"error": exc.reason})
+        return await _reply(send, 401, _json_bytes({"error": exc.reason}))
     if not message_id or len(message_id) > 200:
-        return _json(489, {"error": "invalid_message_id"}, NON_RETRYABLE)
+        return await _reply(send, 489, b'{"error":"invalid_message_id"}', _NON_RETRYABLE_RAW)
     try:
         msg = parse_concept_message(body)
     except PayloadError as exc:
         log_event(log, logging.WARNING, "payload_rejected", message_id=message_id, detail=str(exc))
-        return _json(489, {"error": "invalid_payload", "detail": str(exc)}, NON_RETRYABLE)
-    headers = request.headers
-    retried = headers.get("upstash-retried", "0")
+        payload = _json_bytes({"error": "invalid_payload", "detail": str(exc)})
+        return await _reply(send, 489, payload, _NON_RETRYABLE_RAW)
+    retried = headers.get(b"upstash-retried", b"0")
+    schedule_id = headers.get(b"upstash-schedule-id")
+    client = scope.get("client")
+    concept = msg.normalized
     record = InboxRecord(
         message_id=message_id,
         body=body,
-        slug=msg.slug,
-        concept_name=msg.normalized.name,
-        seed_urls=msg.normalized.seed_urls,
-        symbol=msg.normalized.symbol,
+        slug=concept.slug,
+        concept_name=concept.name,
+        seed_urls=concept.seed_urls,
+        symbol=concept.symbol,
         retried=int(retried) if retried.isdigit() else 0,
-        schedule_id=headers.get("upstash-schedule-id"),
-        caller_ip=request.client.host if request.client else None,
-        headers={k: headers[k] for k in _STORED_HEADERS if k in headers},
+        schedule_id=None if schedule_id is None else schedule_id.decode("latin-1"),
+        caller_ip=client[0] if client else None,
+        headers={
+            name: headers[key].decode("latin-1")
+            for name, key in _STORED_HEADER_KEYS
+            if key in headers
+        },
     )
     try:
         assert state.writer is not None, "receiver started without its lifespan"
         is_new = await state.writer.submit(record)
     except InboxUnavailable as exc:
         log_event(log, logging.ERROR, "inbox_unavailable", message_id=message_id, detail=str(exc))
-        return _json(503, {"error": "inbox_unavailable"}, {"Retry-After": "5"})
+        return await _reply(send, 503, b'{"error":"inbox_unavailable"}', [(b"retry-after", b"5")])
     status = "stored" if is_new else "duplicate"
-    log_event(log, logging.INFO, "delivery_" + status, message_id=message_id, concept=msg.slug)
-    return _json(200, {"status": status, "message_id": message_id, "concept": msg.slug})
+    log.delivery("delivery_" + status, message_id, concept.slug)
+    return await _reply(
+        send,
+        200,
+        f'{{"status":"{status}","message_id":{_quote(message_id)},"concept":{_quote(concept.slug)}}}'
+        .encode("ascii"),
+    )  # fmt: skip
 
 
 def _check_dagster(state: ReceiverState) -> None:
@@ -212,7 +326,7 @@ def _check_dagster(state: ReceiverState) -> None:
 async def _readiness_problems(state: ReceiverState) -> list[str]:
     problems = []
     try:
-        await asyncio.to_thread(lambda: Inbox(state.inbox_path).check_writable())
+        await asyncio.to_thread(lambda: open_inbox(state.inbox_path).check_writable())
     except Exception as exc:
         problems.append(f"inbox not writable: {type(exc).__name__}")
     try:

@@ -1,13 +1,17 @@
-"""Durable inbox: accepted deliveries are committed to SQLite (WAL, synchronous=FULL) before 2xx.
+"""Durable inbox: accepted deliveries are committed to disk before the receiver answers 2xx.
 
-The receiver writes through `GroupCommitWriter`, which commits all deliveries waiting at that
-moment in one fsync'd transaction (group commit) so throughput does not cost durability. The
-sensor reads and marks rows through `Inbox`. De-duplication is the UNIQUE message_id column.
+Two backends behind one interface (`InboxStore`), picked by `open_inbox(target)`: a SQLite file
+(WAL, synchronous=FULL; the default, under DAGSTER_HOME) or PostgreSQL when the target is a
+`postgresql://` URL (`webhook_sensor.inbox_postgres`). The receiver writes through
+`GroupCommitWriter`, which commits all deliveries waiting at that moment in one transaction
+(group commit) so throughput does not cost durability. The sensor reads and marks rows through
+the store. De-duplication is the UNIQUE message_id column.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import sqlite3
@@ -16,6 +20,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+
+# A SQLite file path, or a postgresql:// URL (see `is_postgres_url`).
+InboxTarget = Path | str
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -78,6 +86,69 @@ class InboxMessage:
     received_at: float
     deliveries: int
     status: str
+
+
+class BatchSink(Protocol):
+    """One writer connection: commits a batch atomically (all or nothing) before returning."""
+
+    def write(self, records: Sequence[InboxRecord]) -> list[bool]: ...
+
+    def close(self) -> None: ...
+
+
+class InboxStore(Protocol):
+    """What the receiver, the sensor and operators need from an inbox, whatever the backend."""
+
+    @property
+    def target(self) -> InboxTarget: ...
+
+    def describe(self) -> str:
+        """Where the inbox lives, safe to log (no password)."""
+        ...
+
+    def append(self, record: InboxRecord) -> bool: ...
+
+    def append_many(self, records: Sequence[InboxRecord]) -> list[bool]: ...
+
+    def get(self, message_id: str) -> InboxMessage | None: ...
+
+    def pending(
+        self, limit: int, *, skip_deferred_on: str | None = None, exclude: Iterable[str] = ()
+    ) -> list[InboxMessage]: ...
+
+    def mark_consumed(self, message_ids: Iterable[str]) -> int: ...
+
+    def defer(self, message_ids: Iterable[str], day: str) -> None: ...
+
+    def depth(self) -> int: ...
+
+    def count(self) -> int: ...
+
+    def check_writable(self) -> None: ...
+
+    def open_writer(self) -> BatchSink: ...
+
+
+def is_postgres_url(target: InboxTarget) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def describe_target(target: InboxTarget) -> str:
+    """`target` as it is safe to log: a PostgreSQL URL loses its password."""
+    if is_postgres_url(target):
+        from webhook_sensor.inbox_postgres import redact
+
+        return redact(str(target))
+    return str(target)
+
+
+def open_inbox(target: InboxTarget) -> InboxStore:
+    """The inbox at `target`: a SQLite file path, or a postgresql:// URL (pooled, per process)."""
+    if is_postgres_url(target):
+        from webhook_sensor.inbox_postgres import postgres_inbox
+
+        return postgres_inbox(str(target))
+    return Inbox(Path(target))
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -154,7 +225,7 @@ def _row(row: Sequence) -> InboxMessage:
 
 
 class Inbox:
-    """Synchronous access for the sensor, the CLI and tests; safe across processes (WAL)."""
+    """The SQLite backend: safe across processes (WAL); each call opens its own connection."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -165,8 +236,18 @@ class Inbox:
         except (OSError, sqlite3.Error) as exc:
             raise InboxUnavailable(f"cannot open inbox {self.path}: {exc}") from exc
 
+    @property
+    def target(self) -> Path:
+        return self.path
+
+    def describe(self) -> str:
+        return str(self.path)
+
     def _db(self) -> _Conn:
         return _Conn(self.path)
+
+    def open_writer(self) -> BatchSink:
+        return _SqliteSink(connect(self.path))
 
     def append(self, record: InboxRecord) -> bool:
         """Store one delivery; True if new, False if this message id was already stored."""
@@ -244,6 +325,17 @@ class Inbox:
             db.execute("ROLLBACK")
 
 
+class _SqliteSink:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def write(self, records: Sequence[InboxRecord]) -> list[bool]:
+        return _write_batch(self.db, records)
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class _Conn:
     def __init__(self, path: Path) -> None:
         self.db = connect(path)
@@ -263,14 +355,15 @@ class GroupCommitWriter:
 
     `await writer.submit(record)` resolves only after the COMMIT (fsync) returns, so a 2xx sent
     after it can never lose the message. Failures raise InboxUnavailable; the next batch retries
-    opening the database, so a transient problem heals without a restart.
+    opening the database, so a transient problem heals without a restart. `target` is a SQLite
+    path or a postgresql:// URL (see `open_inbox`).
     """
 
-    def __init__(self, path: Path, max_batch: int = 256) -> None:
-        self.path = Path(path)
+    def __init__(self, target: InboxTarget, max_batch: int = 256) -> None:
+        self.target: InboxTarget = target if is_postgres_url(target) else Path(target)
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._db: sqlite3.Connection | None = None
+        self._sink: BatchSink | None = None
         self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         self._thread.start()
 
@@ -284,11 +377,11 @@ class GroupCommitWriter:
         self._queue.put(_STOP)
         self._thread.join(timeout=10)
 
-    def _open(self) -> sqlite3.Connection:
-        if self._db is None:
-            Inbox(self.path)  # creates the file and schema, or raises InboxUnavailable
-            self._db = connect(self.path)
-        return self._db
+    def _open(self) -> BatchSink:
+        if self._sink is None:
+            # Creates the file/table if needed, or raises InboxUnavailable.
+            self._sink = open_inbox(self.target).open_writer()
+        return self._sink
 
     def _run(self) -> None:
         while True:
@@ -309,17 +402,19 @@ class GroupCommitWriter:
             self._commit(batch)
             if stop:
                 break
-        if self._db is not None:
-            self._db.close()
+        if self._sink is not None:
+            self._sink.close()
 
     def _commit(self, batch: list) -> None:
         try:
-            results: list = _write_batch(self._open(), [rec for rec, _, _ in batch])
+            results: list = self._open().write([rec for rec, _, _ in batch])
             error = None
         except Exception as exc:  # any failure: nothing in this batch was committed
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            if self._sink is not None:
+                # A broken connection may fail to close; it is dropped either way.
+                with contextlib.suppress(Exception):
+                    self._sink.close()
+                self._sink = None
             error = exc if isinstance(exc, InboxUnavailable) else InboxUnavailable(str(exc))
             results = [None] * len(batch)
         # One wake-up per event loop per batch, not one per delivery.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+AsgiReceive = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class TokenBucket:
@@ -33,6 +36,10 @@ class TokenBucket:
         return str(max(1, math.ceil(wait_s)))
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its request body was complete; there is no one to answer."""
+
+
 class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body exceeds {limit} bytes")
@@ -49,3 +56,32 @@ async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:
             raise BodyTooLarge(limit)
         parts.append(chunk)
     return b"".join(parts)
+
+
+async def read_body(receive: AsgiReceive, limit: int) -> bytes:
+    """Read an ASGI request body straight from `receive`, stopping once it passes `limit` bytes.
+
+    The usual single-message body is returned as is (no copy); the cap applies to the running
+    total, so a body streamed in many small chunks is cut off just the same.
+    """
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnected()
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise BodyTooLarge(limit)
+    if not message.get("more_body", False):
+        return body
+    parts = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)

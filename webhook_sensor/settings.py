@@ -39,12 +39,72 @@ def default_inbox_path() -> Path:
     return Path(override).resolve() if override else qpipe_home() / "inbox.sqlite"
 
 
+def inbox_url_from_env(env: Mapping[str, str]) -> str | None:
+    """QPIPE_INBOX_URL, validated: a postgresql:// URL, and not combined with QPIPE_INBOX_PATH."""
+    from webhook_sensor.inbox_postgres import redact
+
+    url = env.get("QPIPE_INBOX_URL", "").strip()
+    if not url:
+        return None
+    shown = redact(url)
+    if not url.startswith(("postgresql://", "postgres://")):
+        scheme = url.split("://")[0] if "://" in url else url[:12]
+        raise SettingsError(
+            f"QPIPE_INBOX_URL starts with {scheme!r}: it must be a postgresql:// URL"
+            " (for a SQLite inbox set QPIPE_INBOX_PATH instead)"
+        )
+    if env.get("QPIPE_INBOX_PATH", "").strip():
+        raise SettingsError(
+            "QPIPE_INBOX_URL and QPIPE_INBOX_PATH are both set: choose PostgreSQL (the URL) or"
+            " a SQLite file (the path), not both"
+        )
+    try:
+        from psycopg2.extensions import parse_dsn
+    except ImportError:
+        raise SettingsError(
+            f"QPIPE_INBOX_URL={shown!r} needs psycopg2: pip install 'qpipe[prod]'"
+            " (or psycopg2-binary)"
+        ) from None
+    try:
+        params = parse_dsn(url)
+    except Exception as exc:  # psycopg2.ProgrammingError: libpq's own message
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SettingsError(f"QPIPE_INBOX_URL={shown!r} is not a valid URL: {detail}") from None
+    ports = [x for x in params.get("port", "").split(",") if x]
+    if not all(x.isdigit() and 0 < int(x) < 65536 for x in ports):
+        raise SettingsError(
+            f"QPIPE_INBOX_URL={shown!r} is not a valid URL: port {params['port']!r} is not a"
+            " number from 1 to 65535"
+        )
+    if not params.get("dbname"):
+        raise SettingsError(f"QPIPE_INBOX_URL={shown!r} names no database (…/DBNAME)")
+    return url
+
+
+def default_inbox_target() -> Path | str:
+    """The inbox the sensor and operators use: QPIPE_INBOX_URL if set, else the SQLite file."""
+    return inbox_url_from_env(os.environ) or default_inbox_path()
+
+
+def inbox_target_from_env(env: Mapping[str, str]) -> Path | str:
+    """Like `default_inbox_target` for an explicit environment (doctor, backup, env checks)."""
+    url = inbox_url_from_env(env)
+    if url:
+        return url
+    path = env.get("QPIPE_INBOX_PATH", "").strip()
+    if path:
+        return Path(path).resolve()
+    home = env.get("DAGSTER_HOME", "").strip() or ".dagster_home"
+    return Path(home).resolve() / "qpipe" / "inbox.sqlite"
+
+
 @dataclass(frozen=True)
 class Settings:
     current_signing_key: str = DEV_CURRENT_SIGNING_KEY
     next_signing_key: str | None = DEV_NEXT_SIGNING_KEY
     receiver_url: str = DEFAULT_RECEIVER_URL
     inbox_path: Path | None = None  # None: default_inbox_path(), resolved at start-up
+    inbox_url: str | None = None  # postgresql://...: the PostgreSQL inbox, instead of the path
     dagster_home: Path | None = None  # None: DAGSTER_HOME (or ./.dagster_home)
     clock_tolerance_s: float = 30.0
     max_body_bytes: int = 1024 * 1024
@@ -63,12 +123,7 @@ class Settings:
         url = env.get("QPIPE_RECEIVER_URL", "").strip() or DEFAULT_RECEIVER_URL
         if not url.startswith(("http://", "https://")):
             raise SettingsError(f"QPIPE_RECEIVER_URL={url!r} must be an http(s) URL")
-        inbox_url = env.get("QPIPE_INBOX_URL", "").strip()
-        if inbox_url:
-            raise SettingsError(
-                f"QPIPE_INBOX_URL={inbox_url.split('@')[-1]!r}: only the SQLite inbox is built in"
-                " this release; unset it (or use QPIPE_INBOX_PATH for another SQLite file)"
-            )
+        inbox_url = inbox_url_from_env(env)
         inbox = env.get("QPIPE_INBOX_PATH", "").strip()
         home = env.get("DAGSTER_HOME", "").strip()
         return cls(
@@ -76,6 +131,7 @@ class Settings:
             next_signing_key=(nxt or None) if current else DEV_NEXT_SIGNING_KEY,
             receiver_url=url,
             inbox_path=Path(inbox).resolve() if inbox else None,
+            inbox_url=inbox_url,
             dagster_home=Path(home).resolve() if home else None,
             clock_tolerance_s=_number(env, "QPIPE_RECEIVER_CLOCK_TOLERANCE_S", 30.0, 0),
             max_body_bytes=int(_number(env, "QPIPE_RECEIVER_MAX_BODY_BYTES", 1024 * 1024, 1)),

@@ -8,7 +8,6 @@ a general JWT library, and because the clock tolerance must really apply to exp,
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -18,8 +17,11 @@ import time
 from dataclasses import dataclass
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_URLSAFE_TO_STD = bytes.maketrans(b"-_", b"+/")
+_STD_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 ISSUER = "Upstash"
 DEFAULT_CLOCK_TOLERANCE_S = 30.0
+_MAX_CACHED_HEADERS = 16
 
 
 class VerifyError(Exception):
@@ -32,12 +34,23 @@ class VerifyError(Exception):
 
 
 def _b64url_decode(part: str) -> bytes:
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    """Decode one segment that `_TOKEN_RE` already limited to the base64url alphabet.
+
+    binascii directly (what `base64.urlsafe_b64decode` ends in, minus its Python layers); a
+    length that no base64 string can have (4n+1) raises binascii.Error as before.
+    """
+    padded = (part + "=" * (-len(part) % 4)).encode("ascii")
+    return binascii.a2b_base64(padded.translate(_URLSAFE_TO_STD))
+
+
+def _body_hash_bytes(body: bytes) -> bytes:
+    digest = hashlib.sha256(body).digest()
+    return binascii.b2a_base64(digest, newline=False).translate(_STD_TO_URLSAFE).rstrip(b"=")
 
 
 def body_hash(body: bytes) -> str:
     """base64url(SHA-256(body)) without padding, the form compared against the `body` claim."""
-    return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode("ascii").rstrip("=")
+    return _body_hash_bytes(body).decode("ascii")
 
 
 def normalize_url(url: str) -> str:
@@ -76,7 +89,13 @@ class SignatureVerifier:
         if self.next_key and self.next_key != self.current_key:
             keys.append(self.next_key.encode("utf-8"))
         object.__setattr__(self, "_keys", tuple(keys))
+        # Keyed HMAC states, copied per check: saves re-deriving the padded key every time.
+        macs = tuple(hmac.new(key, digestmod=hashlib.sha256) for key in keys)
+        object.__setattr__(self, "_macs", macs)
         object.__setattr__(self, "_url", normalize_url(self.url))
+        # Header segments of correctly signed tokens, known to say HS256 (QStash sends one). A
+        # cached segment is still covered by each token's signature; we only skip its JSON.
+        object.__setattr__(self, "_good_headers", {})
 
     def verify(self, signature: str | None, body: bytes, now: float | None = None) -> dict:
         """Return the token's claims, or raise VerifyError naming the first defect found."""
@@ -86,22 +105,31 @@ class SignatureVerifier:
         if len(token) > 8192 or not _TOKEN_RE.match(token):
             raise VerifyError("malformed_token", "not a compact JWS")
         header_b64, payload_b64, sig_b64 = token.split(".")
+        good_headers: dict = self._good_headers  # type: ignore[attr-defined]
+        known_header = header_b64 in good_headers
         try:
-            header = json.loads(_b64url_decode(header_b64))
+            header = None if known_header else json.loads(_b64url_decode(header_b64))
             claims = json.loads(_b64url_decode(payload_b64))
             sig = _b64url_decode(sig_b64)
         except (ValueError, binascii.Error) as exc:
             raise VerifyError("malformed_token", "undecodable segment") from exc
-        if not isinstance(header, dict) or not isinstance(claims, dict):
+        if not known_header:
+            if not isinstance(header, dict):
+                raise VerifyError("malformed_token", "header or claims are not JSON objects")
+            if header.get("alg") != "HS256":
+                raise VerifyError("unsupported_algorithm", f"alg={str(header.get('alg'))[:16]!r}")
+        if not isinstance(claims, dict):
             raise VerifyError("malformed_token", "header or claims are not JSON objects")
-        if header.get("alg") != "HS256":
-            raise VerifyError("unsupported_algorithm", f"alg={str(header.get('alg'))[:16]!r}")
-        signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
-        if not any(
-            hmac.compare_digest(hmac.new(key, signing_input, hashlib.sha256).digest(), sig)
-            for key in self._keys  # type: ignore[attr-defined]
-        ):
+        signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
+        for base in self._macs:  # type: ignore[attr-defined]
+            mac = base.copy()
+            mac.update(signing_input)
+            if hmac.compare_digest(mac.digest(), sig):
+                break
+        else:
             raise VerifyError("bad_signature", "no signing key matches")
+        if not known_header and len(good_headers) < _MAX_CACHED_HEADERS:
+            good_headers[header_b64] = True  # only headers a signing key vouched for
         self._check_claims(claims, body, time.time() if now is None else now)
         return claims
 
@@ -124,5 +152,5 @@ class SignatureVerifier:
         claimed = claims.get("body")
         if not isinstance(claimed, str):
             raise VerifyError("missing_claim", "body")
-        if not hmac.compare_digest(claimed.rstrip("=").encode(), body_hash(body).encode()):
+        if not hmac.compare_digest(claimed.rstrip("=").encode(), _body_hash_bytes(body)):
             raise VerifyError("body_hash_mismatch", "body does not match its signed hash")

@@ -269,7 +269,7 @@ def daily_ops_report(context) -> MaterializeResult:  # noqa: ANN001 - AssetExecu
         inbox_stats,
         report_markdown,
     )
-    from webhook_sensor.settings import default_inbox_path
+    from webhook_sensor.settings import default_inbox_target
 
     instance = context.instance
     now = datetime.now(UTC)
@@ -305,7 +305,7 @@ def daily_ops_report(context) -> MaterializeResult:  # noqa: ANN001 - AssetExecu
     report = build_report(
         day=now.date().isoformat(),
         runs=runs,
-        inbox=inbox_stats(default_inbox_path(), since.timestamp()),
+        inbox=inbox_stats(default_inbox_target(), since.timestamp()),
         backtests=list(best.values()),
         max_concepts_per_day=max_concepts_per_day(),
         qstash_daily_limit=_optional_int("QSTASH_DAILY_LIMIT"),

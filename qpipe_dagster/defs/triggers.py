@@ -14,7 +14,6 @@ import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 from dagster import (
     DefaultSensorStatus,
@@ -27,8 +26,8 @@ from dagster import (
 
 from qpipe_dagster.concepts import Concept, ConceptRegistry
 from qpipe_dagster.defs.partitions import concepts_partitions
-from webhook_sensor.inbox import Inbox
-from webhook_sensor.settings import default_inbox_path
+from webhook_sensor.inbox import InboxTarget, open_inbox
+from webhook_sensor.settings import default_inbox_target
 
 DEFAULT_MAX_CONCEPTS_PER_DAY = 50
 DEFAULT_BATCH_SIZE = 100
@@ -63,13 +62,17 @@ def _read_cursor(raw: str | None) -> dict:
 def build_qstash_inbox_sensor(
     *,
     name: str = "qstash_inbox_sensor",
-    inbox_path: Path | None = None,
+    inbox_path: InboxTarget | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     daily_cap: int | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     minimum_interval_seconds: int = 10,
 ) -> SensorDefinition:
-    """The sensor, with knobs for tests (inbox location, batch size, cap, clock)."""
+    """The sensor, with knobs for tests (inbox location, batch size, cap, clock).
+
+    `inbox_path` is a SQLite file or a postgresql:// URL; None reads QPIPE_INBOX_URL or
+    QPIPE_INBOX_PATH (default $DAGSTER_HOME/qpipe/inbox.sqlite) at each tick.
+    """
 
     @sensor(
         name=name,
@@ -80,7 +83,7 @@ def build_qstash_inbox_sensor(
     )
     def _sensor(context: SensorEvaluationContext) -> SensorResult:
         cap = max_concepts_per_day() if daily_cap is None else daily_cap
-        inbox = Inbox(inbox_path or default_inbox_path())
+        inbox = open_inbox(inbox_path or default_inbox_target())
         state = _read_cursor(context.cursor)
         inbox.mark_consumed(state["emitted"])
         today = clock().date().isoformat()

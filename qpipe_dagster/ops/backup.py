@@ -36,6 +36,7 @@ class Sources:
     lance_path: Path
     inbox_path: Path
     concepts_path: Path
+    inbox_url: str | None = None  # a PostgreSQL inbox is backed up with PostgreSQL's own tools
     weaviate_url: str | None = None
     weaviate_api_key: str | None = None
     weaviate_backend: str = "filesystem"  # Weaviate backup module: filesystem | s3 | gcs | azure
@@ -56,6 +57,7 @@ class Sources:
             lance_path=Path(lance).resolve() if lance else qhome / "vectors",
             inbox_path=Path(inbox).resolve() if inbox else qhome / "inbox.sqlite",
             concepts_path=qhome / "concepts.sqlite",
+            inbox_url=env.get("QPIPE_INBOX_URL", "").strip() or None,
             weaviate_url=env.get("WEAVIATE_URL", "").strip() or None,
             weaviate_api_key=env.get("WEAVIATE_API_KEY", "").strip() or None,
             weaviate_backend=env.get("WEAVIATE_BACKUP_BACKEND", "").strip() or "filesystem",
@@ -110,7 +112,14 @@ def run_backup(
                 comp = snapshot.snapshot_lance_table(sources.lance_path, name, staging)
                 log(f"{comp.name}: {comp.rows} objects")
                 components.append(comp)
-        for name, path in (("inbox", sources.inbox_path), ("concepts", sources.concepts_path)):
+        sqlite_parts = [("concepts", sources.concepts_path)]
+        if sources.inbox_url:
+            log(
+                "inbox: PostgreSQL (QPIPE_INBOX_URL), not included: use pg_dump -t qpipe_inbox_messages"
+            )
+        else:
+            sqlite_parts.insert(0, ("inbox", sources.inbox_path))
+        for name, path in sqlite_parts:
             comp = snapshot.snapshot_sqlite(path, name, staging)
             if comp is not None:
                 log(f"{name}: {comp.rows} rows")

@@ -75,17 +75,24 @@ def check_vector_store(env: Mapping[str, str]) -> Check:
 
 
 def check_inbox(env: Mapping[str, str]) -> Check:
-    from webhook_sensor.inbox import Inbox, InboxUnavailable
+    from webhook_sensor.inbox import InboxUnavailable, describe_target, open_inbox
+    from webhook_sensor.settings import SettingsError, inbox_url_from_env
 
-    path = Path(env.get("QPIPE_INBOX_PATH", "").strip() or _home(env) / "qpipe" / "inbox.sqlite")
     try:
-        inbox = Inbox(path)
+        url = inbox_url_from_env(env)
+    except SettingsError as exc:
+        return Check("inbox", FAIL, str(exc))
+    path = env.get("QPIPE_INBOX_PATH", "").strip() or _home(env) / "qpipe" / "inbox.sqlite"
+    target = url or Path(path)
+    where = describe_target(target)
+    try:
+        inbox = open_inbox(target)
         inbox.check_writable()
-        return Check("inbox", OK, f"{path}: {inbox.depth()} pending of {inbox.count()}")
+        return Check("inbox", OK, f"{where}: {inbox.depth()} pending of {inbox.count()}")
     except (InboxUnavailable, OSError) as exc:
-        return Check("inbox", FAIL, f"{path}: {exc}")
-    except Exception as exc:  # sqlite3.Error: locked, corrupt
-        return Check("inbox", FAIL, f"{path}: {type(exc).__name__}: {exc}")
+        return Check("inbox", FAIL, f"{where}: {exc}")
+    except Exception as exc:  # sqlite3/psycopg2 errors: locked, corrupt, refused
+        return Check("inbox", FAIL, f"{where}: {type(exc).__name__}: {exc}")
 
 
 def check_receiver(env: Mapping[str, str]) -> Check:

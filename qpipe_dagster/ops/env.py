@@ -181,8 +181,12 @@ def env_problems(role: str, env: Mapping[str, str] | None = None) -> list[str]:
         problems.append(
             "QSTASH_CURRENT_SIGNING_KEY is missing while QSTASH_NEXT_SIGNING_KEY is set"
         )
-    if env.get("QPIPE_INBOX_URL", "").strip():
-        problems.append("QPIPE_INBOX_URL is set but only the SQLite inbox is built in: unset it")
+    from webhook_sensor.settings import SettingsError, inbox_url_from_env
+
+    try:
+        inbox_url_from_env(env)
+    except SettingsError as exc:
+        problems.append(str(exc))
     return problems
 
 

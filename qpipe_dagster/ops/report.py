@@ -38,30 +38,59 @@ class InboxStats:
     deferred: int = 0  # held back by the daily concept cap
 
 
-def inbox_stats(path: Path, since: float) -> InboxStats:
-    """Read the receiver's inbox (read-only); an absent inbox is all zeros."""
+def _stats_from(cursor_execute, table: str, mark: str, since: float) -> InboxStats:
+    """The same three queries on either backend (they share the inbox's columns)."""
+    received, deliveries = cursor_execute(
+        f"SELECT COUNT(*), COALESCE(SUM(deliveries), 0) FROM {table} WHERE received_at >= {mark}",
+        (since,),
+    )[0]
+    by_status = dict(
+        cursor_execute(
+            f"SELECT status, COUNT(*) FROM {table} WHERE received_at >= {mark} GROUP BY status",
+            (since,),
+        )
+    )
+    deferred = cursor_execute(
+        f"SELECT COUNT(*) FROM {table} WHERE status = 'pending' AND deferred_day IS NOT NULL", ()
+    )[0][0]
+    return InboxStats(int(received), int(deliveries), by_status, int(deferred))
+
+
+def inbox_stats(target: Path | str, since: float) -> InboxStats:
+    """Read the receiver's inbox (SQLite file or PostgreSQL URL); an absent inbox is all zeros."""
+    from webhook_sensor.inbox import is_postgres_url
+
+    if is_postgres_url(target):
+        import psycopg2
+
+        from webhook_sensor.inbox_postgres import TABLE
+
+        conn = psycopg2.connect(str(target), connect_timeout=5)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT to_regclass(%s)", (TABLE,))
+                if cur.fetchone()[0] is None:
+                    return InboxStats()
+
+                def run(sql: str, params: tuple) -> list:
+                    cur.execute(sql, params)
+                    return cur.fetchall()
+
+                return _stats_from(run, TABLE, "%s", since)
+        finally:
+            conn.close()
+    path = Path(target)
     if not path.exists():
         return InboxStats()
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
-        received, deliveries = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(deliveries), 0) FROM messages WHERE received_at >= ?",
-            (since,),
-        ).fetchone()
-        by_status = dict(
-            db.execute(
-                "SELECT status, COUNT(*) FROM messages WHERE received_at >= ? GROUP BY status",
-                (since,),
-            ).fetchall()
+        return _stats_from(
+            lambda sql, params: db.execute(sql, params).fetchall(), "messages", "?", since
         )
-        deferred = db.execute(
-            "SELECT COUNT(*) FROM messages WHERE status = 'pending' AND deferred_day IS NOT NULL"
-        ).fetchone()[0]
     except sqlite3.OperationalError:  # no messages table yet
         return InboxStats()
     finally:
         db.close()
-    return InboxStats(int(received), int(deliveries), by_status, int(deferred))
 
 
 def build_report(

@@ -199,7 +199,7 @@ def test_settings_from_env_defaults_and_errors():
         ({"QPIPE_RECEIVER_MAX_BODY_BYTES": "0"}, "QPIPE_RECEIVER_MAX_BODY_BYTES"),
         ({"QPIPE_RECEIVER_URL": "ftp://x"}, "QPIPE_RECEIVER_URL"),
         ({"QSTASH_NEXT_SIGNING_KEY": NEXT}, "QSTASH_CURRENT_SIGNING_KEY"),
-        ({"QPIPE_INBOX_URL": "postgresql://u:secret@db/q"}, "QPIPE_INBOX_URL"),
+        ({"QPIPE_INBOX_URL": "mysql://u:secret@db/q"}, "QPIPE_INBOX_URL"),
     ):
         with pytest.raises(ValueError, match=name) as exc:
             Settings.from_env(env)

@@ -17,6 +17,10 @@ import jwt
 import pytest
 import uvicorn
 
+from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixtures)
+    postgres_cluster,
+    postgres_url,
+)
 from webhook_sensor.app import create_app
 from webhook_sensor.settings import Settings
 
@@ -111,6 +115,27 @@ def start_receiver(tmp: Path, **overrides) -> tuple[ServerThread, Receiver]:
 @pytest.fixture(scope="module")
 def receiver(tmp_path_factory) -> Iterator[Receiver]:
     server, rcv = start_receiver(tmp_path_factory.mktemp("receiver"), rate_limit_per_s=10_000)
+    with server:
+        yield rcv
+    rcv.client.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def inbox_target(request, tmp_path) -> Path | str:
+    """An empty inbox location for each backend: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "inbox.sqlite"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="module")
+def pg_receiver(tmp_path_factory, request) -> Iterator[Receiver]:
+    """The real receiver with its inbox in PostgreSQL (QPIPE_INBOX_URL)."""
+    server, rcv = start_receiver(
+        tmp_path_factory.mktemp("pg_receiver"),
+        inbox_url=request.getfixturevalue("postgres_cluster").new_database(),
+        rate_limit_per_s=10_000,
+    )
     with server:
         yield rcv
     rcv.client.close()

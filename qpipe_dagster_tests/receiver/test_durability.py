@@ -1,4 +1,7 @@
-"""Durability: a 200 means the message survives SIGKILL; duplicates are stored once."""
+"""Durability: a 200 means the message survives SIGKILL; duplicates are stored once.
+
+Run on both inbox backends: the default SQLite file and PostgreSQL via QPIPE_INBOX_URL.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +16,12 @@ from pathlib import Path
 import httpx
 
 from qpipe_dagster_tests.receiver.conftest import CURRENT, NEXT, free_port, make_token
-from webhook_sensor.inbox import Inbox
+from webhook_sensor.inbox import InboxTarget, is_postgres_url, open_inbox
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _spawn(home: Path, port: int) -> subprocess.Popen:
+def _spawn(home: Path, port: int, inbox_url: str | None = None) -> subprocess.Popen:
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -27,6 +30,9 @@ def _spawn(home: Path, port: int) -> subprocess.Popen:
         "QPIPE_RECEIVER_URL": f"http://127.0.0.1:{port}/api/qstash",
     }
     env.pop("QPIPE_INBOX_PATH", None)
+    env.pop("QPIPE_INBOX_URL", None)
+    if inbox_url:
+        env["QPIPE_INBOX_URL"] = inbox_url
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "webhook_sensor.app:app", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning"],
@@ -43,13 +49,15 @@ def _spawn(home: Path, port: int) -> subprocess.Popen:
     raise RuntimeError(f"receiver did not start: {proc.stderr.read().decode()[-2000:]}")
 
 
-def test_message_survives_sigkill_right_after_200(tmp_path):
+def test_message_survives_sigkill_right_after_200(tmp_path, inbox_target: InboxTarget):
     home = tmp_path / "home"
     home.mkdir()
+    inbox_url = str(inbox_target) if is_postgres_url(inbox_target) else None
+    stored_at = inbox_url or home / "qpipe" / "inbox.sqlite"  # SQLite: the default location
     port = free_port()
     url = f"http://127.0.0.1:{port}/api/qstash"
     body = b'{"concept": "Crash Safe", "urls": ["https://example.com/"]}'
-    proc = _spawn(home, port)
+    proc = _spawn(home, port, inbox_url)
     try:
         resp = httpx.post(
             url,
@@ -66,12 +74,12 @@ def test_message_survives_sigkill_right_after_200(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    stored = Inbox(home / "qpipe" / "inbox.sqlite").get("msg_crash")
+    stored = open_inbox(stored_at).get("msg_crash")
     assert stored is not None and stored.slug == "crash-safe"
     assert stored.retried == 2 and stored.schedule_id == "scd_123"
     assert stored.caller_ip == "127.0.0.1"
     # A restarted receiver sees the same inbox: QStash's redelivery is acknowledged, not re-stored.
-    proc = _spawn(home, port)
+    proc = _spawn(home, port, inbox_url)
     try:
         again = httpx.post(
             url,
@@ -85,7 +93,7 @@ def test_message_survives_sigkill_right_after_200(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    assert Inbox(home / "qpipe" / "inbox.sqlite").count() == 1
+    assert open_inbox(stored_at).count() == 1
     events = [
         json.loads(line)
         for line in proc.stderr.read().decode().splitlines()

@@ -1,4 +1,7 @@
-"""qstash_inbox_sensor against a real DagsterInstance, real inbox and real sensor evaluation."""
+"""qstash_inbox_sensor against a real DagsterInstance, real inbox and real sensor evaluation.
+
+Every test runs on both inbox backends: a SQLite file and a real PostgreSQL database.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from dagster import (
 from qpipe_dagster.concepts import ConceptRegistry
 from qpipe_dagster.defs.partitions import concepts_partitions
 from qpipe_dagster.defs.triggers import build_qstash_inbox_sensor
-from webhook_sensor.inbox import Inbox, InboxRecord
+from webhook_sensor.inbox import InboxRecord, open_inbox
 
 
 def record(mid: str, slug: str, urls=("https://example.com/a",), symbol=None) -> InboxRecord:
@@ -58,15 +61,33 @@ def tick(sensor, instance: DagsterInstance, cursor: str | None):
     return data
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def instance(tmp_path_factory):
-    """One instance for the module (its set-up costs seconds); every test uses its own slugs."""
+def instance(tmp_path_factory, backend):
+    """One instance per backend (its set-up costs seconds); every test uses its own slugs."""
     with instance_for_test(temp_dir=str(tmp_path_factory.mktemp("instance"))) as inst:
         yield inst
 
 
-def test_runs_partitions_cursor_and_consumption(dagster_home, instance, tmp_path):
-    inbox = Inbox(tmp_path / "inbox.sqlite")
+@pytest.fixture
+def inbox_target(backend, tmp_path, request):
+    """An empty inbox of this module's backend (overrides the conftest's own parametrisation)."""
+    if backend == "sqlite":
+        return tmp_path / "inbox.sqlite"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def backend_receiver(backend, request):
+    return request.getfixturevalue("receiver" if backend == "sqlite" else "pg_receiver")
+
+
+def test_runs_partitions_cursor_and_consumption(dagster_home, instance, inbox_target):
+    inbox = open_inbox(inbox_target)
     inbox.append_many(
         [
             record("m1", "btc-halving", symbol="BTC-USD"),
@@ -74,7 +95,7 @@ def test_runs_partitions_cursor_and_consumption(dagster_home, instance, tmp_path
             record("m3", "btc-halving", urls=("https://example.com/b",)),
         ]
     )
-    sensor = build_qstash_inbox_sensor(inbox_path=inbox.path, daily_cap=10)
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox_target, daily_cap=10)
     data = tick(sensor, instance, None)
     assert [r.run_key for r in data.run_requests] == ["m1", "m2", "m3"]
     assert [r.partition_key for r in data.run_requests] == [
@@ -107,21 +128,21 @@ def test_runs_partitions_cursor_and_consumption(dagster_home, instance, tmp_path
     assert "no new messages" in data3.skip_message
 
 
-def test_uncommitted_tick_is_reemitted_with_same_run_keys(dagster_home, instance, tmp_path):
-    inbox = Inbox(tmp_path / "inbox.sqlite")
+def test_uncommitted_tick_is_reemitted_with_same_run_keys(dagster_home, instance, inbox_target):
+    inbox = open_inbox(inbox_target)
     inbox.append(record("m1", "alpha"))
-    sensor = build_qstash_inbox_sensor(inbox_path=inbox.path, daily_cap=10)
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox_target, daily_cap=10)
     first = tick(sensor, instance, None)
     again = tick(sensor, instance, None)  # the daemon died before committing the cursor
     assert [r.run_key for r in first.run_requests] == [r.run_key for r in again.run_requests]
     assert inbox.get("m1").status == "pending"
 
 
-def test_daily_cap_keeps_messages_and_reports(dagster_home, instance, tmp_path):
-    inbox = Inbox(tmp_path / "inbox.sqlite")
+def test_daily_cap_keeps_messages_and_reports(dagster_home, instance, inbox_target):
+    inbox = open_inbox(inbox_target)
     inbox.append_many([record(f"m{i}", f"capped-{i}") for i in range(5)])
     clock = Clock()
-    sensor = build_qstash_inbox_sensor(inbox_path=inbox.path, daily_cap=2, clock=clock)
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox_target, daily_cap=2, clock=clock)
     data = tick(sensor, instance, None)
     assert [r.run_key for r in data.run_requests] == ["m0", "m1"]
     assert inbox.depth() == 5  # nothing dropped
@@ -138,20 +159,20 @@ def test_daily_cap_keeps_messages_and_reports(dagster_home, instance, tmp_path):
     assert [r.run_key for r in data4.run_requests] == ["m2", "m3"]
 
 
-def test_cap_reason_is_the_skip_message(dagster_home, instance, tmp_path):
-    inbox = Inbox(tmp_path / "inbox.sqlite")
+def test_cap_reason_is_the_skip_message(dagster_home, instance, inbox_target):
+    inbox = open_inbox(inbox_target)
     inbox.append(record("m1", "zero-cap"))
-    sensor = build_qstash_inbox_sensor(inbox_path=inbox.path, daily_cap=0)
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox_target, daily_cap=0)
     data = tick(sensor, instance, None)
     assert not data.run_requests
     assert "daily cap of 0 new concepts" in data.skip_message and "m1" in data.skip_message
     assert inbox.get("m1").status == "pending"
 
 
-def test_batches_are_bounded(dagster_home, instance, tmp_path):
-    inbox = Inbox(tmp_path / "inbox.sqlite")
+def test_batches_are_bounded(dagster_home, instance, inbox_target):
+    inbox = open_inbox(inbox_target)
     inbox.append_many([record(f"m{i:02d}", "same") for i in range(7)])
-    sensor = build_qstash_inbox_sensor(inbox_path=inbox.path, batch_size=3, daily_cap=10)
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox_target, batch_size=3, daily_cap=10)
     seen, cursor = [], None
     for _ in range(4):
         data = tick(sensor, instance, cursor)
@@ -160,20 +181,20 @@ def test_batches_are_bounded(dagster_home, instance, tmp_path):
     assert seen == [f"m{i:02d}" for i in range(7)]
 
 
-def test_unreadable_cursor_is_a_clear_error(dagster_home, instance, tmp_path):
-    sensor = build_qstash_inbox_sensor(inbox_path=tmp_path / "inbox.sqlite")
+def test_unreadable_cursor_is_a_clear_error(dagster_home, instance, inbox_target):
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox_target)
     with pytest.raises(Exception, match="cursor .* is not readable"):
         tick(sensor, instance, "garbage")
 
 
-def test_bad_cap_setting_is_a_clear_error(dagster_home, instance, tmp_path, monkeypatch):
+def test_bad_cap_setting_is_a_clear_error(dagster_home, instance, inbox_target, monkeypatch):
     monkeypatch.setenv("MAX_CONCEPTS_PER_DAY", "lots")
-    sensor = build_qstash_inbox_sensor(inbox_path=tmp_path / "inbox.sqlite")
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox_target)
     with pytest.raises(Exception, match="MAX_CONCEPTS_PER_DAY='lots'"):
         tick(sensor, instance, None)
 
 
-def test_fifty_duplicate_deliveries_make_one_run_request(dagster_home, instance, receiver):
+def test_fifty_duplicate_deliveries_make_one_run_request(dagster_home, instance, backend_receiver):
     """Through the real receiver: 50 concurrent redeliveries, one inbox row, one run request."""
     import asyncio
 
@@ -181,6 +202,7 @@ def test_fifty_duplicate_deliveries_make_one_run_request(dagster_home, instance,
 
     from qpipe_dagster_tests.receiver.conftest import CURRENT, make_token
 
+    receiver = backend_receiver
     body = b'{"concept": "Storm Sensor"}'
 
     async def storm() -> list[int]:
@@ -201,8 +223,24 @@ def test_fifty_duplicate_deliveries_make_one_run_request(dagster_home, instance,
         return [r.status_code for r in responses]
 
     assert asyncio.run(storm()) == [200] * 50
-    sensor = build_qstash_inbox_sensor(inbox_path=receiver.settings.inbox_path, daily_cap=10)
+    target = receiver.settings.inbox_url or receiver.settings.inbox_path
+    sensor = build_qstash_inbox_sensor(inbox_path=target, daily_cap=10)
     data = tick(sensor, instance, None)
     assert [r.run_key for r in data.run_requests] == ["msg_storm_sensor"]
     assert [r.partition_key for r in data.run_requests] == ["storm-sensor"]
     assert not tick(sensor, instance, data.cursor).run_requests
+
+
+def test_default_inbox_comes_from_the_environment(
+    dagster_home, instance, inbox_target, monkeypatch
+):
+    """The deployed sensor (no inbox_path) reads QPIPE_INBOX_URL, or else QPIPE_INBOX_PATH."""
+    from webhook_sensor.inbox import is_postgres_url
+
+    monkeypatch.delenv("QPIPE_INBOX_URL", raising=False)
+    monkeypatch.delenv("QPIPE_INBOX_PATH", raising=False)
+    name = "QPIPE_INBOX_URL" if is_postgres_url(inbox_target) else "QPIPE_INBOX_PATH"
+    monkeypatch.setenv(name, str(inbox_target))
+    open_inbox(inbox_target).append(record("env1", "from-env"))
+    data = tick(build_qstash_inbox_sensor(daily_cap=10), instance, None)
+    assert [r.run_key for r in data.run_requests] == ["env1"]

@@ -1,0 +1,156 @@
+"""The inbox contract, run against both backends (SQLite file and a real PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from webhook_sensor.inbox import (
+    GroupCommitWriter,
+    InboxRecord,
+    InboxUnavailable,
+    is_postgres_url,
+    open_inbox,
+)
+
+
+def rec(mid: str, slug: str = "alpha", **kw) -> InboxRecord:
+    return InboxRecord(
+        message_id=mid,
+        body=b'{"concept": "' + slug.encode() + b'"}',
+        slug=slug,
+        concept_name=slug.title(),
+        seed_urls=kw.pop("seed_urls", ("https://example.com/a", "https://example.com/b")),
+        symbol=kw.pop("symbol", None),
+        **kw,
+    )
+
+
+def test_stores_headers_and_deduplicates(inbox_target):
+    inbox = open_inbox(inbox_target)
+    first = rec(
+        "m1", symbol="BTC-USD", retried=2, schedule_id="scd_1", caller_ip="10.0.0.7",
+        headers={"upstash-retried": "2", "user-agent": "Upstash-QStash"},
+    )  # fmt: skip
+    assert inbox.append(first) is True
+    assert inbox.append(rec("m1", "changed-on-redelivery")) is False
+    got = inbox.get("m1")
+    assert got is not None
+    assert (got.slug, got.symbol, got.retried, got.schedule_id, got.caller_ip) == (
+        "alpha", "BTC-USD", 2, "scd_1", "10.0.0.7",
+    )  # fmt: skip
+    assert got.seed_urls == ("https://example.com/a", "https://example.com/b")
+    assert got.headers == {"upstash-retried": "2", "user-agent": "Upstash-QStash"}
+    assert got.deliveries == 2 and got.status == "pending" and got.received_at > 0
+    assert inbox.get("nope") is None
+    assert (inbox.count(), inbox.depth()) == (1, 1)
+
+
+def test_batch_with_repeats_inside_it(inbox_target):
+    inbox = open_inbox(inbox_target)
+    assert inbox.append_many([rec("a"), rec("b"), rec("a"), rec("a")]) == [True, True, False, False]
+    assert inbox.append_many([rec("b"), rec("c")]) == [False, True]
+    assert inbox.get("a").deliveries == 3 and inbox.get("b").deliveries == 2
+    assert [m.message_id for m in inbox.pending(10)] == ["a", "b", "c"]
+
+
+def test_pending_is_a_bounded_oldest_first_batch(inbox_target):
+    inbox = open_inbox(inbox_target)
+    inbox.append_many([rec(f"m{i}") for i in range(6)])
+    assert [m.message_id for m in inbox.pending(3)] == ["m0", "m1", "m2"]
+    assert [m.message_id for m in inbox.pending(3, exclude=["m0", "m2"])] == ["m1", "m3", "m4"]
+    inbox.defer(["m1", "m3"], "2026-11-23")
+    same_day = inbox.pending(10, skip_deferred_on="2026-11-23")
+    assert [m.message_id for m in same_day] == ["m0", "m2", "m4", "m5"]
+    next_day = inbox.pending(10, skip_deferred_on="2026-11-24")
+    assert len(next_day) == 6 and len(inbox.pending(10)) == 6
+
+
+def test_consumed_marking_is_idempotent(inbox_target):
+    inbox = open_inbox(inbox_target)
+    inbox.append_many([rec("m1"), rec("m2"), rec("m3")])
+    assert inbox.mark_consumed([]) == 0
+    assert inbox.mark_consumed(["m1", "m2", "unknown"]) == 2
+    assert inbox.mark_consumed(["m1"]) == 0  # a re-run tick changes nothing
+    assert inbox.get("m1").status == "consumed"
+    assert [m.message_id for m in inbox.pending(10)] == ["m3"]
+    inbox.defer(["m1"], "2026-11-23")  # consumed messages are not pulled back
+    assert (inbox.depth(), inbox.count()) == (1, 3)
+    inbox.check_writable()
+
+
+def test_two_writers_racing_on_the_same_ids_store_each_once(inbox_target):
+    """Two writers (two connections, like two receiver processes) deliver the same 40 ids."""
+    ids = [f"race{i}" for i in range(40)]
+    writers = [GroupCommitWriter(inbox_target), GroupCommitWriter(inbox_target)]
+    results: dict[int, list[bool]] = {}
+
+    def deliver(n: int) -> None:
+        async def go() -> list[bool]:
+            return list(await asyncio.gather(*(writers[n].submit(rec(m)) for m in ids)))
+
+        results[n] = asyncio.run(go())
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in (0, 1)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        for w in writers:
+            w.close()
+    assert all(a != b for a, b in zip(results[0], results[1], strict=True))  # exactly one new
+    inbox = open_inbox(inbox_target)
+    assert inbox.count() == 40
+    assert {inbox.get(m).deliveries for m in ids} == {2}
+
+
+def test_submit_returns_after_commit(inbox_target):
+    """Once `submit` returns, another connection already sees the row (it was committed)."""
+    writer = GroupCommitWriter(inbox_target)
+    other = open_inbox(inbox_target)
+    try:
+
+        async def go() -> None:
+            flags = await asyncio.gather(*(writer.submit(rec(f"c{i}")) for i in range(100)))
+            assert all(flags) and other.count() == 100
+            assert await writer.submit(rec("c5")) is False
+            assert other.get("c5").deliveries == 2
+
+        asyncio.run(go())
+    finally:
+        writer.close()
+
+
+def test_unreachable_inbox_is_unavailable_then_heals(inbox_target, request):
+    """Writes fail with InboxUnavailable (the receiver's 503) and work once the store is back."""
+    if is_postgres_url(inbox_target):
+        cluster = request.getfixturevalue("postgres_cluster")
+        dbname = "later_" + Path(str(inbox_target)).name
+        target: Path | str = cluster.url(dbname)
+        heal = lambda: cluster.admin(f"CREATE DATABASE {dbname}")  # noqa: E731
+    else:
+        blocker = Path(inbox_target).parent / "blocked"
+        blocker.write_text("a file where the inbox directory should be")
+        target = blocker / "inbox.sqlite"
+
+        def heal() -> None:
+            blocker.unlink()
+            blocker.mkdir()
+
+    with pytest.raises(InboxUnavailable) as info:
+        open_inbox(target)
+    assert "secret" not in str(info.value)  # the URL's password never reaches a message
+    writer = GroupCommitWriter(target)
+    try:
+        with pytest.raises(InboxUnavailable):
+            asyncio.run(writer.submit(rec("later")))
+        heal()
+        assert asyncio.run(writer.submit(rec("later"))) is True
+    finally:
+        writer.close()
+    assert open_inbox(target).get("later") is not None
