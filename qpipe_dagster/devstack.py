@@ -75,36 +75,30 @@ def main(argv: list[str] | None = None) -> int:
             ],
             env=env,
             cwd=REPO,
-        )
+        ),
+        subprocess.Popen(
+            [
+                str(bin_dir / "uvicorn"),
+                "webhook_sensor.app:app",
+                "--host",
+                args.host,
+                "--port",
+                str(args.receiver_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",  # the receiver writes its own JSON line per delivery
+            ],
+            env=env,
+            cwd=REPO,
+        ),
     ]
-    receiver = REPO / "webhook_sensor" / "app.py"
-    if receiver.exists():
-        children.append(
-            subprocess.Popen(
-                [
-                    str(bin_dir / "uvicorn"),
-                    "webhook_sensor.app:app",
-                    "--host",
-                    args.host,
-                    "--port",
-                    str(args.receiver_port),
-                    "--log-level",
-                    "warning",
-                ],
-                env=env,
-                cwd=REPO,
-            )
-        )
     print(
         f"\nqpipe is starting (DAGSTER_HOME={home})\n"
-        f"  Dagster UI      http://{args.host}:{args.ui_port}  (assets: Materialize all, partition 'demo')\n"
+        f"  Dagster UI      http://{args.host}:{args.ui_port}"
+        "  (Jobs > concept_pipeline > Materialize all, partition 'demo')\n"
         f"  demo site       {base_url}\n"
-        + (
-            f"  QStash receiver http://{args.host}:{args.receiver_port}/api/qstash\n"
-            if len(children) > 1
-            else ""
-        )
-        + "Press Ctrl-C to stop.\n",
+        f"  QStash receiver http://{args.host}:{args.receiver_port}/api/qstash\n"
+        "Press Ctrl-C to stop.\n",
         flush=True,
     )
 

@@ -50,7 +50,9 @@ RECEIVER_PATH = "/api/qstash"
 NON_RETRYABLE = {"Upstash-NonRetryable-Error": "true"}
 _STORED_HEADERS = ("upstash-retried", "upstash-schedule-id", "x-forwarded-for", "user-agent")
 _STORED_HEADER_KEYS = tuple((name, name.encode("latin-1")) for name in _STORED_HEADERS)
-_NON_RETRYABLE_RAW = [(b"upstash-nonretryable-error", b"true")]
+_NON_RETRYABLE_RAW = [
+    (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in NON_RETRYABLE.items()
+]
 _OUTCOMES = {200: "stored", 401: "unauthorized", 413: "too_large", 429: "rate_limited",
              489: "rejected", 499: "disconnected"}  # fmt: skip
 CLIENT_GONE = 499  # no response sent: the client disconnected mid-body (metrics only)
