@@ -10,6 +10,12 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Shared 2-core CI machines stall now and then; a per-example deadline would turn that into
+# failures that say nothing about the code. Per-test settings inherit this profile.
+settings.register_profile("qpipe", deadline=None)
+settings.load_profile("qpipe")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
