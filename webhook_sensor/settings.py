@@ -20,7 +20,8 @@ class SettingsError(ValueError):
     """An environment variable with a value the receiver cannot use; names the variable."""
 
 
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+def env_number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    """A numeric variable, `default` when unset; a bad or too-small value names the variable."""
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -133,8 +134,8 @@ class Settings:
             inbox_path=Path(inbox).resolve() if inbox else None,
             inbox_url=inbox_url,
             dagster_home=Path(home).resolve() if home else None,
-            clock_tolerance_s=_number(env, "QPIPE_RECEIVER_CLOCK_TOLERANCE_S", 30.0, 0),
-            max_body_bytes=int(_number(env, "QPIPE_RECEIVER_MAX_BODY_BYTES", 1024 * 1024, 1)),
-            rate_limit_per_s=_number(env, "QPIPE_RECEIVER_RATE_LIMIT", 500.0, 0.001),
+            clock_tolerance_s=env_number(env, "QPIPE_RECEIVER_CLOCK_TOLERANCE_S", 30.0, 0),
+            max_body_bytes=int(env_number(env, "QPIPE_RECEIVER_MAX_BODY_BYTES", 1024 * 1024, 1)),
+            rate_limit_per_s=env_number(env, "QPIPE_RECEIVER_RATE_LIMIT", 500.0, 0.001),
             using_dev_keys=not current,
         )

@@ -75,19 +75,24 @@ def vectorbt_ma_crossover(
             freq=freq_for(periods_per_year),
             direction=VBT_DIRECTION[direction],
         )
-        out = {
-            "total_return": pf.total_return(),
-            "sharpe": pf.sharpe_ratio(),
-            "sortino": pf.sortino_ratio(),
-            "max_drawdown": pf.max_drawdown(),
-            "win_rate": pf.trades.closed.win_rate(),
-            "trade_count": pf.trades.count(),
-            "exposure": pf.position_coverage(),
-        }
-    return {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in out.items()}
+        return _metrics(pf)
 
 
 VBT_DIRECTION = {"longonly": "longonly", "longshort": "both"}
+
+
+def _metrics(pf) -> dict[str, np.ndarray]:  # noqa: ANN001 - a vectorbt Portfolio
+    """The metrics the kernels report, as flat float64 arrays (one value per column)."""
+    out = {
+        "total_return": pf.total_return(),
+        "sharpe": pf.sharpe_ratio(),
+        "sortino": pf.sortino_ratio(),
+        "max_drawdown": pf.max_drawdown(),
+        "win_rate": pf.trades.closed.win_rate(),
+        "trade_count": pf.trades.count(),
+        "exposure": pf.position_coverage(),
+    }
+    return {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in out.items()}
 
 
 def vectorbt_signals(close: np.ndarray, grid: StrategyGrid) -> tuple[np.ndarray, np.ndarray]:
@@ -152,16 +157,7 @@ def vectorbt_sweep(
             freq=freq_for(periods_per_year),
             direction=VBT_DIRECTION[direction],
         )
-        out = {
-            "total_return": pf.total_return(),
-            "sharpe": pf.sharpe_ratio(),
-            "sortino": pf.sortino_ratio(),
-            "max_drawdown": pf.max_drawdown(),
-            "win_rate": pf.trades.closed.win_rate(),
-            "trade_count": pf.trades.count(),
-            "exposure": pf.position_coverage(),
-        }
-    return {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in out.items()}
+        return _metrics(pf)
 
 
 def vectorbt_equity(

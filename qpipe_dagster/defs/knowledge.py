@@ -179,7 +179,7 @@ def crawled_pages(
     yield Output(
         table,
         metadata={
-            **{k: v for k, v in reported.items()},
+            **reported,
             "concept": concept.slug,
             "seed_urls": MetadataValue.json(seeds),
             "pages_total": table.num_rows,

@@ -36,6 +36,7 @@ from pydantic import Field
 
 from qpipe_dagster.defs.partitions import concepts_partitions
 from qpipe_dagster.ops.env import cron_problem
+from webhook_sensor.settings import env_number
 
 TAG_TRIGGER = "qpipe/trigger"
 TAG_CONCEPT = "qpipe/concept"
@@ -57,19 +58,6 @@ def _env_cron(name: str, default: str, env: Mapping[str, str]) -> str:
     why = cron_problem(value)
     if why:
         raise ValueError(f"{name}={value!r} is not a valid cron string: {why}")
-    return value
-
-
-def _env_number(name: str, default: float, minimum: float, env: Mapping[str, str]) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise ValueError(f"{name}={raw!r} must be at least {minimum:g}")
     return value
 
 
@@ -97,9 +85,9 @@ def build_recrawl_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefi
     env = os.environ if env is None else env
     cron = _env_cron("QPIPE_RECRAWL_CRON", DEFAULT_RECRAWL_CRON, env)
     max_age = timedelta(
-        hours=_env_number("QPIPE_RECRAWL_MAX_AGE_HOURS", DEFAULT_RECRAWL_MAX_AGE_HOURS, 0.01, env)
+        hours=env_number(env, "QPIPE_RECRAWL_MAX_AGE_HOURS", DEFAULT_RECRAWL_MAX_AGE_HOURS, 0.01)
     )
-    per_tick = int(_env_number("QPIPE_RECRAWL_MAX_PER_TICK", DEFAULT_RECRAWL_MAX_PER_TICK, 1, env))
+    per_tick = int(env_number(env, "QPIPE_RECRAWL_MAX_PER_TICK", DEFAULT_RECRAWL_MAX_PER_TICK, 1))
 
     @schedule(
         name="recrawl_schedule",
@@ -221,7 +209,7 @@ def nightly_backup_job() -> None:
 def build_nightly_backup_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefinition:
     env = os.environ if env is None else env
     cron = _env_cron("QPIPE_BACKUP_CRON", DEFAULT_BACKUP_CRON, env)
-    retention = int(_env_number("QPIPE_BACKUP_RETENTION_DAYS", 7, 1, env))
+    retention = int(env_number(env, "QPIPE_BACKUP_RETENTION_DAYS", 7, 1))
 
     @schedule(
         name="nightly_backup_schedule",
