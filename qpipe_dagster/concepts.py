@@ -17,12 +17,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from qpipe_dagster.paths import qpipe_home
+from qpipe_dagster.storage.sqlite_wal import enable_wal
 
 MAX_NAME_CHARS = 200
 MAX_SLUG_CHARS = 64
 MAX_SEED_URLS = 100
 _SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,15}(?:[-/][A-Z0-9]{1,15})?$")
+# Unicode category Cc is exactly these 65 code points (a stability policy of the standard).
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+_NON_ALNUM_RE = re.compile(r"[^a-z0-9]+")
+_WHITESPACE_RE = re.compile(r"\s")  # for str patterns, what str.isspace() calls whitespace
 
 
 class ConceptError(ValueError):
@@ -37,10 +42,13 @@ def slugify(name: str) -> str:
         raise ConceptError("concept name is empty")
     if len(name) > MAX_NAME_CHARS:
         raise ConceptError(f"concept name is {len(name)} characters; the limit is {MAX_NAME_CHARS}")
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
+    if _CONTROL_RE.search(name):
         raise ConceptError(f"concept name {name!r} contains control characters")
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    if name.isascii():  # NFKD leaves ASCII as it is; skip the round trip (receiver hot path)
+        ascii_name = name
+    else:
+        ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    slug = _NON_ALNUM_RE.sub("-", ascii_name.lower()).strip("-")
     if not slug:
         raise ConceptError(f"concept name {name!r} has no letters or digits to make a key from")
     if len(slug) > MAX_SLUG_CHARS:
@@ -68,7 +76,7 @@ def validate_url(url: str) -> str:
         raise ConceptError(f"seed URL {url!r} must start with http:// or https://")
     if not parts.hostname:
         raise ConceptError(f"seed URL {url!r} has no host")
-    if any(ch.isspace() for ch in url):
+    if _WHITESPACE_RE.search(url):
         raise ConceptError(f"seed URL {url!r} contains whitespace")
     return url
 
@@ -130,7 +138,7 @@ class ConceptRegistry:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(db)
         return db
 
     def upsert(self, concept: Concept) -> Concept:

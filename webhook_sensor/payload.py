@@ -99,6 +99,10 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Built once: `json.loads(..., parse_constant=...)` would build a new decoder for every body.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_concept_message(raw: bytes) -> ConceptMessage:
     """Decode, schema-check and normalise a message body; PayloadError names the first problem."""
     if not raw or not raw.strip():
@@ -108,7 +112,7 @@ def parse_concept_message(raw: bytes) -> ConceptMessage:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"body is not UTF-8 (bad byte at offset {exc.start})") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = _DECODER.decode(text)
     except ValueError as exc:
         raise PayloadError(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

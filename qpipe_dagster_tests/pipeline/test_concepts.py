@@ -1,6 +1,8 @@
 """Concept names, URLs and symbols: good input normalised, bad input refused with a clear reason."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qpipe_dagster.concepts import (
     Concept,
@@ -8,6 +10,7 @@ from qpipe_dagster.concepts import (
     ConceptRegistry,
     slugify,
     validate_slug,
+    validate_url,
 )
 
 
@@ -83,3 +86,48 @@ def test_registry_merges_and_survives_reopen(tmp_path) -> None:
     assert again == merged
     assert [c.slug for c in ConceptRegistry(path).list()] == ["halving"]
     assert reg.remove("halving") and reg.get("halving") is None
+
+
+def _reference_slug(name: str) -> str:
+    """The slug rule spelled out plainly (per-character checks, NFKD for every name)."""
+    import re
+    import unicodedata
+
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise ConceptError("control characters")
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:64].rstrip("-")
+
+
+@settings(max_examples=400)
+@given(st.text(max_size=80))
+def test_slugify_matches_the_plain_rule(name: str) -> None:
+    """The regex fast paths (control characters, ASCII names) decide exactly as the plain rule."""
+    if not name.strip():
+        with pytest.raises(ConceptError, match="empty"):
+            slugify(name)
+        return
+    try:
+        expected = _reference_slug(name)
+    except ConceptError:
+        with pytest.raises(ConceptError, match="control characters"):
+            slugify(name)
+        return
+    if not expected:
+        with pytest.raises(ConceptError, match="no letters or digits"):
+            slugify(name)
+    else:
+        assert slugify(name) == expected
+
+
+@settings(max_examples=400)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=30))
+def test_url_whitespace_check_is_str_isspace(tail: str) -> None:
+    url = "https://example.com/" + tail
+    has_space = any(ch.isspace() for ch in url.strip())
+    try:
+        validate_url(url)
+    except ConceptError as exc:
+        assert has_space == ("whitespace" in str(exc)), str(exc)
+    else:
+        assert not has_space

@@ -109,6 +109,39 @@ def test_two_writers_racing_on_the_same_ids_store_each_once(inbox_target):
     assert {inbox.get(m).deliveries for m in ids} == {2}
 
 
+def test_writers_opening_a_new_inbox_together_all_succeed(inbox_target, request, tmp_path):
+    """Receivers (and the sensor) starting at once each open a brand-new inbox and write to it.
+
+    For SQLite this used to fail now and then with "database is locked": switching a new file
+    to WAL does not wait for the busy timeout. Many rounds, since one round only sometimes races.
+    """
+    rounds = 40 if not is_postgres_url(inbox_target) else 3
+    for n in range(rounds):
+        if is_postgres_url(inbox_target):
+            target = (
+                request.getfixturevalue("postgres_cluster").new_database() if n else inbox_target
+            )
+        else:
+            target = tmp_path / f"inbox{n}.sqlite"
+        errors: list[BaseException] = []
+        gate = threading.Barrier(4)
+
+        def open_and_write(i: int, target=target, gate=gate, errors=errors) -> None:
+            try:
+                gate.wait(timeout=30)
+                open_inbox(target).append(rec(f"open{i}"))
+            except BaseException as exc:  # noqa: BLE001 - reported below, with its round
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_and_write, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors, f"round {n}: {errors[0]!r}"
+        assert open_inbox(target).count() == 4
+
+
 def test_submit_returns_after_commit(inbox_target):
     """Once `submit` returns, another connection already sees the row (it was committed)."""
     writer = GroupCommitWriter(inbox_target)
