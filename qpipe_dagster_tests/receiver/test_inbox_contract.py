@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from pathlib import Path
 
@@ -187,3 +188,30 @@ def test_unreachable_inbox_is_unavailable_then_heals(inbox_target, request):
     finally:
         writer.close()
     assert open_inbox(target).get("later") is not None
+
+
+def test_writer_outlives_an_event_loop_that_closed_mid_commit(tmp_path):
+    """A caller's loop closing while its batch commits must not stop the writer for everyone."""
+    import sqlite3
+
+    target = tmp_path / "inbox.sqlite"
+    open_inbox(target)  # create the file and table
+    writer = GroupCommitWriter(target)
+    blocker = sqlite3.connect(target, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer's next commit waits on this lock
+    try:
+        first = asyncio.new_event_loop()
+        task = first.create_task(writer.submit(rec("while-locked")))
+        first.run_until_complete(asyncio.sleep(0.2))  # handed over; now blocked on the lock
+        assert not task.done()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            first.run_until_complete(task)
+        first.close()
+        blocker.execute("ROLLBACK")  # the commit goes through and answers a closed loop
+        # A dead writer thread would leave this waiting for ever: bound it.
+        assert asyncio.run(asyncio.wait_for(writer.submit(rec("after")), 15)) is True
+    finally:
+        blocker.close()
+        writer.close()
+    assert open_inbox(target).get("while-locked") is not None  # accepted work was kept
