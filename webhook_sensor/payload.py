@@ -39,7 +39,16 @@ _FAST_PATH_SCHEMA = {
     "type": "object",
     "required": ["concept"],
     "properties": {
-        "concept": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "[A-Za-z0-9]"},
+        "concept": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
+            "pattern": "[A-Za-z0-9]",
+            "not": {"pattern": "[\\u0000-\\u001f\\u007f-\\u009f]"},
+            "description": (
+                "A letter or digit somewhere; no control characters (Unicode category Cc)."
+            ),
+        },
         "urls": {
             "type": "array",
             "maxItems": 100,
@@ -53,6 +62,7 @@ _FAST_PATH_SCHEMA = {
     "additionalProperties": True,
 }
 _CONCEPT_RE = re.compile(r"[A-Za-z0-9]")
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 _URL_RE = re.compile(r"^https?://[^\s]+$")
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9]{1,15}([-/][A-Za-z0-9]{1,15})?$")
 
@@ -80,6 +90,8 @@ def surely_valid(data: dict) -> bool:
     messages the schema accepts; anything else goes to jsonschema for the verdict and message."""
     concept = data.get("concept")
     if type(concept) is not str or not 1 <= len(concept) <= 200 or not _CONCEPT_RE.search(concept):
+        return False
+    if _CONTROL_RE.search(concept):
         return False
     if "urls" in data:
         urls = data["urls"]
@@ -123,6 +135,10 @@ def parse_concept_message(raw: bytes) -> ConceptMessage:
         error = None
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        if where == "concept" and error.validator == "not":  # jsonschema's words are opaque here
+            raise PayloadError(
+                "concept: contains control characters (U+0000-U+001F, U+007F-U+009F)"
+            )
         raise PayloadError(f"{where}: {error.message}")
     urls = tuple(data.get("urls") or ())
     symbol = data.get("symbol")

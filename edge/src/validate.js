@@ -13,7 +13,7 @@ const symbolRule = schema.properties.symbol;
 const CONCEPT_PATTERN = new RegExp(conceptRule.pattern);
 const URL_PATTERN = new RegExp(urlsRule.items.pattern);
 const SYMBOL_PATTERN = new RegExp(symbolRule.pattern);
-const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
+const CONTROL_CHARS = new RegExp(conceptRule.not.pattern);
 const KNOWN_FIELDS = new Set(["concept", "urls", "symbol"]);
 
 /** Largest request body read, in bytes: 100 max-length URLs plus slack. */
@@ -66,7 +66,7 @@ export function checkConcept(value) {
     throw bad(`concept is too long (${concept.length} > ${conceptRule.maxLength} characters)`);
   }
   if (!CONCEPT_PATTERN.test(concept)) throw bad("concept must contain a letter or digit");
-  // The receiver refuses control characters (its slugs and logs must stay printable).
+  // The schema refuses control characters (slugs and logs must stay printable).
   if (CONTROL_CHARS.test(concept)) throw bad("concept contains control characters");
   return concept;
 }

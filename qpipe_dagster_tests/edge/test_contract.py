@@ -65,8 +65,12 @@ def test_published_body_matches_schema(path: Path, validator: jsonschema.Validat
         lambda b: b.update(urls=b["urls"] * 101),
         lambda b: b.update(symbol="NOT A SYMBOL"),
         lambda b: b.pop("concept"),
+        lambda b: b.update(concept="momentum\u0007bell"),
+        lambda b: b.update(concept="line\nbreak"),
+        lambda b: b.update(concept="c1 control \u0085"),
     ],
-    ids=["empty-concept", "long-concept", "file-url", "101-urls", "bad-symbol", "no-concept"],
+    ids=["empty-concept", "long-concept", "file-url", "101-urls", "bad-symbol", "no-concept",
+         "bell-in-concept", "newline-in-concept", "c1-control-in-concept"],  # fmt: skip
 )
 def test_schema_rejects_broken_bodies(mutate, validator: jsonschema.Validator) -> None:
     body = copy.deepcopy(_load(FIXTURES[0]))
