@@ -73,6 +73,7 @@ class ReceiverState:
     logger: JsonLogger
     writer: GroupCommitWriter | None = None
     dagster_instance: object | None = None
+    loop: asyncio.AbstractEventLoop | None = None  # the server's loop, known from the lifespan
 
 
 def _json(status: int, payload: dict, headers: dict[str, str] | None = None) -> Response:
@@ -113,6 +114,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         state.writer = GroupCommitWriter(inbox_path)
+        state.loop = asyncio.get_running_loop()
         log_event(
             state.logger,
             logging.WARNING if settings.using_dev_keys else logging.INFO,
@@ -301,7 +303,7 @@ async def _deliver(state: ReceiverState, scope: Scope, receive: Receive, send: S
     )
     try:
         assert state.writer is not None, "receiver started without its lifespan"
-        is_new = await state.writer.submit(record)
+        is_new = await state.writer.submit(record, state.loop)
     except InboxUnavailable as exc:
         log_event(log, logging.ERROR, "inbox_unavailable", message_id=message_id, detail=str(exc))
         return await _reply(send, 503, b'{"error":"inbox_unavailable"}', [(b"retry-after", b"5")])

@@ -396,8 +396,12 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         self._thread.start()
 
-    async def submit(self, record: InboxRecord) -> bool:
-        loop = asyncio.get_running_loop()
+    async def submit(
+        self, record: InboxRecord, loop: asyncio.AbstractEventLoop | None = None
+    ) -> bool:
+        """Store `record`; True if new. `loop`: the caller's running loop, when it knows it
+        (asking asyncio costs a getpid() system call on every call)."""
+        loop = loop or asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
         waiting = self._waiting.get(loop)
         if waiting is None:
