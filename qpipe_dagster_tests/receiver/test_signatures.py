@@ -7,6 +7,7 @@ import json
 import time
 
 import jwt
+import pytest
 
 from qpipe_dagster_tests.receiver.conftest import CURRENT, NEXT, make_token
 from webhook_sensor.inbox import Inbox
@@ -172,3 +173,43 @@ def test_rejections_never_echo_secrets(receiver):
         receiver.signed(BODY, iss="x"),
     ):
         assert CURRENT not in resp.text and NEXT not in resp.text
+
+
+@pytest.mark.parametrize(
+    ("claims", "verdict"),
+    [
+        ({}, None),  # QStash's own shape: integer exp, nbf = 0, iat
+        ({"exp": time.time() + 300.5, "iat": time.time() - 0.5}, None),  # floats are numbers too
+        ({"nbf": None, "iat": None}, None),  # both optional
+        ({"exp": None}, "missing_claim"),
+        ({"exp": "9999999999"}, "invalid_claim"),
+        ({"exp": True}, "invalid_claim"),  # JSON true is not a time, though Python's bool is an int
+        ({"nbf": "0"}, "invalid_claim"),
+        ({"iat": [1]}, "invalid_claim"),
+        ({"exp": int(time.time()) - 100}, "expired"),
+    ],
+    ids=[
+        "ints",
+        "floats",
+        "no-nbf-iat",
+        "no-exp",
+        "exp-string",
+        "exp-bool",
+        "nbf-string",
+        "iat-list",
+        "expired",
+    ],  # fmt: skip
+)
+def test_time_claims_must_be_numbers(claims, verdict):
+    """The verifier's integer fast path decides exactly as the full claim checks."""
+    from webhook_sensor.verify import SignatureVerifier, VerifyError
+
+    url = "https://qpipe.example.com/api/qstash"
+    token = make_token(CURRENT, url, BODY, **claims)
+    verifier = SignatureVerifier(CURRENT, NEXT, url)
+    if verdict is None:
+        assert verifier.verify(token, BODY)["iss"] == "Upstash"
+    else:
+        with pytest.raises(VerifyError) as err:
+            verifier.verify(token, BODY)
+        assert err.value.reason == verdict
