@@ -154,7 +154,15 @@ def open_inbox(target: InboxTarget) -> InboxStore:
     return Inbox(Path(target))
 
 
+MIN_SQLITE = (3, 35, 0)  # INSERT ... RETURNING
+
+
 def connect(path: Path) -> sqlite3.Connection:
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise InboxUnavailable(
+            f"the SQLite inbox needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this"
+            f" Python links {sqlite3.sqlite_version} (use a newer Python build, or QPIPE_INBOX_URL)"
+        )
     db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=30000")
     enable_wal(db)

@@ -215,3 +215,12 @@ def test_writer_outlives_an_event_loop_that_closed_mid_commit(tmp_path):
         blocker.close()
         writer.close()
     assert open_inbox(target).get("while-locked") is not None  # accepted work was kept
+
+
+def test_too_old_sqlite_is_a_clear_start_up_error(tmp_path, monkeypatch):
+    import sqlite3
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(InboxUnavailable, match=r"needs SQLite 3\.35\.0 or newer.*3\.31\.1"):
+        open_inbox(tmp_path / "inbox.sqlite").append(rec("old"))
