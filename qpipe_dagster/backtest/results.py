@@ -8,6 +8,7 @@ metadata.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +51,8 @@ def split_index(ts: np.ndarray, fraction: float | None, date: str | None) -> int
         except ValueError as exc:
             raise ValueError(f"split_date {date!r} is not an ISO date/time: {exc}") from exc
         t = np.asarray(ts).astype("datetime64[us]")
+        if (np.diff(t) < np.timedelta64(0, "us")).any():  # searchsorted needs sorted bars
+            raise ValueError(f"split_date {date!r} needs timestamps sorted ascending")
         idx = int(np.searchsorted(t, when, side="left"))
         if idx <= 0 or idx >= t.shape[0]:
             raise ValueError(
@@ -59,6 +62,8 @@ def split_index(ts: np.ndarray, fraction: float | None, date: str | None) -> int
         return idx
     if fraction is None:
         return None
+    if not math.isfinite(fraction) or not 0 < fraction < 1:  # NaN would fail in int()
+        raise ValueError(f"split_fraction must be in (0, 1), got {fraction!r}")
     return int(round(len(ts) * fraction))
 
 

@@ -56,6 +56,9 @@ def _param_array(family: str, name: str, values: object) -> np.ndarray:
             raise ValueError(
                 f"{family}: {name} windows must be whole numbers, got {arr[:5].tolist()}"
             )
+        huge = np.abs(arr.astype(np.float64)) >= 2.0**63  # inf, 1e30, big uint64 wrap in int64
+        if huge.any():
+            raise ValueError(f"{family}: {name} {arr[huge][0].item()!r} is too large for a window")
         return np.ascontiguousarray(arr, dtype=np.int64)
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     if arr.size and not np.isfinite(arr).all():
@@ -168,10 +171,18 @@ class StrategyGrid:
 
 
 def _values(family: str, name: str, values: range | Sequence[float]) -> list:
-    vals = sorted(set(np.asarray(list(values)).tolist()))
-    if not vals:
+    """Sorted unique values; checked first, because ``sorted`` fails on None/str with a
+    TypeError and the pair filters (``a < b``) silently drop NaN."""
+    arr = np.asarray(list(values))
+    if arr.size == 0:
         raise ValueError(f"{family}: {name} list is empty")
-    return vals
+    if arr.ndim != 1 or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        raise ValueError(f"{family}: {name} must be a flat list of numbers, got {list(values)[:5]}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{family}: {name} must be finite, got {arr[~np.isfinite(arr)][:3]}")
+    return sorted(set(arr.tolist()))
 
 
 def ma_grid(fast: range | Sequence[int], slow: range | Sequence[int]) -> StrategyGrid:

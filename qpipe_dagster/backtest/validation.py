@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,6 +49,9 @@ def _windows(name: str, values: np.ndarray | Sequence[int] | int) -> np.ndarray:
         and (not np.issubdtype(arr.dtype, np.floating) or not np.all(arr == np.round(arr)))
     ):
         raise ValueError(f"{name} windows must be whole numbers, got {arr[:5].tolist()}")
+    huge = np.abs(arr.astype(np.float64)) >= 2.0**63  # inf, 1e30, big uint64 wrap in int64
+    if huge.any():
+        raise ValueError(f"{name} window {arr[huge][0].item()!r} is too large")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -75,17 +79,23 @@ def validate_windows(
     return f, s
 
 
+def _is_number(value: object) -> bool:
+    """A real number, NumPy scalars included (np.float32 fees are fine); a bool is not one,
+    or ``init_cash=True`` would run as 1.0."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
 def validate_costs(
     fees: float, slippage: float, init_cash: float, periods_per_year: float | None = None
 ) -> None:
     """Costs are fractions in [0, 1); cash and the annualisation factor are positive."""
     for name, value in (("fees", fees), ("slippage", slippage)):
-        if not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value < 1:
+        if not _is_number(value) or not math.isfinite(value) or not 0 <= value < 1:
             raise ValueError(f"{name} must be a fraction in [0, 1), got {value!r}")
-    if not isinstance(init_cash, int | float) or not math.isfinite(init_cash) or init_cash <= 0:
+    if not _is_number(init_cash) or not math.isfinite(init_cash) or init_cash <= 0:
         raise ValueError(f"init_cash must be a positive number, got {init_cash!r}")
     if periods_per_year is not None and (
-        not isinstance(periods_per_year, int | float)
+        not _is_number(periods_per_year)
         or not math.isfinite(periods_per_year)
         or periods_per_year <= 0
     ):

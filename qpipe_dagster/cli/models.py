@@ -6,7 +6,7 @@ import argparse
 
 from qpipe_dagster.defs.io import asset_storage_dir
 from qpipe_dagster.defs.resources import default_resources
-from qpipe_dagster.embed.encoder import Encoder
+from qpipe_dagster.embed.encoder import EmbeddingError, Encoder
 from qpipe_dagster.embed.rotation import ModelChoice, active_model, reembed_all, set_active_model
 
 
@@ -15,14 +15,19 @@ def _reembed(args: argparse.Namespace) -> int:
 
     if args.truncate_dim is not None and args.truncate_dim < 1:
         raise CliError(f"--truncate-dim must be >= 1, got {args.truncate_dim}")
-    encoder = Encoder(name=args.model, truncate_dim=args.truncate_dim, batch_size=args.batch_size)
-    store_resource = default_resources()["vector_store"]
-    report = reembed_all(
-        encoder,
-        lambda model, dim: store_resource.open(model=model, dim=dim),
-        asset_storage_dir(),
-        concepts=args.concept or None,
-    )
+    try:  # a bad --model or --batch-size is the user's to fix: one line, not a traceback
+        encoder = Encoder(
+            name=args.model, truncate_dim=args.truncate_dim, batch_size=args.batch_size
+        )
+        store_resource = default_resources()["vector_store"]
+        report = reembed_all(
+            encoder,
+            lambda model, dim: store_resource.open(model=model, dim=dim),
+            asset_storage_dir(),
+            concepts=args.concept or None,
+        )
+    except EmbeddingError as exc:
+        raise CliError(str(exc)) from None
     if not report:
         raise CliError("nothing to re-embed: no concept has parsed_pages stored yet")
     if args.no_switch:

@@ -20,12 +20,13 @@ def _backup(args: argparse.Namespace) -> int:
     from qpipe_dagster.ops.manifest import BackupError
     from qpipe_dagster.ops.targets import target_from_env
 
+    keep_days = args.keep_days if args.keep_days is not None else _env_retention_days()
     try:
         target = target_from_env(args.target)
         result = run_backup(
             Sources.from_env(),
             target,
-            retention_days=args.keep_days,
+            retention_days=keep_days,
             log=lambda m: print(m, file=sys.stderr),
         )
     except BackupError as exc:
@@ -37,6 +38,20 @@ def _backup(args: argparse.Namespace) -> int:
     print(f"backup written to {result.target}", file=sys.stderr)
     print(result.backup_id)
     return 0
+
+
+def _env_retention_days() -> int:
+    """QPIPE_BACKUP_RETENTION_DAYS, read only by `backup`: parsed while building the parser,
+    a bad value broke every qpipe command with a traceback."""
+    raw = os.environ.get("QPIPE_BACKUP_RETENTION_DAYS", "").strip()
+    if not raw:
+        return 7
+    try:
+        return int(raw)
+    except ValueError:
+        raise CliError(
+            f"QPIPE_BACKUP_RETENTION_DAYS must be a whole number of days, got {raw!r}"
+        ) from None
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -116,7 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     backup.add_argument(
         "--keep-days",
         type=int,
-        default=int(os.environ.get("QPIPE_BACKUP_RETENTION_DAYS", "7") or 7),
+        default=None,
         help="delete backups older than this many days (default QPIPE_BACKUP_RETENTION_DAYS or 7)",
     )
     backup.set_defaults(handler=_backup)

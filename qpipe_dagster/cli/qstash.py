@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 
 from qpipe_dagster.cli import CliError
@@ -134,6 +135,17 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _backoff_seconds(text: str) -> float:
+    """Finite and >= 0: a negative or NaN backoff only failed later, inside time.sleep."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     submit = subparsers.add_parser(
         "submit", help="send a concept to the pipeline (via QStash or locally)"
@@ -144,7 +156,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("--delay", help="QStash only: deliver later, e.g. 30s, 10m")
     submit.add_argument("--dedup-id", help="deduplication / message id")
     submit.add_argument("--retries", type=_positive_int, default=3, help="local mode retries")
-    submit.add_argument("--backoff", type=float, default=0.5, help="local mode first backoff (s)")
+    submit.add_argument(
+        "--backoff", type=_backoff_seconds, default=0.5, help="local mode first backoff (s)"
+    )
     submit.set_defaults(handler=_submit)
 
     dlq = subparsers.add_parser("dlq", help="QStash dead-letter queue: list, retry, delete")

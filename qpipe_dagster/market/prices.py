@@ -23,6 +23,8 @@ PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 CLOSE_FALLBACKS: tuple[str, ...] = ("adj close", "adj_close", "adjclose")
 GAP_FACTOR = 1.5  # an interval longer than 1.5x the median bar interval is a gap
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+_MIN_US = int(np.datetime64("0001-01-01T00:00:00", "us").astype(np.int64))
+_MAX_US = int(np.datetime64("9999-12-31T23:59:59.999999", "us").astype(np.int64))
 
 
 class PriceFileError(ValueError):
@@ -98,7 +100,15 @@ def _parse_ts(path: Path, raw: pl.Series) -> np.ndarray:
         scale = 1e6 if magnitude < 1e11 else 1e3 if magnitude < 1e14 else 1.0
         if magnitude >= 1e17:
             scale = 1e-3
-        return np.round(nums * scale).astype(np.int64)
+        us = np.round(nums * scale)
+        # outside years 1..9999 the int64 cast overflows or datetimes cannot be built later
+        out = (us < _MIN_US) | (us > _MAX_US)
+        if out.any():
+            i = int(np.flatnonzero(out)[0])
+            raise PriceFileError(
+                f"{path}: row {i + 1}: timestamp {values.iloc[i]!r} is outside years 1..9999"
+            )
+        return us.astype(np.int64)
     if raw.dtype == pl.String:
         parsed = pd.to_datetime(values.str.strip(), utc=True, format="ISO8601", errors="coerce")
     else:
@@ -122,6 +132,9 @@ def _parse_number(path: Path, name: str, raw: pl.Series, ts_us: np.ndarray) -> n
             i = int(np.flatnonzero(unparsed.to_numpy())[0])
             raise PriceFileError(f"{path}: row {i + 1} has unparseable {name} {raw[i]!r}")
     else:
+        # Boolean/struct columns would cast to 1.0/0.0 or fail deep in polars: refuse by dtype
+        if not (raw.dtype.is_numeric() or raw.dtype == pl.Null):
+            raise PriceFileError(f"{path}: column {name!r} is not numeric ({raw.dtype})")
         try:
             nums = raw.cast(pl.Float64)
         except Exception as exc:
@@ -130,7 +143,8 @@ def _parse_number(path: Path, name: str, raw: pl.Series, ts_us: np.ndarray) -> n
     missing = ~np.isfinite(arr)
     if missing.any():
         i = int(np.flatnonzero(missing)[0])
-        raise PriceFileError(f"{path}: row {i + 1} has NaN {name}")
+        kind = "NaN" if np.isnan(arr[i]) else "infinite"
+        raise PriceFileError(f"{path}: row {i + 1} has {kind} {name}")
     negative = arr <= 0 if name != "volume" else arr < 0
     if negative.any():
         i = int(np.flatnonzero(negative)[0])

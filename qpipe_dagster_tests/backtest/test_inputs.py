@@ -7,6 +7,7 @@ import pytest
 
 from qpipe_dagster.backtest.grid import ma_crossover_grid
 from qpipe_dagster.backtest.kernels import ma_crossover_equity, ma_crossover_sweep
+from qpipe_dagster.backtest.validation import validate_inputs
 from qpipe_dagster_tests.backtest.helpers import gbm_path
 
 CLOSE = gbm_path(1, 200)
@@ -28,6 +29,7 @@ def sweep(close=CLOSE, fast=(5,), slow=(20,), **kw):
         ({"close": CLOSE[:20]}, "too few bars: slow window 20"),
         ({"fast": (), "slow": ()}, "empty parameter grid"),
         ({"fast": (0,), "slow": (5,)}, "windows must be >= 1"),
+        ({"fast": (np.inf,), "slow": (20,)}, "fast inf is too large for a window"),
         ({"fast": (20,), "slow": (5,)}, r"fast window must be < slow window, pair 0 is \(20, 5\)"),
         ({"fast": (5, 6), "slow": (20,)}, "2 fast vs 1 slow"),
         ({"fast": (2.5,), "slow": (20,)}, "whole numbers"),
@@ -77,3 +79,11 @@ def test_grid_all_pairs_fast_below_slow() -> None:
 def test_bad_grid_is_named(fast, slow, kw, message) -> None:
     with pytest.raises(ValueError, match=message):
         ma_crossover_grid(fast, slow, **kw)
+
+
+def test_reference_windows_refuse_values_int64_cannot_hold() -> None:
+    """inf/1e30 must not wrap to a negative int64 and be reported as a window < 1."""
+    with pytest.raises(ValueError, match="fast window inf is too large"):
+        validate_inputs(CLOSE, [np.inf], [20])
+    with pytest.raises(ValueError, match="slow window 1e[+]30 is too large"):
+        validate_inputs(CLOSE, [5], [1e30])

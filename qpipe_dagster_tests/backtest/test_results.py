@@ -11,7 +11,7 @@ from dagster import build_asset_context
 
 from qpipe_dagster.backtest.reference import vectorbt_sweep
 from qpipe_dagster.backtest.results import split_index, sweep_families
-from qpipe_dagster.backtest.strategies import bollinger_grid, ma_grid, rsi_grid
+from qpipe_dagster.backtest.strategies import StrategyGrid, bollinger_grid, ma_grid, rsi_grid
 from qpipe_dagster.defs.resources import EmbedderResource, VectorStoreResource
 from qpipe_dagster.defs.validation import BacktestConfig, backtest_results
 from qpipe_dagster.market.prices import load_prices
@@ -79,6 +79,11 @@ def test_split_by_date_and_no_split() -> None:
         ({"close": np.where(np.arange(N) == 3, np.nan, CLOSE)}, "NaN/inf price.*bar 3"),
         ({"direction": "sideways"}, "direction must be one of"),
         ({"fees": 2.0}, "fees must be a fraction"),
+        ({"split_fraction": float("nan")}, r"split_fraction must be in \(0, 1\), got nan"),
+        ({"split_fraction": 1.5}, r"split_fraction must be in \(0, 1\), got 1.5"),
+        ({"split_date": "2024-01-11", "ts": TS[::-1]}, "needs timestamps sorted ascending"),
+        ({"init_cash": True}, "init_cash must be a positive number, got True"),
+        ({"slippage": False}, "slippage must be a fraction in .* got False"),
     ],
 )
 def test_bad_sweep_setup_is_named_before_compute(kwargs: dict, message: str) -> None:
@@ -96,11 +101,34 @@ def test_bad_sweep_setup_is_named_before_compute(kwargs: dict, message: str) -> 
         (lambda: rsi_grid([14], [-5.0], [30.0]), r"rsi: thresholds must lie in \[0, 100\]"),
         (lambda: rsi_grid([], [20.0], [80.0]), "rsi: window list is empty"),
         (lambda: ma_grid([30], [10]), "ma_crossover: empty grid"),
+        (lambda: ma_grid([None, 5], [10]), "ma_crossover: fast must be a flat list of numbers"),
+        (lambda: rsi_grid([14], ["30"], [70.0]), "rsi: low must be a flat list of numbers"),
+        (lambda: ma_grid([5, float("nan")], [10, 20]), r"ma_crossover: fast must be finite"),
+        (lambda: rsi_grid([14], [30.0], [70.0, float("nan")]), "rsi: high must be finite"),
+        (
+            lambda: StrategyGrid("ma_crossover", {"fast": [np.inf], "slow": [10]}),
+            "ma_crossover: fast inf is too large for a window",
+        ),
+        (
+            lambda: StrategyGrid(
+                "rsi", {"window": np.array([2**63 + 5], np.uint64), "low": [30.0], "high": [70.0]}
+            ),
+            "rsi: window 9223372036854775813 is too large for a window",
+        ),
     ],
 )
 def test_bad_grids_are_named(make, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_numpy_scalar_costs_are_numbers() -> None:
+    """np.float32/np.int64 costs (e.g. computed with NumPy) run like the Python numbers."""
+    grid = [ma_grid([5], [20])]
+    kw = {"split_fraction": None, "periods_per_year": 8760}
+    plain = sweep_families(CLOSE, TS, grid, fees=0.0, init_cash=10_000.0, **kw)
+    numpy = sweep_families(CLOSE, TS, grid, fees=np.float32(0.0), init_cash=np.int64(10_000), **kw)
+    assert numpy.best == plain.best
 
 
 def _run_asset(config: BacktestConfig, store_dir: Path) -> dict:

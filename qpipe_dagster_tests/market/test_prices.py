@@ -119,6 +119,13 @@ def test_parquet_with_native_datetimes(tmp_path: Path) -> None:
         ("ts,open,high,low,close\n2024-01-01,1,1,1,-5\n", "non-positive close -5.0"),
         ("ts,open,high,low,close,volume\n2024-01-01,1,1,1,1,-1\n", "negative volume"),
         ("ts,open,high,low,close\nyesterday,1,1,1,1\n", "row 1: unparseable timestamp 'yesterday'"),
+        ("ts,open,high,low,close\n2024-01-01,1,1,1,inf\n", "row 1 has infinite close"),
+        ("ts,open,high,low,close\n2024-01-01,1e400,1,1,1\n", "row 1 has infinite open"),
+        (
+            "ts,open,high,low,close\n99999999999999999999999,1,1,1,1\n",
+            "row 1: timestamp '99999999999999999999999' is outside years 1..9999",
+        ),
+        ("ts,open,high,low,close\n-99999999999,1,1,1,1\n", "row 1: timestamp .* outside years"),
         ("ts,open,high,low,close\n", "empty file"),
         ("", "empty file"),
     ],
@@ -128,6 +135,24 @@ def test_bad_files_are_named(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(PriceFileError, match=message) as info:
         load_prices(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("column", "dtype"),
+    [
+        (pl.Series("close", [True, True]), "Boolean"),
+        (pl.struct(pl.lit(1.0).alias("a")).alias("close"), "Struct"),
+    ],
+)
+def test_parquet_non_numeric_price_column_is_named(
+    tmp_path: Path, column: pl.Series | pl.Expr, dtype: str
+) -> None:
+    """A boolean close must not become 1.0, nor a struct column a polars traceback."""
+    frame = load_prices(write(tmp_path, HOURLY)).frame.head(2).with_columns(column)
+    path = tmp_path / "odd.parquet"
+    frame.write_parquet(path)
+    with pytest.raises(PriceFileError, match=f"column 'close' is not numeric \\({dtype}"):
+        load_prices(path)
 
 
 def test_wrong_extension_and_missing_file(tmp_path: Path) -> None:

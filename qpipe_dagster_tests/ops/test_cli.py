@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from qpipe_dagster.cli import build_parser, main
 from qpipe_dagster_tests.ops.helpers import fill_stores
 
 
@@ -72,3 +75,28 @@ def test_doctor_prints_a_table_and_fails_on_unhealthy(dagster_home: Path) -> Non
     assert bad.returncode == 1
     assert "QPIPE_BACKEND='quantum' is invalid" in bad.stdout
     assert "no dagster.yaml" in bad.stdout
+
+
+def test_bad_retention_env_fails_only_backup_with_its_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Read while building the parser, a bad value used to crash every command."""
+    monkeypatch.setenv("QPIPE_BACKUP_RETENTION_DAYS", "abc")
+    assert build_parser().parse_args(["models"]).command == "models"
+    assert main(["backup", "--target", str(tmp_path / "bk")]) == 2
+    err = capsys.readouterr().err
+    assert "QPIPE_BACKUP_RETENTION_DAYS must be a whole number of days, got 'abc'" in err
+    assert not (tmp_path / "bk").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_submit_backoff_must_be_seconds(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["submit", "x", "--mode", "local", "--backoff", value])
+    assert info.value.code == 2
+    assert f"argument --backoff: {value!r} is not a number of seconds" in capsys.readouterr().err
+
+
+def test_reembed_bad_batch_size_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reembed", "--model", "all-MiniLM-L6-v2", "--batch-size", "0"]) == 2
+    assert "qpipe: error: embedding batch_size must be >= 1, got 0" in capsys.readouterr().err
