@@ -175,18 +175,21 @@ def test_rejections_never_echo_secrets(receiver):
         assert CURRENT not in resp.text and NEXT not in resp.text
 
 
+FIXED_NOW = 1_795_000_000  # a fixed signing and checking instant for the claim-type table
+
+
 @pytest.mark.parametrize(
     ("claims", "verdict"),
     [
         ({}, None),  # QStash's own shape: integer exp, nbf = 0, iat
-        ({"exp": time.time() + 300.5, "iat": time.time() - 0.5}, None),  # floats are numbers too
+        ({"exp": FIXED_NOW + 300.5, "iat": FIXED_NOW - 0.5}, None),  # floats are numbers too
         ({"nbf": None, "iat": None}, None),  # both optional
         ({"exp": None}, "missing_claim"),
         ({"exp": "9999999999"}, "invalid_claim"),
         ({"exp": True}, "invalid_claim"),  # JSON true is not a time, though Python's bool is an int
         ({"nbf": "0"}, "invalid_claim"),
         ({"iat": [1]}, "invalid_claim"),
-        ({"exp": int(time.time()) - 100}, "expired"),
+        ({"exp": FIXED_NOW - 100}, "expired"),
     ],
     ids=[
         "ints",
@@ -205,11 +208,13 @@ def test_time_claims_must_be_numbers(claims, verdict):
     from webhook_sensor.verify import SignatureVerifier, VerifyError
 
     url = "https://qpipe.example.com/api/qstash"
-    token = make_token(CURRENT, url, BODY, **claims)
+    # One fixed clock for signing and checking: parameters are built at collection, and a
+    # wall-clock time taken then has expired by the time a long suite reaches this test.
+    token = make_token(CURRENT, url, BODY, now=FIXED_NOW, **claims)
     verifier = SignatureVerifier(CURRENT, NEXT, url)
     if verdict is None:
-        assert verifier.verify(token, BODY)["iss"] == "Upstash"
+        assert verifier.verify(token, BODY, now=FIXED_NOW)["iss"] == "Upstash"
     else:
         with pytest.raises(VerifyError) as err:
-            verifier.verify(token, BODY)
+            verifier.verify(token, BODY, now=FIXED_NOW)
         assert err.value.reason == verdict
