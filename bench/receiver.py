@@ -10,6 +10,7 @@ seconds apart, and the figures reported are the medians over rounds. Then verifi
 timed against the official SDK's `Receiver.verify`. Last line: one JSON object with the figures.
 
     .venv/bin/python bench/receiver.py [--rounds 3] [--seconds 2] [--connections 64] [--clients 1]
+        [--no-inbox-phase]   # diagnostic: the same endpoint with the inbox left out
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 KEY = "sig_BenchCurrentKey0123456789abcdef"
+NO_INBOX_PATH = "/api/qstash-no-inbox"  # --no-inbox-phase: the receiver with its inbox left out
 NEXT_KEY = "sig_BenchNextKey0123456789abcdefgh"
 
 
@@ -75,9 +77,23 @@ def _serve(port: int, inbox: str, home: str) -> None:
     )
     receiver = create_app(settings, extra_routes=[Route("/bare", bare, methods=["POST"])])
 
+    class NoInbox:  # diagnostic only: acknowledges without storing (NOT durable)
+        async def submit(self, record, loop=None) -> bool:
+            return True
+
+        def close(self) -> None:
+            pass
+
+    # The same delivery endpoint (verify, validate, log, metrics) minus the inbox: the ceiling
+    # any inbox design could reach on this machine. Its lifespan never runs; set what it sets.
+    ceiling = create_app(settings)
+    ceiling.state.receiver.writer = NoInbox()
+
     async def app(scope, receive, send):  # /api/qstash pays this extra check too
         if scope["type"] == "http" and scope["path"] == "/bare-asgi":
             await bare_asgi(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == NO_INBOX_PATH:
+            await ceiling.deliver(scope, receive, send)
         else:
             await receiver(scope, receive, send)
 
@@ -109,7 +125,7 @@ def _requests(port: int, path: str, count: int, tag: str) -> list[bytes]:
         body = json.dumps(
             {"concept": f"bench concept {i % 50}", "urls": ["https://example.com/"]}
         ).encode()
-        if path == "/api/qstash":
+        if path in ("/api/qstash", NO_INBOX_PATH):
             token = _token(url, body, now)
         else:
             token = tokens.get(body) or tokens.setdefault(body, _token(url, body, now))
@@ -174,7 +190,7 @@ def _client(args: tuple) -> tuple[int, list[float], dict]:
 
 
 def _phase(port: int, path: str, tag: str, clients: int, conns: int, seconds: float) -> dict:
-    rate = 25000 if path == "/api/qstash" else 45000  # more than one server process answers
+    rate = 25000 if path in ("/api/qstash", NO_INBOX_PATH) else 45000  # more than one answers
     per_client = int(rate * seconds / clients) + 2000
     with mp.get_context("spawn").Pool(clients) as pool:
         results = pool.map(
@@ -242,6 +258,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1, help="load-client processes")
     parser.add_argument("--verify-iterations", type=int, default=5000)
     parser.add_argument(
+        "--no-inbox-phase", action="store_true",
+        help="diagnostic: also time the receiver with its inbox left out (not durable), the"
+        " ceiling any inbox design could reach beside the same bare endpoint",
+    )  # fmt: skip
+    parser.add_argument(
         "--serve", nargs=3, metavar=("PORT", "INBOX", "HOME"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -272,13 +293,15 @@ def main() -> None:
                         f"receiver did not start; see {tmp / 'receiver.log'}"
                     ) from None
                 time.sleep(0.1)
-        for path in ("/bare", "/bare-asgi", "/api/qstash"):
+        phases = [("bare", "/bare"), ("bare_asgi", "/bare-asgi"), ("verified", "/api/qstash")]
+        if args.no_inbox_phase:
+            phases.append(("no_inbox", NO_INBOX_PATH))
+        for _, path in phases:
             _phase(port, path, "warm", 1, 8, 0.5)
         rounds: list[dict[str, dict]] = []
         for r in range(args.rounds):
             measured = {}
-            for name, path in (("bare", "/bare"), ("bare_asgi", "/bare-asgi"),
-                               ("verified", "/api/qstash")):  # fmt: skip
+            for name, path in phases:
                 cpu_before = _cpu_s(server.pid)
                 phase = _phase(
                     port, path, f"{name}{r}-", args.clients, args.connections, args.seconds
@@ -330,6 +353,19 @@ def main() -> None:
         f"verify alone:      ours {verify_us:.1f} us/call, qstash SDK {sdk_verify_us:.1f} us/call ({sdk_verify_us / verify_us:.1f}x)"
     )
     print(f"inbox rows stored: {stored} (warm-up included)")
+    diagnostic: dict = {}
+    if args.no_inbox_phase:
+        no_inbox_ratios = [rnd["no_inbox"]["rps"] / rnd["bare"]["rps"] for rnd in rounds]
+        diagnostic = {
+            "no_inbox_rps": round(median("no_inbox", "rps"), 1),
+            "ratio_no_inbox_vs_bare": round(statistics.median(no_inbox_ratios), 3),
+            "ratio_no_inbox_vs_bare_rounds": [round(x, 3) for x in no_inbox_ratios],
+            "no_inbox_server_cpu_us_per_req": round(median("no_inbox", "server_cpu_us"), 1),
+        }
+        print(
+            f"without the inbox: {diagnostic['no_inbox_rps']:8.0f} req/s (diagnostic, not durable);"
+            f" ratio vs bare {diagnostic['ratio_no_inbox_vs_bare']:.2f}"
+        )
     print(
         json.dumps(
             {
@@ -365,6 +401,7 @@ def main() -> None:
                 "connections": args.connections,
                 "client_processes": args.clients,
                 "cpu_count": os.cpu_count(),
+                **diagnostic,
             }
         )
     )
