@@ -108,8 +108,10 @@ class SignatureVerifier:
         good_headers: dict = self._good_headers  # type: ignore[attr-defined]
         known_header = header_b64 in good_headers
         try:
-            header = None if known_header else json.loads(_b64url_decode(header_b64))
-            claims = json.loads(_b64url_decode(payload_b64))
+            # UTF-8 text, as RFC 7519 requires: json.loads on bytes would also take UTF-16/32
+            # and a BOM, and sniffing for them costs more than parsing the claims.
+            header = None if known_header else json.loads(_b64url_decode(header_b64).decode())
+            claims = json.loads(_b64url_decode(payload_b64).decode())
             sig = _b64url_decode(sig_b64)
         except (ValueError, binascii.Error) as exc:
             raise VerifyError("malformed_token", "undecodable segment") from exc

@@ -218,3 +218,42 @@ def test_time_claims_must_be_numbers(claims, verdict):
         with pytest.raises(VerifyError) as err:
             verifier.verify(token, BODY, now=FIXED_NOW)
         assert err.value.reason == verdict
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda text: text.encode("utf-16"),  # json.loads(bytes) would sniff and accept it
+        lambda text: b"\xef\xbb\xbf" + text.encode(),  # a UTF-8 byte-order mark
+        lambda text: text.encode().replace(b"Upstash", b"Upst\xe4sh"),  # not UTF-8 at all
+    ],
+    ids=["utf-16", "utf-8-bom", "latin-1"],
+)
+def test_claims_must_be_utf8_json(encode):
+    """RFC 7519: the claims are UTF-8 JSON. A correctly signed token whose claims are encoded
+    any other way is malformed, not read by guessing its encoding."""
+    import hashlib
+    import hmac
+
+    from webhook_sensor.verify import SignatureVerifier, VerifyError, body_hash
+
+    url = "https://qpipe.example.com/api/qstash"
+    claims = json.dumps(
+        {"iss": "Upstash", "sub": url, "exp": FIXED_NOW + 300, "nbf": 0, "iat": FIXED_NOW,
+         "body": body_hash(BODY)}
+    )  # fmt: skip
+
+    def seg(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    header = seg(b'{"alg":"HS256","typ":"JWT"}')
+    signing_input = f"{header}.{seg(encode(claims))}"
+    mac = hmac.new(CURRENT.encode(), signing_input.encode(), hashlib.sha256).digest()
+    verifier = SignatureVerifier(CURRENT, NEXT, url)
+    with pytest.raises(VerifyError) as err:
+        verifier.verify(f"{signing_input}.{seg(mac)}", BODY, now=FIXED_NOW)
+    assert err.value.reason == "malformed_token"
+    # The same claims as UTF-8 pass: only the encoding was wrong.
+    utf8_input = f"{header}.{seg(claims.encode())}"
+    mac = hmac.new(CURRENT.encode(), utf8_input.encode(), hashlib.sha256).digest()
+    assert verifier.verify(f"{utf8_input}.{seg(mac)}", BODY, now=FIXED_NOW)["iss"] == "Upstash"
