@@ -2,7 +2,8 @@
 # receiver all run from it (docker-compose.yml picks the command).
 #   CPU (default):  docker build -t qpipe .
 #   GPU variant:    docker build -t qpipe:gpu --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 \
-#                     --build-arg EXTRAS=prod,gpu .      (needs the NVIDIA container toolkit on the host)
+#                     --build-arg EXTRAS=prod,gpu .      (needs the NVIDIA container toolkit on the host;
+#                     EXTRAS=prod,gpu-cuda13 with a CUDA 13 driver and a cu13x torch index)
 FROM python:3.11-slim
 
 ARG TORCH_SPEC="torch==2.13.0"
