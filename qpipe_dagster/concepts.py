@@ -28,6 +28,8 @@ _SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,15}(?:[-/][A-Z0-9]{1,15})?$")
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 _NON_ALNUM_RE = re.compile(r"[^a-z0-9]+")
 _WHITESPACE_RE = re.compile(r"\s")  # for str patterns, what str.isspace() calls whitespace
+# JSON's "\ud800" escapes decode to lone surrogates: not text, and no UTF-8 store can hold them.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 class ConceptError(ValueError):
@@ -47,6 +49,11 @@ def slugify(name: str) -> str:
     if name.isascii():  # NFKD leaves ASCII as it is; skip the round trip (receiver hot path)
         ascii_name = name
     else:
+        if _SURROGATE_RE.search(name):
+            raise ConceptError(
+                f"concept name {name!r} contains an unpaired UTF-16 surrogate (e.g. a lone"
+                " \\ud800 escape in JSON): not valid Unicode text"
+            )
         ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
     slug = _NON_ALNUM_RE.sub("-", ascii_name.lower()).strip("-")
     if not slug:
@@ -78,6 +85,8 @@ def validate_url(url: str) -> str:
         raise ConceptError(f"seed URL {url!r} has no host")
     if _WHITESPACE_RE.search(url):
         raise ConceptError(f"seed URL {url!r} contains whitespace")
+    if not url.isascii() and _SURROGATE_RE.search(url):
+        raise ConceptError(f"seed URL {url!r} contains an unpaired UTF-16 surrogate")
     return url
 
 

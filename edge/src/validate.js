@@ -15,6 +15,9 @@ const URL_PATTERN = new RegExp(urlsRule.items.pattern);
 const SYMBOL_PATTERN = new RegExp(symbolRule.pattern);
 const CONTROL_CHARS = new RegExp(conceptRule.not.pattern);
 const KNOWN_FIELDS = new Set(["concept", "urls", "symbol"]);
+// With the u flag a surrogate pair is one code point, so this matches only unpaired halves
+// (what a lone "\ud800" JSON escape decodes to): not text, and the receiver refuses it.
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
 
 /** Largest request body read, in bytes: 100 max-length URLs plus slack. */
 export const MAX_BODY_BYTES = 256 * 1024;
@@ -68,6 +71,9 @@ export function checkConcept(value) {
   if (!CONCEPT_PATTERN.test(concept)) throw bad("concept must contain a letter or digit");
   // The schema refuses control characters (slugs and logs must stay printable).
   if (CONTROL_CHARS.test(concept)) throw bad("concept contains control characters");
+  if (LONE_SURROGATE.test(concept)) {
+    throw bad("concept contains an unpaired UTF-16 surrogate (not valid Unicode text)");
+  }
   return concept;
 }
 

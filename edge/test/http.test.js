@@ -90,6 +90,8 @@ describe("input validation", () => {
     ["blank concept", { concept: "   " }, /concept is empty/],
     ["punctuation-only concept", { concept: "?!-" }, /letter or digit/],
     ["control characters", { concept: "momentum\u0007bell" }, /control characters/],
+    ["a lone surrogate", { concept: "halving \uD800 momentum" }, /unpaired UTF-16 surrogate/],
+    ["a lone surrogate escape", '{"concept": "x\\udfff"}', /unpaired UTF-16 surrogate/],
     ["oversized concept", { concept: "m".repeat(201) }, /too long \(201 > 200/],
     ["unknown field", { concept: "momentum", url: "https://a.com" }, /unknown field\(s\): url/],
     ["urls not a list", { concept: "momentum", urls: "https://a.com" }, /urls must be a list/],
@@ -115,6 +117,13 @@ describe("input validation", () => {
   ];
   it.each(cases)("400 for %s", async (_name, body, reason) => {
     await expectRejected(await call(post(body)), 400, reason);
+  });
+
+  it("a surrogate pair (an emoji) is text: only unpaired halves are refused", async () => {
+    net.qstashOk();
+    const urls = ["https://example.com/rocket"];
+    const response = await call(post({ concept: "halving \u{1F680} momentum", urls }));
+    expect(response.status).toBe(200);
   });
 
   it("the allow list refuses other domains", async () => {

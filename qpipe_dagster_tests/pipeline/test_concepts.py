@@ -36,6 +36,8 @@ def test_slugify(name: str, slug: str) -> None:
         ("x" * 201, "limit is 200"),
         ("bad\x00name", "control characters"),
         ("日本語", "no letters or digits"),
+        ("halving \ud800", "unpaired UTF-16 surrogate"),  # what JSON's lone "\ud800" decodes to
+        ("\udfffhalving", "unpaired UTF-16 surrogate"),
     ],
 )
 def test_bad_concept_names(name: str, reason: str) -> None:
@@ -61,6 +63,7 @@ def test_bad_partition_keys(key: str) -> None:
         ("http:///nohost", "no host"),
         ("http://exa mple.com/", "whitespace"),
         ("", "empty"),
+        ("https://example.com/\udc80", "unpaired UTF-16 surrogate"),
     ],
 )
 def test_bad_seed_urls(url: str, reason: str) -> None:

@@ -44,6 +44,9 @@ def test_valid_message_is_normalised():
         (b'{"concept": "x", "urls": "https://a"}', "urls:"),
         (b'{"concept": "x", "symbol": "BTC USD"}', "symbol:"),
         (b'{"concept": "x", "urls": ["https://"]}', "urls/0:"),
+        # Valid JSON that is not valid text: no UTF-8 inbox can store it, so it is refused here.
+        (b'{"concept": "halving \\ud800"}', "unpaired UTF-16 surrogate"),
+        (b'{"concept": "x", "urls": ["https://a.example/\\udfff"]}', "unpaired UTF-16 surrogate"),
     ],
 )
 def test_bad_messages_say_what_is_wrong(raw, says):

@@ -167,6 +167,18 @@ def test_schema_invalid_body_is_permanent(receiver):
     assert Inbox(receiver.settings.inbox_path).get("msg_bad") is None
 
 
+def test_lone_surrogate_is_permanent_not_a_poisoned_batch(receiver):
+    """A lone "\\ud800" escape is valid JSON but not text. It used to reach the inbox writer,
+    fail the whole group commit (503 for every delivery in it) and be retried for ever."""
+    bad = b'{"concept": "halving \\ud800 momentum"}'
+    resp = receiver.signed(bad, message_id="msg_surrogate")
+    assert resp.status_code == 489, resp.text
+    assert resp.headers["Upstash-NonRetryable-Error"] == "true"
+    assert "unpaired UTF-16 surrogate" in resp.json()["detail"]
+    assert Inbox(receiver.settings.inbox_path).get("msg_surrogate") is None
+    assert receiver.signed(BODY, message_id="msg_after_surrogate").status_code == 200
+
+
 def test_rejections_never_echo_secrets(receiver):
     for resp in (
         receiver.signed(BODY, key="sig_WrongKey0123456789abcdefghijk"),
