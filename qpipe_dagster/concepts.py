@@ -85,6 +85,10 @@ def validate_url(url: str) -> str:
         raise ConceptError(f"seed URL {url!r} has no host")
     if _WHITESPACE_RE.search(url):
         raise ConceptError(f"seed URL {url!r} contains whitespace")
+    # Raw control characters are never part of a URL (they are sent %-encoded), and a NUL
+    # cannot be stored in PostgreSQL's JSONB; isprintable() is the quick test for the usual case.
+    if not url.isprintable() and _CONTROL_RE.search(url):
+        raise ConceptError(f"seed URL {url!r} contains control characters")
     if not url.isascii() and _SURROGATE_RE.search(url):
         raise ConceptError(f"seed URL {url!r} contains an unpaired UTF-16 surrogate")
     return url

@@ -64,6 +64,8 @@ def test_bad_partition_keys(key: str) -> None:
         ("http://exa mple.com/", "whitespace"),
         ("", "empty"),
         ("https://example.com/\udc80", "unpaired UTF-16 surrogate"),
+        ("https://example.com/a\x00b", "control characters"),
+        ("https://example.com/\x7f", "control characters"),  # DEL: not whitespace
     ],
 )
 def test_bad_seed_urls(url: str, reason: str) -> None:

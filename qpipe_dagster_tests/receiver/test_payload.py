@@ -47,6 +47,7 @@ def test_valid_message_is_normalised():
         # Valid JSON that is not valid text: no UTF-8 inbox can store it, so it is refused here.
         (b'{"concept": "halving \\ud800"}', "unpaired UTF-16 surrogate"),
         (b'{"concept": "x", "urls": ["https://a.example/\\udfff"]}', "unpaired UTF-16 surrogate"),
+        (b'{"concept": "x", "urls": ["https://a.example/\\u0000"]}', "control characters"),
     ],
 )
 def test_bad_messages_say_what_is_wrong(raw, says):
