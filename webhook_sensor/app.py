@@ -292,7 +292,10 @@ async def _deliver(state: ReceiverState, scope: Scope, receive: Receive, send: S
         concept_name=concept.name,
         seed_urls=concept.seed_urls,
         symbol=concept.symbol,
-        retried=int(retried) if retried.isdigit() else 0,
+        # At most 9 digits: a larger count is no count (PostgreSQL's INTEGER stops at 2**31 and
+        # SQLite's at 2**63, and one unstorable row would fail its whole group commit). The raw
+        # header is kept in `headers` either way.
+        retried=int(retried) if retried.isdigit() and len(retried) <= 9 else 0,
         schedule_id=None if schedule_id is None else schedule_id.decode("latin-1"),
         caller_ip=client[0] if client else None,
         headers={

@@ -202,6 +202,19 @@ def test_unusual_retried_header_counts_as_zero(receiver):
     assert Inbox(receiver.settings.inbox_path).get("msg_fast_retried").retried == 0
 
 
+@pytest.mark.parametrize("value", ["99999999999999999999", "3000000000"])
+def test_absurd_retried_header_is_stored_as_zero_not_a_failed_commit(receiver, value):
+    """20 digits overflowed SQLite's INTEGER (10 overflow PostgreSQL's): the group commit failed
+    and every delivery in it got 503. Now the count is 0 and the raw header is kept."""
+    mid = f"msg_retried_{len(value)}"
+    resp = receiver.post(
+        BODY, make_token(CURRENT, receiver.url, BODY), mid, **{"Upstash-Retried": value}
+    )
+    assert resp.status_code == 200, resp.text
+    stored = Inbox(receiver.settings.inbox_path).get(mid)
+    assert stored.retried == 0 and stored.headers["upstash-retried"] == value
+
+
 def test_other_methods_and_paths_still_go_to_starlette(receiver):
     assert receiver.client.get(receiver.url).status_code == 405
     assert receiver.client.put(receiver.url, content=BODY).status_code == 405
