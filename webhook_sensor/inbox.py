@@ -56,6 +56,16 @@ class InboxUnavailable(RuntimeError):
     """The inbox cannot be written right now; the delivery must be retried (HTTP 503)."""
 
 
+class InboxDataError(InboxUnavailable):
+    """The store refused a record's values (an integer out of range, text it cannot encode),
+    not the connection. The writer then retries its batch record by record, so one record the
+    store cannot hold fails alone instead of failing every delivery committed beside it."""
+
+
+# What SQLite (and its Python binding) raise for a value rather than for the database.
+_SQLITE_DATA_ERRORS = (OverflowError, UnicodeError, sqlite3.DataError, sqlite3.IntegrityError)
+
+
 @dataclass(frozen=True)
 class InboxRecord:
     """One accepted delivery, as the receiver stores it."""
@@ -361,7 +371,10 @@ class _SqliteSink:
         self.db = db
 
     def write(self, records: Sequence[InboxRecord]) -> list[bool]:
-        return _write_batch(self.db, records)
+        try:
+            return _write_batch(self.db, records)
+        except _SQLITE_DATA_ERRORS as exc:
+            raise InboxDataError(f"{type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
         self.db.close()
@@ -421,7 +434,8 @@ class GroupCommitWriter:
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         items = self._waiting.pop(loop, [])
         if self._closed:
-            _resolve_all([(fut, None) for _, _, fut in items], InboxUnavailable("inbox closed"))
+            closed = InboxUnavailable("inbox closed")
+            _resolve_all([(fut, None, closed) for _, _, fut in items])
         elif items:
             self._queue.put(items)
 
@@ -438,7 +452,7 @@ class GroupCommitWriter:
             for _, loop, fut in () if items is _STOP else items:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(
-                        _resolve_all, [(fut, None)], InboxUnavailable("inbox closed")
+                        _resolve_all, [(fut, None, InboxUnavailable("inbox closed"))]
                     )
 
     def _open(self) -> BatchSink:
@@ -469,29 +483,49 @@ class GroupCommitWriter:
         if self._sink is not None:
             self._sink.close()
 
-    def _commit(self, batch: list) -> None:
+    def _drop_sink(self) -> None:
+        if self._sink is not None:
+            # A broken connection may fail to close; it is dropped either way.
+            with contextlib.suppress(Exception):
+                self._sink.close()
+            self._sink = None
+
+    def _write(self, records: list[InboxRecord]) -> tuple[list, list]:
+        """(results, errors) per record; a failed write commits nothing of what it was given."""
         try:
-            results: list = self._open().write([rec for rec, _, _ in batch])
-            error = None
-        except Exception as exc:  # any failure: nothing in this batch was committed
-            if self._sink is not None:
-                # A broken connection may fail to close; it is dropped either way.
-                with contextlib.suppress(Exception):
-                    self._sink.close()
-                self._sink = None
+            return self._open().write(records), [None] * len(records)
+        except Exception as exc:
+            self._drop_sink()
             error = exc if isinstance(exc, InboxUnavailable) else InboxUnavailable(str(exc))
-            results = [None] * len(batch)
+            return [None] * len(records), [error] * len(records)
+
+    def _commit(self, batch: list) -> None:
+        records = [rec for rec, _, _ in batch]
+        results, errors = self._write(records)
+        if len(records) > 1 and isinstance(errors[0], InboxDataError):
+            # Some record's values were refused: commit them one by one, so only that one fails.
+            # Stop at the first failure that is not about data (the store itself is in trouble).
+            results, errors = [], []
+            for i, rec in enumerate(records):
+                result, error = self._write([rec])
+                if error[0] is not None and not isinstance(error[0], InboxDataError):
+                    results += [None] * (len(records) - i)
+                    errors += [error[0]] * (len(records) - i)
+                    break
+                results += result
+                errors += error
         # One wake-up per event loop per batch, not one per delivery.
         by_loop: dict = {}
-        for (_, loop, fut), result in zip(batch, results, strict=True):
-            by_loop.setdefault(loop, []).append((fut, result))
+        for (_, loop, fut), result, error in zip(batch, results, errors, strict=True):
+            by_loop.setdefault(loop, []).append((fut, result, error))
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop has closed: no one is waiting
-                loop.call_soon_threadsafe(_resolve_all, items, error)
+                loop.call_soon_threadsafe(_resolve_all, items)
 
 
-def _resolve_all(items: list, error: Exception | None) -> None:
-    for fut, result in items:
+def _resolve_all(items: list) -> None:
+    """Settle (future, result, error) triples: the error when there is one, else the result."""
+    for fut, result, error in items:
         if fut.done():
             continue
         if error is not None:

@@ -22,7 +22,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from webhook_sensor.inbox import BatchSink, InboxMessage, InboxRecord, InboxUnavailable
+from webhook_sensor.inbox import (
+    BatchSink,
+    InboxDataError,
+    InboxMessage,
+    InboxRecord,
+    InboxUnavailable,
+)
 
 TABLE = "qpipe_inbox_messages"
 POOL_SIZE = 4
@@ -227,6 +233,9 @@ class _PostgresSink:
         psycopg2 = _psycopg2()
         try:
             return _write_batch(self.conn, records)
+        except (psycopg2.DataError, psycopg2.IntegrityError, UnicodeError) as exc:
+            # SQLSTATE classes 22/23, or text the client cannot encode: a value, not the server.
+            raise InboxDataError(f"inbox {self.where}: {_first_line(exc)}") from exc
         except psycopg2.Error as exc:
             raise InboxUnavailable(f"inbox {self.where}: {_first_line(exc)}") from exc
 

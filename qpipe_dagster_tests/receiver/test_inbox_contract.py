@@ -160,6 +160,30 @@ def test_submit_returns_after_commit(inbox_target):
         writer.close()
 
 
+def test_one_unstorable_record_fails_alone_not_its_whole_batch(inbox_target):
+    """A value the store refuses (2**70 fits neither SQLite's nor PostgreSQL's INTEGER) used to
+    fail the whole group commit: every delivery beside it got 503. Now only that one does."""
+    writer = GroupCommitWriter(inbox_target)
+    other = open_inbox(inbox_target)
+    try:
+
+        async def go() -> list:
+            records = [rec(f"ok{i}") for i in range(3)] + [rec("bad", retried=2**70)]
+            records += [rec("ok1"), rec("ok3")]  # a repeat inside the batch still counts as one
+            # Submitted in one loop iteration, so they reach the writer as one batch.
+            return await asyncio.gather(
+                *(writer.submit(r) for r in records), return_exceptions=True
+            )
+
+        outcomes = asyncio.run(go())
+    finally:
+        writer.close()
+    assert outcomes[:3] == [True, True, True] and outcomes[4:] == [False, True]
+    assert isinstance(outcomes[3], InboxUnavailable)  # the receiver's 503: QStash retries it
+    assert other.count() == 4 and other.get("bad") is None
+    assert other.get("ok1").deliveries == 2
+
+
 def test_unreachable_inbox_is_unavailable_then_heals(inbox_target, request):
     """Writes fail with InboxUnavailable (the receiver's 503) and work once the store is back."""
     if is_postgres_url(inbox_target):
