@@ -495,7 +495,8 @@ class GroupCommitWriter:
         try:
             return self._open().write(records), [None] * len(records)
         except Exception as exc:
-            self._drop_sink()
+            if not isinstance(exc, InboxDataError):  # after a refused value it rolled back: keep it
+                self._drop_sink()
             error = exc if isinstance(exc, InboxUnavailable) else InboxUnavailable(str(exc))
             return [None] * len(records), [error] * len(records)
 
