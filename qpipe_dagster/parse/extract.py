@@ -34,7 +34,7 @@ __all__ = ["PARSER_VERSION", "Article", "decode_html", "extract_article", "word_
 
 #: Bump whenever extraction output can change for the same input; stored with every object so
 #: stale parses can be found and redone.
-PARSER_VERSION = "qpipe-parse-1.0+trafilatura-" + trafilatura.__version__
+PARSER_VERSION = "qpipe-parse-1.1+trafilatura-" + trafilatura.__version__
 
 #: Pages whose best extraction has fewer words than this report "no main content found".
 MIN_WORDS = 10
@@ -64,9 +64,22 @@ _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
 _TAG = re.compile(r"<\s*[a-zA-Z!/][^>]*>")
 _TOKEN = re.compile(r"\w+")
 _WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+")
+# huge_tree: libxml2 otherwise stops at 256 nested elements and 10 MB text nodes and silently
+# drops the rest of the page (legacy pages with unclosed <font>/<div> tags nest that deep)
 _PARSER = lxml.html.HTMLParser(
-    collect_ids=False, default_doctype=False, remove_comments=True, remove_pis=True
+    collect_ids=False,
+    default_doctype=False,
+    remove_comments=True,
+    remove_pis=True,
+    huge_tree=True,
 )
+# Even huge_tree stops at 2048 levels. Such a page is re-parsed with its container tags turned
+# into spaces: the text survives, in the paragraphs, headings and list items that carry it.
+_FLATTEN = re.compile(
+    r"</?(?!(?:html|head|body|title|meta|link|base|script|style|noscript|template|p|br|h[1-6]"
+    r"|li|a|time|pre|blockquote)[\s/>])[a-zA-Z][^>]*>"
+)
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
 _TRAFILATURA_OPTIONS = {
     "include_comments": False,
     "include_tables": True,
@@ -127,10 +140,20 @@ def _binary_kind(body: bytes) -> str | None:
     return None
 
 
+_RESOURCE_LIMIT = lxml.etree.ErrorTypes.ERR_RESOURCE_LIMIT
+
+
+def _too_deep() -> bool:
+    """True if the last parse stopped at libxml2's nesting limit (the rest of the page is lost)."""
+    return any(e.type == _RESOURCE_LIMIT for e in _PARSER.error_log)
+
+
 def _parse(markup: str) -> HtmlElement | None:
     markup = _CONTROL_CHARS.sub("", _XML_DECLARATION.sub("", markup, count=1))
     try:
         tree = lxml.html.document_fromstring(markup, parser=_PARSER)
+        if _too_deep():
+            tree = lxml.html.document_fromstring(_FLATTEN.sub(" ", markup), parser=_PARSER)
     except (lxml.etree.ParserError, ValueError):
         return None
     return tree if tree is not None and len(tree) else None
@@ -231,7 +254,8 @@ def _extract(html: str | bytes, url: str, declared_encoding: str | None) -> Arti
             return _failed(f"not HTML: content looks like {kind}")
         markup = decode_html(body, declared_encoding)
     elif isinstance(html, str):
-        markup = html
+        # lxml stops reading at a lone surrogate, dropping the rest of the page
+        markup = _SURROGATES.sub("\ufffd", html)
     else:
         return _failed(f"not HTML: expected str or bytes, got {type(html).__name__}")
     if not markup.strip():
@@ -241,6 +265,8 @@ def _extract(html: str | bytes, url: str, declared_encoding: str | None) -> Arti
 
     tree = _parse(markup)
     if tree is None:
+        if not _TAG.sub(" ", markup).strip():  # only comments, a doctype or empty elements
+            return _failed("empty document")
         return _failed("not HTML: the markup could not be parsed")
     title = extract_title(tree)
     headlines = title_variants(tree)

@@ -156,6 +156,46 @@ def test_page_without_main_content() -> None:
     assert "https://news.example.com/a" in article.links
 
 
+@pytest.mark.parametrize(
+    ("open_tag", "close_tag", "depth"),
+    [
+        ("<div>", "</div>", 300),  # past libxml2's default limit of 256 levels
+        ("<font size=2>", "", 1500),  # legacy page: a <font> never closed per paragraph
+        ("<div class='wrap'>", "</div>", 5000),  # past even huge_tree's 2048 levels
+    ],
+)
+def test_deeply_nested_page_keeps_its_text(open_tag: str, close_tag: str, depth: int) -> None:
+    """The parser used to stop at its nesting limit: the page came back as 'no main content
+    found' and its text was silently dropped."""
+    body = _paragraphs("Nested", 4)
+    html = f"<html><body>{open_tag * depth}{body}{close_tag * depth}<p>Tail of the page.</p>"
+    article = _ok(extract_article(html.encode(), URL))
+    assert "Nested paragraph 3 explains" in article.text
+
+
+def test_text_node_over_10_mb_is_kept() -> None:
+    html = "<html><body><p>" + "liquidity " * 1_100_000 + "</p></body></html>"
+    article = _ok(extract_article(html.encode(), URL))
+    assert article.word_count == 1_100_000
+
+
+def test_lone_surrogate_in_str_input_does_not_drop_the_rest() -> None:
+    # lxml stops reading a str at a lone surrogate: everything after it used to vanish
+    html = f"<html><body><p>Broken \ud800 char.</p>{_paragraphs('After', 3)}</body></html>"
+    article = _ok(extract_article(html, URL))
+    assert "After paragraph 2 explains" in article.text
+    assert "\ud800" not in article.text and "\ufffd" in article.text
+    article.text.encode("utf-8")  # storable (Arrow/JSON need valid UTF-8)
+
+
+@pytest.mark.parametrize(
+    "body", [b"<!-- nothing here -->", b"<!DOCTYPE html>", "<html>  </html>", b"<html></html>"]
+)
+def test_markup_without_any_content_is_an_empty_document(body: bytes | str) -> None:
+    # used to say "not HTML: the markup could not be parsed"
+    assert extract_article(body, URL).error == "empty document"
+
+
 def test_wrong_input_type_does_not_raise() -> None:
     article = extract_article(None, URL)  # type: ignore[arg-type]
     assert article.error is not None and "str or bytes" in article.error
