@@ -1,7 +1,8 @@
 """Turn raw HTTP bodies into text, following the order browsers use to pick a charset.
 
-Order: byte-order mark, the charset the HTTP header declared, a ``<meta>`` declaration near the
-start, then a UTF-8 check and statistical detection (charset-normalizer). A declaration is only
+Order: byte-order mark, BOM-less UTF-16 (a NUL in every other byte), valid multi-byte UTF-8, the
+charset the HTTP header declared, a ``<meta>`` declaration near the start, UTF-8 with a few stray
+windows-1252 bytes, then statistical detection (charset-normalizer). A declaration is only
 trusted if the bytes mostly decode under it, because servers often lie. Decoding never raises:
 undecodable bytes become U+FFFD.
 """
@@ -56,6 +57,14 @@ _DETECT_BYTES = 65536
 # A declared charset is accepted when at most this share of bytes fails to decode under it
 # (a few stray garbage bytes in an otherwise correct page must not trigger re-detection).
 _MAX_ERROR_SHARE = 0.002
+
+_WIDE_SNIFF_BYTES = 4096
+_WIDE_MIN_NUL_SHARE = 0.3
+_WIDE_MAX_OTHER_SHARE = 0.05
+# stray bytes in UTF-8 are accepted when valid multi-byte characters outnumber them this much
+_MIN_UTF8_SHARE = 2
+_ESCAPED = re.compile(r"[\udc80-\udcff]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 _META_CHARSET = re.compile(
     rb"""<meta\b[^>]*?\bcharset\s*=\s*["']?\s*([a-zA-Z0-9_:.+-]+)""", re.IGNORECASE
@@ -115,11 +124,45 @@ def _detect(body: bytes) -> str | None:
     return normalize_encoding(best.encoding) if best is not None else None
 
 
+def sniff_utf16(body: bytes) -> str | None:
+    """``utf-16-le``/``-be`` for BOM-less UTF-16 markup: ASCII tags and attributes put a NUL
+    in every other byte, which no 8-bit encoding of HTML does."""
+    sample = body[:_WIDE_SNIFF_BYTES]
+    half = len(sample) // 2
+    if half < 8 or b"\0" not in sample:
+        return None
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    if odd >= half * _WIDE_MIN_NUL_SHARE and even <= half * _WIDE_MAX_OTHER_SHARE:
+        return "utf-16-le"
+    if even >= half * _WIDE_MIN_NUL_SHARE and odd <= half * _WIDE_MAX_OTHER_SHARE:
+        return "utf-16-be"
+    return None
+
+
+def _is_wide(name: str) -> bool:
+    return name.startswith(("utf-16", "utf-32", "utf_16", "utf_32"))
+
+
+def _mostly_utf8(body: bytes) -> str | None:
+    """UTF-8 with a few stray bytes of another encoding (a page pieced together from sources):
+    the stray bytes are read as windows-1252, the usual culprit. None if UTF-8 is unlikely."""
+    text = body.decode("utf-8", errors="surrogateescape")
+    stray = len(_ESCAPED.findall(text))
+    multibyte = len(_NON_ASCII.findall(text)) - stray
+    if multibyte < _MIN_UTF8_SHARE * stray:
+        return None
+    return _ESCAPED.sub(
+        lambda m: bytes([ord(m.group()) - 0xDC00]).decode("cp1252", "replace"), text
+    )
+
+
 def decode_html(body: bytes, declared_encoding: str | None = None) -> str:
-    """Decode an HTML body: BOM, declared HTTP charset, ``<meta>`` charset, detection.
+    """Decode an HTML body: BOM, UTF-16/UTF-8 checks, HTTP charset, ``<meta>``, detection.
 
     Never raises on bad bytes (they become U+FFFD). A declared charset under which the bytes do
-    not decode is ignored in favour of the next source, as browsers effectively do.
+    not decode is ignored in favour of the next source, as browsers effectively do; so is a
+    declared single-byte or UTF-16 charset when the bytes are plainly UTF-8 (a common server
+    misconfiguration: ``charset=iso-8859-1`` on UTF-8 pages).
     """
     if not body:
         return ""
@@ -127,22 +170,32 @@ def decode_html(body: bytes, declared_encoding: str | None = None) -> str:
     if bom is not None:
         name, skip = bom
         return body[skip:].decode(name, errors="replace")
+    wide = sniff_utf16(body)
+    if wide is not None:
+        return body.decode(wide, errors="replace")
+
+    ascii_only = body.isascii()
+    if not ascii_only:
+        # Valid multi-byte UTF-8 is almost never an accident, whatever the server declared.
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
 
     candidates: list[str] = []
     for name in (normalize_encoding(declared_encoding), sniff_meta_charset(body)):
-        if name and name not in candidates:
+        # the bytes are not UTF-16 (sniffed above): such a label is a server's mistake
+        if name and name not in candidates and not _is_wide(name):
             candidates.append(name)
     for name in candidates:
         text = _decode_if_plausible(body, name)
         if text is not None:
             return text
-
-    # Undeclared (or wrongly declared): valid UTF-8 is almost never an accident.
-    if "utf-8" not in candidates:
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
+    if ascii_only:
+        return body.decode("ascii")
+    mixed = _mostly_utf8(body)
+    if mixed is not None:
+        return mixed
     detected = _detect(body)
     if detected:
         return body.decode(detected, errors="replace")

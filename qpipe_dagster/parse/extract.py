@@ -20,7 +20,7 @@ import trafilatura
 from lxml.html import HtmlElement
 
 from qpipe_dagster.parse.boilerplate import filter_lines, merge_split_bodies, remove_boilerplate
-from qpipe_dagster.parse.decode import decode_html
+from qpipe_dagster.parse.decode import decode_html, sniff_utf16
 from qpipe_dagster.parse.language import detect_language
 from qpipe_dagster.parse.metadata import (
     declared_language,
@@ -130,8 +130,8 @@ def _binary_kind(body: bytes) -> str | None:
     for magic, kind in _BINARY_MAGIC:
         if head.startswith(magic):
             return kind
-    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return None  # UTF-16/32 text is full of NULs; decode_html handles it via the BOM
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or sniff_utf16(body):
+        return None  # UTF-16/32 text is full of NULs; decode_html handles it
     sample = body[:4096]
     # markup has (almost) no C0 control bytes; media and archives are full of them
     controls = len(sample) - len(sample.translate(None, _CONTROL_BYTES))

@@ -105,3 +105,39 @@ def test_sniff_meta_charset_forms() -> None:
 @given(body=st.binary(max_size=400), declared=st.sampled_from([None, "utf-8", "cp1251", "junk"]))
 def test_never_raises(body: bytes, declared: str | None) -> None:
     assert isinstance(decode_html(body, declared), str)
+
+
+# -- servers that lie about the charset ----------------------------------------------
+
+
+@pytest.mark.parametrize("declared", ["iso-8859-1", "windows-1252", "windows-1251", "koi8-r"])
+def test_utf8_page_declared_single_byte_is_read_as_utf8(declared: str) -> None:
+    # The classic misconfiguration (Apache's old AddDefaultCharset): the bytes are valid
+    # UTF-8 with multi-byte characters, which no real single-byte page is. Used to be mojibake.
+    html = f"<p>{RUSSIAN} — café, naïve</p>"
+    assert decode_html(html.encode(), declared) == html
+
+
+@pytest.mark.parametrize("declared", ["utf-16", "utf-16le", "UTF-16BE", "utf-32"])
+def test_utf16_declared_on_an_8_bit_page_is_ignored(declared: str) -> None:
+    # Without NUL bytes the markup cannot be UTF-16: decoding it so gave CJK garbage and the
+    # page was reported as "not HTML: no markup tags found".
+    html = "<html><body><p>Rates were held steady.</p></body></html>"
+    assert decode_html(html.encode(), declared) == html
+    assert decode_html(f"<p>{RUSSIAN}</p>".encode("cp1251"), declared) == f"<p>{RUSSIAN}</p>"
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("declared", [None, "utf-16", "utf-8"])
+def test_utf16_without_bom(codec: str, declared: str | None) -> None:
+    html = f"<html><body><p>{RUSSIAN} — {JAPANESE}</p><p>The rate was held.</p></body></html>"
+    assert decode_html(html.encode(codec), declared) == html
+
+
+def test_utf8_page_with_a_few_stray_cp1252_bytes() -> None:
+    # A UTF-8 article with a footer pasted in from a windows-1252 source, no declaration:
+    # detection used to pick one 8-bit charset for the whole page, garbling every accent.
+    article = "<p>Le café, la crème brûlée — très bon, naïve «quote»</p>"
+    footer = "<footer>© 2020 Société</footer>"
+    text = decode_html(article.encode() + footer.encode("cp1252"))
+    assert text == article + footer

@@ -313,3 +313,11 @@ def test_never_raises_on_arbitrary_markup(parts: list[str], as_bytes: bool) -> N
 def test_never_raises_on_random_bytes(body: bytes) -> None:
     article = extract_article(body, "https://fuzz.example.com/")
     assert isinstance(article, Article)
+
+
+@pytest.mark.parametrize("declared", [None, "utf-16"])
+def test_utf16_page_without_bom_is_not_binary(declared: str | None) -> None:
+    # Its NUL bytes used to make it "not HTML: content looks like binary data"
+    html = f"<html><body>{_paragraphs('Wide', 3)}</body></html>"
+    article = _ok(extract_article(html.encode("utf-16-le"), URL, declared))
+    assert "Wide paragraph 2 explains" in article.text
