@@ -241,13 +241,22 @@ class Chunker:
                     chunks.append((s, e, count))
                 else:  # cutting mid-word can re-tokenize longer: halve and check again
                     mid = s + (e - s) // 2
-                    retry.extend([(s, mid), (mid, e)])
+                    retry.extend(_trimmed(text, a, b) for a, b in ((s, mid), (mid, e)))
             pending = retry
         chunks.sort()
         return [
             Chunk(index=i, text=text[s:e], token_count=count, char_start=s, char_end=e)
             for i, (s, e, count) in enumerate(chunks)
         ]
+
+
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    """``(start, end)`` without the whitespace at either edge (a halving can cut next to it)."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
 
 
 def _plain_backend(tokenizer: Any) -> Any | None:

@@ -177,3 +177,21 @@ def test_invariants_hold_for_any_text(
     overlap = data.draw(st.integers(min_value=0, max_value=max_tokens - 1))
     chunker = Chunker(tokenizer, max_tokens=max_tokens, overlap_tokens=overlap)
     _check_invariants(tokenizer, chunker, text, chunker.chunk(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "max_tokens"),
+    [
+        ("ayliquidity xaaa", 4),
+        (
+            "ayliquidityliquidity ayliquidityayliquidity日token. ééxtoken.  。token. 。liquidity 。"
+            "liquidity token. word 。ayliquidityayliquidityéxword ",
+            16,  # the smallest chunk size ParseConfig allows
+        ),
+    ],
+)
+def test_halved_chunks_carry_no_edge_whitespace(tokenizer: Any, text: str, max_tokens: int) -> None:
+    # A chunk re-tokenized over the limit is halved by characters; a half used to keep the
+    # space it was cut next to ('ity ' / ' ?-ayliquidity!a.'), found by the invariants test.
+    chunker = Chunker(tokenizer, max_tokens=max_tokens, overlap_tokens=0)
+    _check_invariants(tokenizer, chunker, text, chunker.chunk(text))
