@@ -20,13 +20,16 @@ __all__ = [
 ]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# WHATWG's forbidden host code points (space, controls, delimiters, '%'), and empty labels
+_BAD_HOST = re.compile(r"[\s\x00-\x1f\x7f#/:<>?@\[\\\]^|%\"]|\.\.|^\.")
 
 
 def normalize_url(href: str, base: str | None = None) -> str | None:
     """Absolute, fragment-free, percent-encoded http(s) URL, or None if it is not crawlable.
 
     `href` may be relative to `base`. Returns None for mailto:/javascript:/data: links,
-    host-less URLs, invalid ports or IPv6 literals, so one bad link never breaks a page.
+    host-less URLs, malformed host names (spaces, empty labels), invalid ports or IPv6 literals,
+    so one bad link never breaks a page.
     """
     if not isinstance(href, str):
         return None
@@ -44,6 +47,8 @@ def normalize_url(href: str, base: str | None = None) -> str | None:
     except ValueError:
         return None
     if not host or parts.username is not None or parts.password is not None:
+        return None
+    if port == 0 or (":" not in host and _BAD_HOST.search(host)):
         return None
     netloc = f"[{host}]" if ":" in host else host
     if port is not None and port != _DEFAULT_PORTS[scheme]:
@@ -115,4 +120,19 @@ def _why_not_crawlable(url: str) -> str:
     scheme = match.group(1).lower() if match else ""
     if scheme not in _DEFAULT_PORTS:
         return "only absolute http:// or https:// URLs with a host are crawled"
+    if any("\ud800" <= c <= "\udfff" for c in url):
+        return "contains a lone surrogate (not valid Unicode)"
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        return f"not a valid absolute URL ({exc})"
+    if parts.username is not None or parts.password is not None:
+        return "embedded credentials (user:password@) are not crawled"
+    if not host:
+        return "no host"
+    if port == 0:
+        return "port 0"
+    if ":" not in host and _BAD_HOST.search(host):
+        return f"invalid host name {host!r} (spaces, reserved characters or empty labels)"
     return "not a valid absolute URL (missing/invalid host or port, or embedded credentials)"

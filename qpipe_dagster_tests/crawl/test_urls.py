@@ -115,3 +115,36 @@ def test_validate_seeds_normalises_and_dedups() -> None:
 def test_validate_seeds_errors_name_the_bad_url(seeds: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         validate_seeds(seeds)
+
+
+@pytest.mark.parametrize(
+    ("seed", "message"),
+    [
+        # these used to pass validation and fail at crawl time ("ValueError: Invalid URI ...")
+        # or as a DNS failure, instead of being refused before any request
+        ("http://exa mple.com/", "invalid host name 'exa mple.com'"),
+        ("http://a..b.org/", "invalid host name 'a..b.org'"),
+        ("http://.x.org/", "invalid host name '.x.org'"),
+        ("http://x.org:0/", "port 0"),
+        ("http://x.org/\ud800", "lone surrogate"),
+    ],
+)
+def test_malformed_hosts_are_refused_naming_the_fault(seed: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"invalid seed URL .*: .*{message}"):
+        validate_seeds([seed])
+    assert normalize_url(seed) is None
+
+
+def test_idn_uppercase_and_fqdn_seeds_still_accepted() -> None:
+    seeds = [
+        "http://Bücher.example/Straße",
+        "http://\u2603.net/",
+        "http://x.org./",
+        "http://x_y.org/",
+    ]
+    assert validate_seeds(seeds) == [
+        "http://xn--bcher-kva.example/Stra%C3%9Fe",
+        "http://xn--n3h.net/",
+        "http://x.org./",
+        "http://x_y.org/",
+    ]
