@@ -6,6 +6,7 @@ are produced in exactly one place and unit-tested.
 
 from __future__ import annotations
 
+import zlib
 from email.message import Message
 
 from scrapy.exceptions import (
@@ -24,6 +25,7 @@ from qpipe_dagster.crawl.schema import SKIPPED_PREFIX
 __all__ = [
     "ROBOTS_DISALLOWED",
     "REDIRECT_LOOP",
+    "CORRUPT_ENCODING",
     "describe_failure",
     "http_error",
     "is_html_mime",
@@ -34,6 +36,7 @@ __all__ = [
 
 ROBOTS_DISALLOWED = "robots.txt disallows this URL"
 REDIRECT_LOOP = "redirect loop / too many redirects"
+CORRUPT_ENCODING = "corrupt compressed body (Content-Encoding gzip/deflate/br/zstd)"
 _HTML_MIMES = frozenset({"text/html", "application/xhtml+xml"})
 
 
@@ -75,6 +78,15 @@ def http_error(status: int) -> str:
     return f"HTTP {status}"
 
 
+def _is_decompression_error(exc: BaseException) -> bool:
+    """zlib (gzip/deflate), brotli and zstd raise their own error types, named 'error' or
+    'ZstdError', from Scrapy's HttpCompressionMiddleware."""
+    if isinstance(exc, zlib.error):
+        return True
+    kind = type(exc)
+    return kind.__name__ == "ZstdError" or (kind.__module__, kind.__name__) == ("brotli", "error")
+
+
 def _attempts(n: int) -> str:
     return f"{n} attempt" if n == 1 else f"{n} attempts"
 
@@ -106,6 +118,8 @@ def describe_failure(exc: BaseException, *, attempts: int, timeout_s: float, max
         return f"connection lost ({_attempts(attempts)})"
     if isinstance(exc, tx_error.ConnectError):
         return f"connection failed: {exc}"[:200]
+    if _is_decompression_error(exc):
+        return f"{CORRUPT_ENCODING}: {exc}"[:200]
     if "SSL" in type(exc).__name__ or "TLS" in type(exc).__name__:
         return f"TLS error: {exc}"[:200]
     return f"{type(exc).__name__}: {exc}"[:200]

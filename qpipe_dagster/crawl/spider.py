@@ -219,7 +219,8 @@ class SiteSpider(scrapy.Spider):
             response = HtmlResponse(response.url, body=response.body, headers=response.headers)
         if not response.body.strip():
             return []
-        hrefs = response.xpath("//a/@href | //area/@href").getall()
+        # a frameset page has no links of its own: its frames are its pages
+        hrefs = response.xpath("//a/@href | //area/@href | //frame/@src").getall()
         return filter_links(hrefs, get_base_url(response), site)
 
     def on_error(self, failure: Failure) -> None:

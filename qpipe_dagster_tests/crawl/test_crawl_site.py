@@ -337,3 +337,34 @@ def test_sigterm_keeps_every_accepted_row(tmp_path: Path) -> None:
     errors = table.column("error").to_pylist()
     stopped = errors.count("not fetched: crawl stopped (shutdown)")
     assert stopped >= 1 and errors.count(None) + stopped == n + 1
+
+
+def test_frames_followed_and_corrupt_compression_named(tmp_path: Path) -> None:
+    """A frameset seed used to crawl nothing past itself (only <a>/<area> were followed); a
+    body that fails to decompress was recorded as 'error: Error -3 while decompressing ...'."""
+    html = "text/html; charset=utf-8"
+    frameset = b"<html><frameset><frame src='/nav'><frame src='/main'></frameset></html>"
+    routes: dict[str, Route] = {
+        "/": lambda _n: Reply(body=frameset, content_type=html),
+        "/nav": lambda _n: Reply(body=page("/gz", "/deflate", "/br")),
+        "/main": lambda _n: Reply(body=page(title="main")),
+        "/gz": lambda _n: Reply(
+            body=b"\x1f\x8b\x08\x00" + b"junk" * 20,
+            content_type=html,
+            headers={"Content-Encoding": "gzip"},
+        ),
+        "/deflate": lambda _n: Reply(
+            body=b"not deflate", content_type=html, headers={"Content-Encoding": "deflate"}
+        ),
+        "/br": lambda _n: Reply(
+            body=b"not brotli", content_type=html, headers={"Content-Encoding": "br"}
+        ),
+    }
+    with serve(routes) as site:
+        table = crawl_subprocess([site.url("/")], FAST, tmp_path / "f.arrow", timeout_s=60)
+    rows = {r["url"][len(site.base) :]: r for r in table.to_pylist()}
+    assert rows["/main"]["error"] is None and b"main" in rows["/main"]["html"]
+    assert rows["/nav"]["depth"] == 1
+    for path in ("/gz", "/deflate", "/br"):
+        assert rows[path]["error"].startswith("corrupt compressed body (Content-Encoding"), path
+        assert rows[path]["html"] is None

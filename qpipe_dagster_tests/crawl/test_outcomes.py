@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 from scrapy.exceptions import (
     CannotResolveHostError,
@@ -52,3 +54,12 @@ def test_is_html_mime() -> None:
 )
 def test_describe_failure(exc: BaseException, attempts: int, expected: str) -> None:
     assert describe_failure(exc, attempts=attempts, timeout_s=2, max_bytes=5_000_000) == expected
+
+
+def test_corrupt_compressed_body_is_named() -> None:
+    # used to read "error: Error -3 while decompressing data: ..." (zlib's class is `error`)
+    import brotli
+
+    for exc in (zlib.error("Error -3 while decompressing data"), brotli.error("decoder failed")):
+        text = describe_failure(exc, attempts=1, timeout_s=1.0, max_bytes=10)
+        assert text.startswith("corrupt compressed body (Content-Encoding"), text
