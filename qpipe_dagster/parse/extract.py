@@ -148,6 +148,18 @@ def _too_deep() -> bool:
     return any(e.type == _RESOURCE_LIMIT for e in _PARSER.error_log)
 
 
+def _without_surrogates(text: str) -> str:
+    """``text`` with lone surrogates as U+FFFD: lxml stops reading at one, dropping the rest of
+    the page. (Decoded bytes never hold any; only str input can.)"""
+    if text.isascii():  # O(1)
+        return text
+    try:
+        text.encode("utf-8")  # several times faster than scanning with a regex
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text)
+    return text
+
+
 def _parse(markup: str) -> HtmlElement | None:
     markup = _CONTROL_CHARS.sub("", _XML_DECLARATION.sub("", markup, count=1))
     try:
@@ -254,8 +266,7 @@ def _extract(html: str | bytes, url: str, declared_encoding: str | None) -> Arti
             return _failed(f"not HTML: content looks like {kind}")
         markup = decode_html(body, declared_encoding)
     elif isinstance(html, str):
-        # lxml stops reading at a lone surrogate, dropping the rest of the page
-        markup = _SURROGATES.sub("\ufffd", html)
+        markup = _without_surrogates(html)
     else:
         return _failed(f"not HTML: expected str or bytes, got {type(html).__name__}")
     if not markup.strip():
