@@ -11,10 +11,25 @@ def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve()
 
 
+class QpipeHomeError(OSError):
+    """DAGSTER_HOME cannot hold qpipe's state; the message names the variable and the path."""
+
+
 def qpipe_home() -> Path:
     """qpipe's own state (concept registry, vector store, asset files) beside Dagster's."""
     path = dagster_home() / "qpipe"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise QpipeHomeError(
+            f"DAGSTER_HOME={str(path.parent)!r}: {str(path)!r} cannot be a directory "
+            "(it, or a folder above it, is a file); DAGSTER_HOME must be a directory"
+        ) from None
+    except OSError as exc:
+        raise QpipeHomeError(
+            f"DAGSTER_HOME={str(path.parent)!r}: cannot create {str(path)!r} "
+            f"({exc.strerror or exc})"
+        ) from None
     return path
 
 

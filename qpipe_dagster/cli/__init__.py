@@ -32,12 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message already says what to fix: printed as one line, never a traceback
+    (a bad QPIPE_* variable, an unusable vector store or model, DAGSTER_HOME that is a file)."""
+    from qpipe_dagster.embed.encoder import EmbeddingError
+    from qpipe_dagster.paths import QpipeHomeError
+    from qpipe_dagster.store.objects import VectorStoreError
+
+    return (CliError, ValueError, EmbeddingError, VectorStoreError, QpipeHomeError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    user_errors = _user_errors()
     try:
         return int(args.handler(args) or 0)
-    except (CliError, ValueError) as exc:
+    except user_errors as exc:
         print(f"qpipe: error: {exc}", file=sys.stderr)
         return 2
 

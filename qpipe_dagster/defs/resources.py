@@ -13,6 +13,7 @@ from pydantic import Field
 
 from qpipe_dagster.concepts import Concept, ConceptError, ConceptRegistry, validate_slug
 from qpipe_dagster.embed.encoder import DEFAULT_MODEL, Encoder
+from qpipe_dagster.settings import embed_device, env_value
 
 DEMO_PRICES_DIR = Path(__file__).resolve().parents[1] / "demo" / "prices"
 
@@ -83,7 +84,11 @@ class PriceSourceResource(ConfigurableResource):
 
 
 def default_resources() -> dict[str, object]:
-    """The local defaults, with the production switches read from the environment."""
+    """The local defaults, with the production switches read from the environment.
+
+    Blank variables count as unset (as in `python -m qpipe_dagster.ops.env`); an invalid one
+    raises SettingError naming it, so the code location fails to load saying what to fix.
+    """
     from qpipe_dagster.defs.io import ArrowIPCIOManager
     from qpipe_dagster.embed.rotation import active_model
 
@@ -95,12 +100,12 @@ def default_resources() -> dict[str, object]:
         "embedder": EmbedderResource(
             model_name=model.name,
             truncate_dim=model.truncate_dim,
-            device=os.environ.get("QPIPE_EMBED_DEVICE", "auto"),
+            device=embed_device(),
         ),
         "vector_store": VectorStoreResource(
-            weaviate_url=os.environ.get("WEAVIATE_URL") or None,
-            weaviate_api_key=os.environ.get("WEAVIATE_API_KEY") or None,
-            lance_path=os.environ.get("QPIPE_LANCE_PATH") or None,
+            weaviate_url=env_value("WEAVIATE_URL"),
+            weaviate_api_key=env_value("WEAVIATE_API_KEY"),
+            lance_path=env_value("QPIPE_LANCE_PATH"),
         ),
         "prices": PriceSourceResource(
             prices_dir=os.environ.get("QPIPE_PRICES_DIR") or str(DEMO_PRICES_DIR),

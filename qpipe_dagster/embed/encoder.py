@@ -7,7 +7,9 @@ model name or local path can be configured; hub downloads stay off unless QPIPE_
 
 from __future__ import annotations
 
+import numbers
 import os
+import re
 import threading
 from dataclasses import dataclass
 from functools import cache
@@ -42,10 +44,17 @@ def resolve_model(name: str) -> str:
     return name.strip()
 
 
+def normalize_device(device: object) -> str:
+    """`device` as one of auto, cpu, cuda, cuda:N (case and surrounding spaces ignored)."""
+    text = device.strip().lower() if isinstance(device, str) else ""
+    if text not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:[0-9]+", text):
+        raise EmbeddingError(f"embedding device {device!r} is not one of auto, cpu, cuda, cuda:N")
+    return text
+
+
 def pick_device(device: str = "auto") -> str:
     """CUDA when present (and asked for via auto), else CPU."""
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise EmbeddingError(f"embedding device {device!r} is not one of auto, cpu, cuda, cuda:N")
+    device = normalize_device(device)
     if device != "auto":
         return device
     import torch
@@ -61,7 +70,7 @@ def model_id(name: str, truncate_dim: int | None = None) -> str:
 
 @cache
 def _load(path: str, device: str, truncate_dim: int | None) -> SentenceTransformer:
-    if os.environ.get("QPIPE_ALLOW_MODEL_DOWNLOAD") != "1":
+    if os.environ.get("QPIPE_ALLOW_MODEL_DOWNLOAD", "").strip() != "1":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
@@ -73,9 +82,22 @@ def _load(path: str, device: str, truncate_dim: int | None) -> SentenceTransform
             f"could not load embedding model {path!r} on {device}: {exc}. Model downloads are "
             "off; give a local sentence-transformers directory or set QPIPE_ALLOW_MODEL_DOWNLOAD=1"
         ) from exc
+    if truncate_dim is not None and _model_dim(model) < truncate_dim:
+        raise EmbeddingError(
+            f"truncate_dim {truncate_dim} is larger than embedding model {path!r}'s "
+            f"{_model_dim(model)} dimensions: pick at most {_model_dim(model)} or leave it unset"
+        )
     if device.startswith("cuda"):
         model.half()  # MiniLM-class models keep their ranking in fp16 and run ~2x faster
     return model
+
+
+def _model_dim(model: SentenceTransformer) -> int:
+    """The width of the vectors `model` outputs (its truncation included)."""
+    get_dim = (
+        getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    )
+    return int(get_dim())
 
 
 @dataclass(frozen=True)
@@ -88,8 +110,14 @@ class Encoder:
     truncate_dim: int | None = None
 
     def __post_init__(self) -> None:
+        if not _is_int(self.batch_size):
+            raise EmbeddingError(
+                f"embedding batch_size must be an integer, got {self.batch_size!r}"
+            )
         if self.batch_size < 1:
             raise EmbeddingError(f"embedding batch_size must be >= 1, got {self.batch_size}")
+        if self.truncate_dim is not None and not _is_int(self.truncate_dim):
+            raise EmbeddingError(f"truncate_dim must be an integer, got {self.truncate_dim!r}")
         if self.truncate_dim is not None and self.truncate_dim < 1:
             raise EmbeddingError(f"truncate_dim must be >= 1, got {self.truncate_dim}")
 
@@ -104,12 +132,7 @@ class Encoder:
 
     @property
     def dim(self) -> int:
-        model = self.model
-        get_dim = (
-            getattr(model, "get_embedding_dimension", None)
-            or model.get_sentence_embedding_dimension
-        )
-        return int(get_dim())
+        return _model_dim(self.model)
 
     @property
     def max_seq_length(self) -> int:
@@ -120,7 +143,12 @@ class Encoder:
         return self.model.tokenizer
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Float32 unit vectors, shape (len(texts), dim); sentence-transformers sorts by length."""
+        """Float32 unit vectors, shape (len(texts), dim); sentence-transformers sorts by length.
+
+        `texts` is a list of str; anything else, or text that is not valid Unicode (a lone
+        surrogate, e.g. undecodable bytes from os.fsdecode), is refused naming the text.
+        """
+        check_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = self.model.encode(
@@ -131,3 +159,27 @@ class Encoder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_texts(texts: object) -> None:
+    """Refuse what the tokenizer would fail on with an unrelated TypeError, naming the text."""
+    if isinstance(texts, str | bytes) or not isinstance(texts, list | tuple):
+        raise EmbeddingError(f"texts to embed must be a list of str, got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise EmbeddingError(
+                f"text #{i} to embed is {type(text).__name__}, not str: {text!r:.80}"
+            )
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise EmbeddingError(
+                    f"text #{i} to embed is not valid Unicode: {exc.reason} at character "
+                    f"{exc.start} ({text[exc.start]!r}), e.g. bytes that were not UTF-8: "
+                    f"{text[max(0, exc.start - 20) : exc.start + 20]!r}"
+                ) from None

@@ -17,6 +17,7 @@ from pathlib import Path
 from qpipe_dagster.embed.encoder import DEFAULT_MODEL, Encoder
 from qpipe_dagster.embed.incremental import embed_chunks, explode_chunks
 from qpipe_dagster.paths import qpipe_home
+from qpipe_dagster.settings import SettingError, embed_truncate_dim, env_value
 from qpipe_dagster.storage.arrow_files import read_table
 
 
@@ -31,15 +32,32 @@ def active_model_file() -> Path:
 
 
 def active_model() -> ModelChoice:
-    """QPIPE_EMBED_MODEL / QPIPE_EMBED_TRUNCATE_DIM pin the model; else the last rotation; else default."""
-    if os.environ.get("QPIPE_EMBED_MODEL"):
-        dim = os.environ.get("QPIPE_EMBED_TRUNCATE_DIM")
-        return ModelChoice(os.environ["QPIPE_EMBED_MODEL"], int(dim) if dim else None)
+    """QPIPE_EMBED_MODEL / QPIPE_EMBED_TRUNCATE_DIM pin the model; else the last rotation; else default.
+
+    Blank variables count as unset; a truncation without a model, or one that is not a whole
+    number >= 1, is a SettingError naming the variable (never silently ignored).
+    """
+    name = env_value("QPIPE_EMBED_MODEL")
+    truncate_dim = embed_truncate_dim()
+    if name is not None:
+        return ModelChoice(name, truncate_dim)
+    if truncate_dim is not None:
+        raise SettingError(
+            f"QPIPE_EMBED_TRUNCATE_DIM={truncate_dim} is set but QPIPE_EMBED_MODEL is not: the "
+            "truncation applies to a pinned model only; set QPIPE_EMBED_MODEL too (e.g. "
+            f"{DEFAULT_MODEL}), or rotate with `qpipe reembed --model NAME --truncate-dim N`"
+        )
     path = active_model_file()
     if path.exists():
         try:
             data = json.loads(path.read_text())
-            return ModelChoice(str(data["name"]), data.get("truncate_dim"))
+            choice = ModelChoice(str(data["name"]), data.get("truncate_dim"))
+            dim = choice.truncate_dim
+            if dim is not None and (type(dim) is not int or dim < 1):
+                raise ValueError(f"truncate_dim {dim!r} is not a whole number >= 1")
+            if not choice.name.strip():
+                raise ValueError("name is empty")
+            return choice
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(
                 f"{path} is not a valid model choice ({exc}); delete it to reset"

@@ -72,8 +72,41 @@ def _url(*schemes: str) -> Callable[[str], str | None]:
 
 def _choice(*options: str) -> Callable[[str], str | None]:
     def check(v: str) -> str | None:
-        ok = v.strip() in options or (options == ("auto", "cpu", "cuda") and v.startswith("cuda:"))
-        return None if ok else f"must be one of {', '.join(options)}"
+        return None if v.strip() in options else f"must be one of {', '.join(options)}"
+
+    return check
+
+
+def _weaviate_url(v: str) -> str | None:
+    from qpipe_dagster.store.objects import VectorStoreError
+    from qpipe_dagster.store.weaviate import parse_weaviate_url
+
+    try:  # the store's own parser: what passes here connects, what fails here would not
+        parse_weaviate_url(v)
+    except VectorStoreError:
+        return "must be an http/https URL with a host (and a port from 1 to 65535), e.g. http://weaviate:8080"
+    return None
+
+
+def _device(v: str) -> str | None:
+    from qpipe_dagster.embed.encoder import EmbeddingError, normalize_device
+
+    try:  # the encoder's own rule, so a value passing here is never refused at load
+        normalize_device(v)
+    except EmbeddingError:
+        return "must be one of auto, cpu, cuda, cuda:N"
+    return None
+
+
+def _whole(lo: int, hi: int) -> Callable[[str], str | None]:
+    from qpipe_dagster.settings import whole_number
+
+    def check(v: str) -> str | None:
+        try:
+            whole_number(v, lo, hi)
+        except ValueError as exc:
+            return str(exc)
+        return None
 
     return check
 
@@ -98,9 +131,12 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "QPIPE_RECRAWL_MAX_AGE_HOURS": _number(0.01),
     "QPIPE_RECRAWL_MAX_PER_TICK": _int(1),
     "QPIPE_BACKUP_RETENTION_DAYS": _int(1),
-    "QPIPE_EMBED_DEVICE": _choice("auto", "cpu", "cuda"),
+    "QPIPE_EMBED_DEVICE": _device,
+    "QPIPE_EMBED_TRUNCATE_DIM": _whole(1, 65_536),
+    "QPIPE_ALLOW_MODEL_DOWNLOAD": _choice("0", "1"),
     "QPIPE_BACKEND": _choice("auto", "cpu", "gpu"),
-    "WEAVIATE_URL": _url("http", "https"),
+    "WEAVIATE_URL": _weaviate_url,
+    "WEAVIATE_GRPC_PORT": _whole(1, 65_535),
     "WEAVIATE_BACKUP_BACKEND": _choice("filesystem", "s3", "gcs", "azure"),
     "BACKUP_URL": lambda v: (
         None
@@ -161,6 +197,14 @@ def env_problems(role: str, env: Mapping[str, str] | None = None) -> list[str]:
         why = check(raw.strip())
         if why:
             problems.append(f"{name}={raw!r} is invalid: {why}")
+    if (
+        env.get("QPIPE_EMBED_TRUNCATE_DIM", "").strip()
+        and not env.get("QPIPE_EMBED_MODEL", "").strip()
+    ):
+        problems.append(
+            "QPIPE_EMBED_TRUNCATE_DIM is set but QPIPE_EMBED_MODEL is not: the truncation "
+            "applies to a pinned model only"
+        )
     r2 = [v for v in ("R2_ACCOUNT_ID", "R2_KEY", "R2_SECRET") if env.get(v, "").strip()]
     if r2 and len(r2) < 3:
         missing = sorted({"R2_ACCOUNT_ID", "R2_KEY", "R2_SECRET"} - set(r2))

@@ -6,14 +6,14 @@ re-runs overwrite instead of duplicating, cosine distance, content_hash to skip 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Collection, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from qpipe_dagster.settings import SettingError, weaviate_grpc_port
 from qpipe_dagster.store.objects import (
     HIT_COLUMNS,
     SearchHit,
@@ -42,16 +42,52 @@ _LOOKUP_CHUNK = 1000  # ids per filter; well under Weaviate's QUERY_MAXIMUM_RESU
 _CLOUD_SUFFIXES = (".weaviate.cloud", ".weaviate.network", ".weaviate.io")
 
 
+def parse_weaviate_url(url: str) -> SplitResult:
+    """`url` split, or VectorStoreError saying what WEAVIATE_URL must look like.
+
+    The start-up check (`python -m qpipe_dagster.ops.env`) uses this too, so both accept the
+    same URLs: http:// or https://, a host, and a port (when given) from 1 to 65535.
+    """
+    example = "e.g. 'http://weaviate:8080'"
+    if not isinstance(url, str) or not url.strip():
+        raise VectorStoreError(f"WEAVIATE_URL {url!r} is empty ({example})")
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https"):
+        raise VectorStoreError(
+            f"WEAVIATE_URL {url!r} is not an http(s) URL with a host: it must start with "
+            f"http:// or https:// ({example})"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    host = parts.hostname or ""
+    if not host or any(c.isspace() or ord(c) < 32 for c in url.strip()):
+        raise VectorStoreError(
+            f"WEAVIATE_URL {url!r} is not an http(s) URL with a host ({example})"
+        )
+    if port == -1 or port == 0:
+        raise VectorStoreError(
+            f"WEAVIATE_URL {url!r} has an invalid port: it must be a number from 1 to 65535"
+        )
+    return parts
+
+
 def _connect(url: str, api_key: str | None, grpc_port: int | None):
     """Client for `url`: Weaviate Cloud by hostname, else a custom host (gRPC on grpc_port)."""
+    parts = parse_weaviate_url(url)
+    if grpc_port is None:
+        try:
+            grpc_port = weaviate_grpc_port()
+        except SettingError as exc:
+            raise VectorStoreError(str(exc)) from None
+
     import weaviate
     from weaviate.auth import Auth
     from weaviate.config import AdditionalConfig, Timeout
 
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise VectorStoreError(f"WEAVIATE_URL {url!r} is not an http(s) URL with a host")
-    secure = parts.scheme == "https"
+    url = url.strip()
+    secure = parts.scheme.lower() == "https"
     config = AdditionalConfig(timeout=Timeout(init=10, query=60, insert=120))
     auth = Auth.api_key(api_key) if api_key else None
     if parts.hostname.endswith(_CLOUD_SUFFIXES):
@@ -60,8 +96,6 @@ def _connect(url: str, api_key: str | None, grpc_port: int | None):
         return weaviate.connect_to_weaviate_cloud(
             cluster_url=url, auth_credentials=auth, additional_config=config
         )
-    if grpc_port is None:
-        grpc_port = int(os.environ.get("WEAVIATE_GRPC_PORT", "50051"))
     return weaviate.connect_to_custom(
         http_host=parts.hostname,
         http_port=parts.port or (443 if secure else 8080),

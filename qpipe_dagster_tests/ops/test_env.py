@@ -58,6 +58,10 @@ def test_each_missing_required_variable_is_named(role: str, name: str) -> None:
         ("BACKUP_URL", "ftp://x/y", "s3:// or r2://"),
         ("QPIPE_DEPLOY", "staging", "one of local, prod"),
         ("WEAVIATE_BACKUP_BACKEND", "tape", "filesystem"),
+        ("QPIPE_EMBED_DEVICE", "cuda:x", "cuda:N"),
+        ("WEAVIATE_URL", "http://weaviate:abc", "http/https URL"),
+        ("WEAVIATE_GRPC_PORT", "abc", "whole number from 1 to 65535"),
+        ("QPIPE_ALLOW_MODEL_DOWNLOAD", "true", "one of 0, 1"),
     ],
 )
 def test_invalid_values_are_named(name: str, value: str, why: str) -> None:

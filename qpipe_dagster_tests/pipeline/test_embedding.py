@@ -103,3 +103,56 @@ def test_bad_model_settings_are_clear() -> None:
     with pytest.raises(EmbeddingError, match="device"):
         _ = Encoder(device="tpu").dim
     assert model_id("sentence-transformers/all-MiniLM-L6-v2") == "all-MiniLM-L6-v2"
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        (["fine", "a\ud800b"], r"text #1 to embed is not valid Unicode.*'\\ud800'"),
+        # what os.fsdecode / sys.argv make of bytes that are not UTF-8 (a Latin-1 terminal)
+        ([b"caf\xe9 au lait".decode("utf-8", "surrogateescape")], r"text #0 .*not valid Unicode"),
+        (["ok", None], "text #1 to embed is NoneType, not str"),
+        (["ok", 3], "text #1 to embed is int, not str"),
+        ("a bare string", "must be a list of str, got str"),
+    ],
+)
+def test_texts_the_tokenizer_cannot_take_are_named(texts: object, message: str) -> None:
+    """Old code: a lone surrogate died in the tokenizer with 'TextEncodeInput must be
+    Union[...]' (no hint which text), and a bare str came back as one 1-D vector."""
+    with pytest.raises(EmbeddingError, match=message):
+        Encoder().encode(texts)  # type: ignore[arg-type]
+
+
+def test_odd_but_valid_texts_embed_to_unit_vectors() -> None:
+    texts = ["", "   \n\t", "nul\x00byte", "word " * 5000, "caf\u00e9 \U0001f600"]
+    vecs = Encoder().encode(texts)
+    assert vecs.shape == (5, 384)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+
+
+def test_truncate_dim_larger_than_the_model_is_refused() -> None:
+    """Old code: truncate_dim 1000 on a 384-dim model gave 384-dim vectors stored under the
+    model id 'all-MiniLM-L6-v2@1000' - a second collection of the same vectors."""
+    with pytest.raises(EmbeddingError, match="truncate_dim 1000 is larger than .* 384 dimensions"):
+        _ = Encoder(truncate_dim=1000).dim
+    assert Encoder(truncate_dim=384).dim == 384
+    for bad in (True, 2.5, "256"):
+        with pytest.raises(EmbeddingError, match="truncate_dim must be an integer"):
+            Encoder(truncate_dim=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("given", "device"), [(" CPU ", "cpu"), ("cuda:1", "cuda:1"), ("Auto", "auto")]
+)
+def test_device_names_are_normalised(given: str, device: str) -> None:
+    from qpipe_dagster.embed.encoder import normalize_device
+
+    assert normalize_device(given) == device
+
+
+@pytest.mark.parametrize("bad", ["", "gpu", "cuda:x", "cuda:", "cuda:-1", None])
+def test_bad_device_names_are_refused(bad: object) -> None:
+    from qpipe_dagster.embed.encoder import normalize_device
+
+    with pytest.raises(EmbeddingError, match="not one of auto, cpu, cuda, cuda:N"):
+        normalize_device(bad)
