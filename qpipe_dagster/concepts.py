@@ -28,6 +28,8 @@ _SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,15}(?:[-/][A-Z0-9]{1,15})?$")
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 _NON_ALNUM_RE = re.compile(r"[^a-z0-9]+")
 _WHITESPACE_RE = re.compile(r"\s")  # for str patterns, what str.isspace() calls whitespace
+# WHATWG's forbidden host code points (space, controls, delimiters, '%') and empty labels.
+_BAD_HOST_RE = re.compile(r"[\s\x00-\x1f\x7f#/:<>?@\[\\\]^|%\"]|\.\.|^\.")
 # JSON's "\ud800" escapes decode to lone surrogates: not text, and no UTF-8 store can hold them.
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
@@ -73,12 +75,26 @@ def validate_slug(slug: str) -> str:
     return slug
 
 
+def host_fault(host: str) -> str | None:
+    """Why a host name (as `urlsplit(...).hostname` gives it) cannot be crawled, or None.
+
+    Shared by concept validation and the crawler, so a seed accepted here is one it can fetch.
+    IPv6 literals (they contain ':') are left to the URL parser.
+    """
+    if ":" not in host and _BAD_HOST_RE.search(host):
+        return f"invalid host name {host!r} (spaces, reserved characters or empty labels)"
+    return None
+
+
 def validate_url(url: str) -> str:
     """Accept absolute http(s) URLs only; anything else is a clear error naming the URL."""
     if not isinstance(url, str) or not url.strip():
         raise ConceptError("seed URL is empty")
     url = url.strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)  # raises for a malformed [IPv6] host
+    except ValueError as exc:
+        raise ConceptError(f"seed URL {url!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
         raise ConceptError(f"seed URL {url!r} must start with http:// or https://")
     if not parts.hostname:
@@ -91,6 +107,17 @@ def validate_url(url: str) -> str:
         raise ConceptError(f"seed URL {url!r} contains control characters")
     if not url.isascii() and _SURROGATE_RE.search(url):
         raise ConceptError(f"seed URL {url!r} contains an unpaired UTF-16 surrogate")
+    if parts.username is not None or parts.password is not None:
+        raise ConceptError(f"seed URL {url!r} embeds credentials (user:password@); not crawled")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConceptError(f"seed URL {url!r} has an invalid port (use 1-65535)")
+    fault = host_fault(parts.hostname)
+    if fault:
+        raise ConceptError(f"seed URL {url!r}: {fault}")
     return url
 
 

@@ -11,6 +11,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url, safe_url_string
 
+from qpipe_dagster.concepts import host_fault
+
 __all__ = [
     "dedupe_key",
     "filter_links",
@@ -20,8 +22,6 @@ __all__ = [
 ]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# WHATWG's forbidden host code points (space, controls, delimiters, '%'), and empty labels
-_BAD_HOST = re.compile(r"[\s\x00-\x1f\x7f#/:<>?@\[\\\]^|%\"]|\.\.|^\.")
 
 
 def normalize_url(href: str, base: str | None = None) -> str | None:
@@ -48,7 +48,7 @@ def normalize_url(href: str, base: str | None = None) -> str | None:
         return None
     if not host or parts.username is not None or parts.password is not None:
         return None
-    if port == 0 or (":" not in host and _BAD_HOST.search(host)):
+    if port == 0 or host_fault(host):
         return None
     netloc = f"[{host}]" if ":" in host else host
     if port is not None and port != _DEFAULT_PORTS[scheme]:
@@ -133,6 +133,7 @@ def _why_not_crawlable(url: str) -> str:
         return "no host"
     if port == 0:
         return "port 0"
-    if ":" not in host and _BAD_HOST.search(host):
-        return f"invalid host name {host!r} (spaces, reserved characters or empty labels)"
+    fault = host_fault(host)
+    if fault:
+        return fault
     return "not a valid absolute URL (missing/invalid host or port, or embedded credentials)"

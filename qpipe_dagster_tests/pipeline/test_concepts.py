@@ -66,6 +66,13 @@ def test_bad_partition_keys(key: str) -> None:
         ("https://example.com/\udc80", "unpaired UTF-16 surrogate"),
         ("https://example.com/a\x00b", "control characters"),
         ("https://example.com/\x7f", "control characters"),  # DEL: not whitespace
+        # What the crawler refuses is refused here too, before a run is started for it.
+        ("http://a..b.org/", "invalid host name 'a..b.org'"),
+        ("http://.x.org/", "invalid host name '.x.org'"),
+        ("http://x.org:0/", "invalid port"),
+        ("http://x.org:99999/", "invalid port"),
+        ("http://user:pw@x.org/", "embeds credentials"),
+        ("http://[1::2::3]/", "not a valid URL"),  # urlsplit's own ValueError, once a 500
     ],
 )
 def test_bad_seed_urls(url: str, reason: str) -> None:
@@ -136,3 +143,29 @@ def test_url_whitespace_check_is_str_isspace(tail: str) -> None:
         assert has_space == ("whitespace" in str(exc)), str(exc)
     else:
         assert not has_space
+
+
+_HOSTS = st.one_of(
+    st.from_regex(r"\A[a-zA-Z0-9\-._~!$&'()*+,;=%\u00e0-\u00ff]{1,20}\Z"),
+    st.sampled_from(["[::1]", "[fe80::1%eth0]", "[::ffff:1.2.3.4]", "1.2.3.4", "[1::2::3]"]),
+)
+
+
+@settings(max_examples=400)
+@given(
+    st.sampled_from(["http", "https", "HTTP"]),
+    _HOSTS,
+    st.one_of(st.just(""), st.from_regex(r"\A:[0-9]{0,6}\Z")),
+    st.one_of(st.just(""), st.from_regex(r"\A[/?#][\x21-\x7e\u00a0-\u00ff]{0,20}\Z")),
+)
+def test_a_seed_url_accepted_here_is_one_the_crawler_accepts(scheme, host, port, rest) -> None:
+    """Refuse at submission what the crawl would refuse, never ConceptError's parent ValueError
+    (the receiver answered 500 to a malformed [IPv6] host, and QStash retried it)."""
+    from qpipe_dagster.crawl.urls import validate_seeds
+
+    url = f"{scheme}://{host}{port}{rest}"
+    try:
+        validate_url(url)
+    except ConceptError:
+        return
+    validate_seeds([url])  # raises ValueError naming the fault if the crawler would refuse it

@@ -48,6 +48,7 @@ def test_valid_message_is_normalised():
         (b'{"concept": "halving \\ud800"}', "unpaired UTF-16 surrogate"),
         (b'{"concept": "x", "urls": ["https://a.example/\\udfff"]}', "unpaired UTF-16 surrogate"),
         (b'{"concept": "x", "urls": ["https://a.example/\\u0000"]}', "control characters"),
+        (b'{"concept": "x", "urls": ["http://[1::2::3]/"]}', "not a valid URL"),
     ],
 )
 def test_bad_messages_say_what_is_wrong(raw, says):
