@@ -142,6 +142,9 @@ export function unsafeUrlReason(raw) {
   if (!host.includes(".") && !host.startsWith("[")) {
     return `host ${host} is not a public domain name`;
   }
+  // The receiver (qpipe_dagster.concepts.host_fault) and the crawler refuse these too.
+  if (host.startsWith(".") || host.includes("..")) return `host ${host} has an empty label`;
+  if (url.port === "0") return "port 0 is not a valid port";
   const v4 = ipv4Octets(host);
   if (v4 && privateIpv4(v4)) return `address ${host} is private, loopback or link-local`;
   if (host.startsWith("[")) {

@@ -27,6 +27,9 @@ describe("SSRF guard", () => {
     "http://printer.local/",
     "http://intranet/",
     "https://user:pass@example.com/",
+    "http://a..example.com/", // an empty label: the receiver and the crawler refuse it
+    "http://.example.com/",
+    "http://example.com:0/",
     "file:///etc/passwd",
     "ftp://example.com/",
     "gopher://example.com/",
