@@ -20,6 +20,7 @@ from qpipe_dagster.store.objects import (
     SearchHit,
     UpsertCounts,
     VectorStoreError,
+    check_concept,
     check_keep_ids,
     check_query,
     collection_name,
@@ -178,6 +179,7 @@ class LanceStore:
 
     def delete_missing(self, concept: str, keep_ids: Collection[str]) -> int:
         """Delete the concept's objects not in keep_ids (pages that vanished or shrank)."""
+        concept = check_concept(concept, self._where)
         keep = check_keep_ids(keep_ids, self._where)
         self._table.checkout_latest()
         stored = self._ids_array(concept)
@@ -249,6 +251,7 @@ class LanceStore:
     ) -> list[SearchHit]:
         """k nearest by cosine similarity (score = 1 - cosine distance), best first."""
         query = check_query(vector, self.dim, k, self._where)
+        concept = check_concept(concept, self._where, optional=True)
         q = (
             self._table.search(query, vector_column_name="vector")
             .distance_type("cosine")
@@ -280,12 +283,13 @@ class LanceStore:
         ]
 
     def count(self, concept: str | None = None) -> int:
+        concept = check_concept(concept, self._where, optional=True)
         if concept is None:
             return self._table.count_rows()
         return self._table.count_rows(f"concept = {_sql_str(concept)}")
 
     def ids(self, concept: str) -> set[str]:
-        return set(self._ids_array(concept).to_pylist())
+        return set(self._ids_array(check_concept(concept, self._where)).to_pylist())
 
     def drop(self) -> None:
         """Delete the whole table (model retirement, tests); the store is unusable after."""

@@ -7,6 +7,7 @@ schema, one id scheme and one collection-naming rule.
 from __future__ import annotations
 
 import hashlib
+import numbers
 import re
 import uuid
 from dataclasses import dataclass
@@ -180,22 +181,33 @@ def _check_ids(table: pa.Table, where: str) -> None:
         raise VectorStoreError(f"{where}: duplicate id {dup!r} in one upsert; ids must be unique")
 
 
+# Squared norms a store can take: the cosine distance divides by the norm in float32, so a
+# vector whose squared norm overflows (values ~1e20 and up) or underflows (~1e-19 and below)
+# scores as 0 or infinity against everything instead of its real similarity.
+_MIN_SQ_NORM = float(np.finfo(np.float32).tiny)
+_MAX_SQ_NORM = float(np.finfo(np.float32).max)
+
+
 def _check_vectors(table: pa.Table, dim: int, where: str) -> None:
-    """Reject NaN/inf and all-zero vectors: cosine similarity is undefined for them."""
+    """Reject NaN/inf, all-zero and out-of-range vectors: cosine similarity is undefined (or
+    computed as garbage) for them."""
     matrix = vectors_as_numpy(table.column("vector"), dim)
-    finite = np.isfinite(matrix).all(axis=1)
-    if not finite.all():
-        row = int(np.argmin(finite))
-        raise VectorStoreError(
-            f"{where}: vector of id {table.column('id')[row].as_py()!r} holds NaN or infinity"
+    norms = np.einsum("ij,ij->i", matrix, matrix)  # NaN/inf in a row make its norm NaN/inf
+    bad = ~((norms >= _MIN_SQ_NORM) & (norms <= _MAX_SQ_NORM))
+    if not bad.any():
+        return
+    row = int(np.argmax(bad))
+    uid = table.column("id")[row].as_py()
+    if not np.isfinite(matrix[row]).all():
+        why = "holds NaN or infinity"
+    elif not matrix[row].any():
+        why = "is all zeros (cosine similarity is undefined for it)"
+    else:
+        why = (
+            f"has a length of {np.linalg.norm(matrix[row].astype(np.float64)):.3g}, outside "
+            "what float32 cosine similarity can handle; store unit vectors (normalize them)"
         )
-    norms = np.einsum("ij,ij->i", matrix, matrix)
-    if (norms == 0).any():
-        row = int(np.argmax(norms == 0))
-        raise VectorStoreError(
-            f"{where}: vector of id {table.column('id')[row].as_py()!r} is all zeros "
-            "(cosine similarity is undefined for it)"
-        )
+    raise VectorStoreError(f"{where}: vector of id {uid!r} {why}")
 
 
 def vectors_as_numpy(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
@@ -206,10 +218,18 @@ def vectors_as_numpy(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray
     return values.reshape(-1, dim).astype(np.float32, copy=False)
 
 
+MAX_K = 10_000  # Weaviate's default QUERY_MAXIMUM_RESULTS; LanceDB overflows past 2**63
+
+
 def check_query(vector: object, dim: int, k: int, where: str) -> np.ndarray:
-    """Validate a search query vector and k; returns a flat float32 array."""
+    """Validate a search query vector and k; returns the query as a flat float32 unit vector.
+
+    Cosine similarity does not depend on the query's length, so scaling it to length 1 (in
+    float64) changes no score, and a query of tiny or huge values still ranks correctly (in
+    float32 its squared norm under- or overflowed: every score came back inf or 0).
+    """
     try:
-        arr = np.asarray(vector, dtype=np.float32).reshape(-1)
+        arr = np.asarray(vector, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
         raise VectorStoreError(f"{where}: query vector is not numeric: {exc}") from None
     if arr.shape[0] != dim:
@@ -218,9 +238,29 @@ def check_query(vector: object, dim: int, k: int, where: str) -> np.ndarray:
         )
     if not np.isfinite(arr).all() or not np.any(arr):
         raise VectorStoreError(f"{where}: query vector must be finite and not all zeros")
-    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
-        raise VectorStoreError(f"{where}: k must be a positive integer, got {k!r}")
-    return arr
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        raise VectorStoreError(
+            f"{where}: k must be a positive integer of at most {MAX_K}, got {k!r}"
+        )
+    arr = arr / np.abs(arr).max()  # first into [-1, 1], so the norm cannot overflow
+    return (arr / np.linalg.norm(arr)).astype(np.float32)
+
+
+def check_concept(concept: object, where: str, *, optional: bool = False) -> str | None:
+    """A concept name as stores filter on it: a str of valid Unicode (None when optional)."""
+    if concept is None and optional:
+        return None
+    if not isinstance(concept, str):
+        raise VectorStoreError(f"{where}: concept must be a str, got {type(concept).__name__}")
+    if not concept.isascii():
+        try:
+            concept.encode("utf-8")
+        except UnicodeEncodeError:
+            raise VectorStoreError(
+                f"{where}: concept {concept!r} is not valid Unicode (a lone surrogate, e.g. "
+                "bytes that were not UTF-8)"
+            ) from None
+    return concept
 
 
 def check_keep_ids(keep_ids: object, where: str) -> pa.Array:

@@ -19,6 +19,7 @@ from qpipe_dagster.store.objects import (
     SearchHit,
     UpsertCounts,
     VectorStoreError,
+    check_concept,
     check_keep_ids,
     check_query,
     collection_name,
@@ -260,6 +261,7 @@ class WeaviateStore:
         """Delete the concept's objects not in keep_ids (pages that vanished or shrank)."""
         from weaviate.classes.query import Filter
 
+        concept = check_concept(concept, self._where)
         keep = set(check_keep_ids(keep_ids, self._where).to_pylist())
         doomed = sorted(self.ids(concept) - keep)
         for start in range(0, len(doomed), _LOOKUP_CHUNK):
@@ -281,6 +283,7 @@ class WeaviateStore:
         from weaviate.classes.query import Filter, MetadataQuery
 
         query = check_query(vector, self.dim, k, self._where)
+        concept = check_concept(concept, self._where, optional=True)
         res = self._col.query.near_vector(
             near_vector=query.tolist(),
             limit=k,
@@ -304,11 +307,13 @@ class WeaviateStore:
     def count(self, concept: str | None = None) -> int:
         from weaviate.classes.query import Filter
 
+        concept = check_concept(concept, self._where, optional=True)
         filters = Filter.by_property("concept").equal(concept) if concept is not None else None
         return int(self._col.aggregate.over_all(total_count=True, filters=filters).total_count)
 
     def ids(self, concept: str) -> set[str]:
         # The cursor API takes no filter, so walk the collection reading only `concept`.
+        concept = check_concept(concept, self._where)
         return {uid for uid, c in self._iter_concepts() if c == concept}
 
     def drop(self) -> None:

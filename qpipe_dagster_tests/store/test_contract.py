@@ -173,6 +173,28 @@ def _replace(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
             "all zeros",
         ),
         (lambda t: t.to_pandas(), "expects a pyarrow.Table"),
+        # finite values whose float32 squared norm overflows / underflows: old code stored
+        # them, and every search scored them 0.0 (or inf) whatever the query
+        (
+            lambda t: _replace(
+                t,
+                "vector",
+                pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.full(t.num_rows * DIM, 1e30, np.float32)), DIM
+                ),
+            ),
+            "has a length of 4e[+]30, outside what float32 cosine similarity can handle",
+        ),
+        (
+            lambda t: _replace(
+                t,
+                "vector",
+                pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.full(t.num_rows * DIM, 1e-30, np.float32)), DIM
+                ),
+            ),
+            "has a length of 4e-30",
+        ),
     ],
 )
 def test_bad_objects_are_rejected_before_any_write(store, mutate, message) -> None:
@@ -302,3 +324,48 @@ def test_schema_helper_matches_the_brief() -> None:
     assert schema.field("chunk_index").type == pa.int32()
     assert [f.name for f in schema if f.nullable] == ["title"]
     assert pc.all(pc.equal(make_objects("a", 3, 4).column("concept"), "a")).as_py()
+
+
+def test_query_length_changes_no_score(store) -> None:
+    """Cosine similarity ignores the query's length. Old code: a query of tiny values scored
+    every hit inf (its float32 squared norm underflowed to 0), a huge float64 one was refused
+    as 'not finite' after the cast to float32."""
+    alpha = make_objects("alpha", 30, DIM)
+    store.upsert(alpha)
+    query = _vectors(alpha)[4].astype(np.float64) + 0.1
+    want = [(h.id, h.score) for h in store.search(query, k=5)]
+    for scale in (1e-30, 1e-200, 1e30, 1e300):
+        got = [(h.id, h.score) for h in store.search(query * scale, k=5)]
+        assert [i for i, _ in got] == [i for i, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)
+
+
+def test_k_bounds_and_integer_types(store) -> None:
+    """Old code: k=10**12 raised OverflowError from inside LanceDB; a NumPy integer k was
+    refused as 'not a positive integer'."""
+    store.upsert(make_objects("alpha", 8, DIM))
+    query = np.ones(DIM, np.float32)
+    assert len(store.search(query, k=np.int64(3))) == 3
+    assert len(store.search(query, k=10_000)) == 8
+    for bad in (10**12, 10_001, 0, -1, 2.0, True, "3"):
+        with pytest.raises(VectorStoreError, match="k must be a positive integer of at most 10000"):
+            store.search(query, k=bad)
+
+
+@pytest.mark.parametrize(
+    "concept",
+    ["alpha\ud800", b"alpha".decode("utf-8") + b"\xff".decode("utf-8", "surrogateescape"), 5],
+)
+def test_concept_that_is_not_text_is_named(store, concept: object) -> None:
+    """Old code: a lone surrogate raised UnicodeEncodeError from the SQL filter, an int an
+    AttributeError."""
+    store.upsert(make_objects("alpha", 4, DIM))
+    for call in (
+        lambda: store.search(np.ones(DIM, np.float32), k=2, concept=concept),
+        lambda: store.count(concept),
+        lambda: store.ids(concept),
+        lambda: store.delete_missing(concept, []),
+    ):
+        with pytest.raises(VectorStoreError, match="concept"):
+            call()
+    assert store.count() == 4
