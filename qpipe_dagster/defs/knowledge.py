@@ -33,6 +33,7 @@ from qpipe_dagster.defs.resources import (
     EmbedderResource,
     VectorStoreResource,
 )
+from qpipe_dagster.embed.encoder import Encoder
 from qpipe_dagster.storage.arrow_files import MAX_PART_BYTES, read_table
 from qpipe_dagster.store.objects import content_hash
 
@@ -349,6 +350,27 @@ def page_embeddings(
     )
 
 
+def embeddings_dim_for(page_embeddings: pa.Table, encoder: Encoder, concept: str) -> int:
+    """The vector width to store `page_embeddings` under the configured model's collection.
+
+    The stored table may come from an earlier run with another model (QPIPE_EMBED_MODEL changed,
+    or `qpipe reembed` switched models, and only weaviate_objects was re-materialized): writing
+    those vectors into the new model's collection would mix two models' vectors, and search
+    would compare a query against vectors of the other model. That is refused, naming both.
+    """
+    models = pc.unique(page_embeddings.column("model")).to_pylist()
+    if page_embeddings.num_rows == 0:
+        return encoder.dim  # nothing to tell the model by; the model's own width
+    if models != [encoder.model_id]:
+        raise Failure(
+            description=f"page_embeddings of concept {concept!r} were embedded with "
+            f"{', '.join(repr(m) for m in models)}, but the configured embedding model is "
+            f"{encoder.model_id!r}: materialize page_embeddings (and weaviate_objects) again "
+            "for this concept, so they are embedded with the configured model"
+        )
+    return page_embeddings.schema.field("vector").type.list_size
+
+
 @asset(
     partitions_def=concepts_partitions,
     group_name=GROUP,
@@ -374,7 +396,7 @@ def weaviate_objects(
     vector_store: VectorStoreResource,
 ) -> MaterializeResult:
     encoder = embedder.encoder()
-    dim = page_embeddings.schema.field("vector").type.list_size
+    dim = embeddings_dim_for(page_embeddings, encoder, context.partition_key)
     store = vector_store.open(model=encoder.model_id, dim=dim)
     counts = store.upsert(page_embeddings)
     deleted = store.delete_missing(
