@@ -63,7 +63,7 @@ class VectorStoreResource(ConfigurableResource):
     lance_path: str | None = None
     batch_size: int = Field(default=2000, ge=1)
 
-    def open(self, model: str, dim: int):  # noqa: ANN201 - qpipe_dagster.store.base.VectorStore
+    def open(self, model: str, dim: int, *, create: bool = True):  # noqa: ANN201 - a VectorStore
         from qpipe_dagster.store.base import open_store
 
         return open_store(
@@ -73,6 +73,7 @@ class VectorStoreResource(ConfigurableResource):
             weaviate_url=self.weaviate_url or None,
             weaviate_api_key=self.weaviate_api_key or None,
             batch_size=self.batch_size,
+            create=create,
         )
 
 

@@ -76,19 +76,26 @@ def open_store(
     weaviate_url: str | None = None,
     weaviate_api_key: str | None = None,
     batch_size: int = 2000,
+    create: bool = True,
 ) -> VectorStore:
     """Weaviate when `weaviate_url` is given, else LanceDB at `lance_path` (default under DAGSTER_HOME).
 
     Fails fast with VectorStoreError (naming the path/URL) when the store cannot be used, rather
-    than at the first write hours into a run.
+    than at the first write hours into a run. With create=False (read-only use, e.g. search)
+    nothing is created: a missing store or collection is a VectorStoreError saying so.
     """
     if weaviate_url:
         from qpipe_dagster.store.weaviate import WeaviateStore
 
         return WeaviateStore(
-            url=weaviate_url, api_key=weaviate_api_key, model=model, dim=dim, batch_size=batch_size
+            url=weaviate_url,
+            api_key=weaviate_api_key,
+            model=model,
+            dim=dim,
+            batch_size=batch_size,
+            create=create,
         )
     from qpipe_dagster.store.lance import LanceStore
 
     path = Path(lance_path) if lance_path is not None else default_lance_path()
-    return LanceStore(path=path, model=model, dim=dim, batch_size=batch_size)
+    return LanceStore(path=path, model=model, dim=dim, batch_size=batch_size, create=create)

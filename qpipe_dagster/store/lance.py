@@ -59,6 +59,7 @@ class LanceStore:
         nprobes: int = 8,
         refine_factor: int | None = 1,
         max_small_fragments: int = 128,
+        create: bool = True,
     ) -> None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
             raise VectorStoreError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -73,7 +74,17 @@ class LanceStore:
         self.max_small_fragments = max_small_fragments
         self._where = f"LanceDB store {str(self.path)!r} table {self.collection!r}"
         self._schema = objects_schema(dim)
-        _ensure_writable_dir(self.path)
+        if create:
+            _ensure_writable_dir(self.path)
+        elif self.path.exists() and not self.path.is_dir():
+            raise VectorStoreError(
+                f"LanceDB store path {str(self.path)!r} exists and is not a directory"
+            )
+        elif not self.path.is_dir():
+            raise VectorStoreError(
+                f"no local vector store at {str(self.path)!r} yet: nothing has been stored "
+                "(materialize weaviate_objects for a concept first)"
+            )
 
         import lancedb
 
@@ -81,7 +92,9 @@ class LanceStore:
             # interval 0: every read sees commits made by other processes (a crawl running while
             # `qpipe search` is open); own writes are visible either way
             self._db = lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
-            self._table = self._open_or_create()
+            self._table = self._open_or_create() if create else self._open_existing()
+        except VectorStoreError:
+            raise
         except (OSError, RuntimeError, ValueError) as exc:
             raise VectorStoreError(f"{self._where}: cannot open: {exc}") from exc
         self._check_existing_schema()
@@ -97,6 +110,21 @@ class LanceStore:
             return self._db.create_table(self.collection, schema=self._schema)
         except ValueError:  # another process created it meanwhile
             return self._db.open_table(self.collection)
+
+    def _open_existing(self):
+        """The table, or VectorStoreError naming the collections that do exist (read-only use:
+        `qpipe search` must not create an empty table for a model nothing was stored with)."""
+        try:
+            return self._db.open_table(self.collection)
+        except ValueError:  # "Table ... was not found"
+            pass
+        names = sorted(_table_names(self._db))
+        raise VectorStoreError(
+            f"LanceDB store {str(self.path)!r} has no collection {self.collection!r}: nothing has "
+            "been stored with this model and dimension yet; collections present: "
+            f"{', '.join(names) or 'none'} (another model is active? see `qpipe models`, "
+            "QPIPE_EMBED_MODEL and `qpipe reembed`)"
+        )
 
     def _check_existing_schema(self) -> None:
         schema = self._table.schema
@@ -317,6 +345,18 @@ class LanceStore:
     def _existing_hashes(self) -> pa.Table:
         rows = self._table.search().select(["id", "content_hash"]).limit(None).to_arrow()
         return rows.combine_chunks()
+
+
+def _table_names(db) -> list[str]:  # noqa: ANN001 - a lancedb connection
+    """Every table of a LanceDB connection (list_tables may page; table_names is deprecated)."""
+    names: list[str] = []
+    token = None
+    while True:
+        page = db.list_tables(page_token=token)
+        names.extend(page.tables)
+        token = page.page_token
+        if not token:
+            return names
 
 
 def _ensure_writable_dir(path: Path) -> None:

@@ -124,6 +124,7 @@ class WeaviateStore:
         batch_size: int = 2000,
         grpc_port: int | None = None,
         concurrent_requests: int = 2,
+        create: bool = True,
     ) -> None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
             raise VectorStoreError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -132,6 +133,7 @@ class WeaviateStore:
         self.url = url
         self.batch_size = batch_size
         self.concurrent_requests = concurrent_requests
+        self._create = create
         self._where = f"Weaviate {url!r} collection {self.collection!r}"
         from weaviate.exceptions import WeaviateBaseError
 
@@ -162,6 +164,12 @@ class WeaviateStore:
         )
 
         if not self._client.collections.exists(self.collection):
+            if not self._create:
+                raise VectorStoreError(
+                    f"Weaviate {self.url!r} has no collection {self.collection!r}: nothing has "
+                    "been stored with this model and dimension yet (another model is active? "
+                    "see `qpipe models`, QPIPE_EMBED_MODEL and `qpipe reembed`)"
+                )
             text = {"data_type": DataType.TEXT, "tokenization": Tokenization.FIELD}
             self._client.collections.create(
                 self.collection,

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from qpipe_dagster.store import UpsertCounts, VectorStoreError, objects_schema
+from qpipe_dagster.store import UpsertCounts, VectorStoreError, objects_schema, open_store
 from qpipe_dagster_tests.store.store_testdata import make_objects
 
 REPO = Path(__file__).resolve().parents[2]
@@ -369,3 +369,29 @@ def test_concept_that_is_not_text_is_named(store, concept: object) -> None:
         with pytest.raises(VectorStoreError, match="concept"):
             call()
     assert store.count() == 4
+
+
+def test_read_only_open_creates_nothing(backend) -> None:
+    """create=False (what `qpipe search` uses): a missing store or collection is an error that
+    says so, and is not created empty (old code always created it)."""
+    kw: dict = {"model": backend.model("readonly"), "dim": DIM, "create": False}
+    if backend.name == "weaviate":
+        kw.update(
+            weaviate_url=backend.location, weaviate_api_key=os.environ.get("WEAVIATE_API_KEY")
+        )
+    else:
+        kw.update(lance_path=backend.location)
+    with pytest.raises(VectorStoreError, match="no local vector store|has no collection"):
+        open_store(**kw)
+    backend.open(model="other").upsert(make_objects("alpha", 3, DIM))
+    with pytest.raises(VectorStoreError, match=r"has no collection .*readonly") as info:
+        open_store(**kw)
+    if backend.name == "lancedb":
+        assert backend.open(model="other").collection in str(info.value)  # what is there
+    writer = backend.open(model="readonly")
+    writer.upsert(make_objects("alpha", 5, DIM))
+    reader = open_store(**kw)
+    try:
+        assert reader.count() == 5
+    finally:
+        reader.close()
