@@ -58,15 +58,30 @@ def vectors_of(table: pa.Table) -> np.ndarray:
 
 
 def reusable_vectors(previous: pa.Table | None, model: str, dim: int) -> dict[str, np.ndarray]:
+    """content_hash -> vector of the previous run's rows that can stand for a fresh encode.
+
+    Reuse only saves work, so a previous table it cannot trust (written by another version:
+    missing columns, another vector type) is ignored, and so is a vector holding NaN/inf: reused,
+    it would stay in page_embeddings run after run, and the store refuses it.
+    """
     if previous is None or previous.num_rows == 0:
         return {}
-    if previous.schema.field("vector").type.list_size != dim:
+    names = set(previous.column_names)
+    if not {"vector", "model", "content_hash"} <= names:
+        return {}
+    vtype = previous.schema.field("vector").type
+    if not pa.types.is_fixed_size_list(vtype) or vtype.list_size != dim:
+        return {}
+    if not pa.types.is_float32(vtype.value_type):
         return {}
     vectors = vectors_of(previous)
+    finite = np.isfinite(vectors).all(axis=1)
     models = previous.column("model").to_pylist()
     hashes = previous.column("content_hash").to_pylist()
     return {
-        h: vectors[i] for i, (m, h) in enumerate(zip(models, hashes, strict=True)) if m == model
+        h: vectors[i]
+        for i, (m, h) in enumerate(zip(models, hashes, strict=True))
+        if m == model and h is not None and finite[i]
     }
 
 

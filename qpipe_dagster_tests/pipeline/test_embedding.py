@@ -156,3 +156,31 @@ def test_bad_device_names_are_refused(bad: object) -> None:
 
     with pytest.raises(EmbeddingError, match="not one of auto, cpu, cuda, cuda:N"):
         normalize_device(bad)
+
+
+def test_nan_vector_of_the_previous_run_is_not_reused() -> None:
+    """Old code reused it for as long as the chunk text stayed the same: page_embeddings kept
+    failing no_nan_vectors and the store kept refusing the concept, run after run."""
+    enc = Encoder()
+    first, _ = embed_chunks(explode_chunks(_parsed(PAGES), "c", enc.model_id), enc)
+    vecs = vectors_of(first).copy()
+    vecs[1, 7] = np.nan
+    poisoned = first.set_column(
+        first.schema.get_field_index("vector"),
+        first.schema.field("vector"),
+        pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), 384),
+    )
+    again, stats = embed_chunks(explode_chunks(_parsed(PAGES), "c", enc.model_id), enc, poisoned)
+    assert (stats.embedded, stats.reused, stats.nan_rows) == (1, 2, 0)
+    assert np.allclose(vectors_of(again), vectors_of(first), atol=1e-5)
+
+
+@pytest.mark.parametrize("drop", ["model", "content_hash", "vector"])
+def test_previous_table_of_another_shape_means_no_reuse(drop: str) -> None:
+    """A stored page_embeddings from another version is ignored for reuse (old code: KeyError)."""
+    enc = Encoder()
+    first, _ = embed_chunks(explode_chunks(_parsed(PAGES), "c", enc.model_id), enc)
+    _, stats = embed_chunks(
+        explode_chunks(_parsed(PAGES), "c", enc.model_id), enc, first.drop_columns([drop])
+    )
+    assert (stats.embedded, stats.reused) == (3, 0)
