@@ -91,6 +91,10 @@ def reembed_all(
     log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, int]]:
     """Embed every stored concept's chunks with `encoder` into its own collection."""
+    from qpipe_dagster.concepts import validate_slug
+
+    for concept in concepts or []:  # a key like '../x' would read files outside parsed_pages
+        validate_slug(concept)
     report: dict[str, dict[str, int]] = {}
     store = open_store(encoder.model_id, encoder.dim)
     try:

@@ -84,7 +84,7 @@ def open_store(
     than at the first write hours into a run. With create=False (read-only use, e.g. search)
     nothing is created: a missing store or collection is a VectorStoreError saying so.
     """
-    if weaviate_url:
+    if weaviate_url and weaviate_url.strip():
         from qpipe_dagster.store.weaviate import WeaviateStore
 
         return WeaviateStore(
@@ -97,5 +97,7 @@ def open_store(
         )
     from qpipe_dagster.store.lance import LanceStore
 
-    path = Path(lance_path) if lance_path is not None else default_lance_path()
+    # blank means the default, as for QPIPE_LANCE_PATH ('' would be the working directory)
+    blank = lance_path is None or not str(lance_path).strip()
+    path = default_lance_path() if blank else Path(str(lance_path).strip())
     return LanceStore(path=path, model=model, dim=dim, batch_size=batch_size, create=create)

@@ -34,3 +34,17 @@ def test_reembed_refuses_when_nothing_is_stored(dagster_home: Path, capsys) -> N
     assert "nothing to re-embed" in capsys.readouterr().err
     assert qpipe(["reembed", "--model", "all-MiniLM-L6-v2", "--truncate-dim", "0"]) == 2
     assert "--truncate-dim" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("concept", ["../x", "", "Demo"])
+def test_reembed_concept_must_be_a_key(dagster_home: Path, capsys, concept: str) -> None:
+    """Old code joined --concept onto the parsed_pages folder: '../x' read the table stored at
+    assets/x (and died with KeyError 'chunks'), '' read parsed_pages itself."""
+    import pyarrow as pa
+
+    from qpipe_dagster.defs.io import asset_storage_dir
+    from qpipe_dagster.storage.arrow_files import write_table
+
+    write_table(pa.table({"a": [1]}), asset_storage_dir() / "x")
+    assert qpipe(["reembed", "--model", "all-MiniLM-L6-v2", "--concept", concept]) == 2
+    assert "is not a valid concept key" in capsys.readouterr().err

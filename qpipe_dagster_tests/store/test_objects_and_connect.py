@@ -65,3 +65,16 @@ def test_weaviate_bad_urls() -> None:
         open_store(model="m", dim=8, weaviate_url="ftp://example.test")
     with pytest.raises(VectorStoreError, match="needs an API key"):
         open_store(model="m", dim=8, weaviate_url="https://abc.c0.europe-west3.gcp.weaviate.cloud")
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_blank_lance_path_means_the_default(dagster_home, tmp_path, monkeypatch, blank) -> None:  # noqa: ANN001
+    """VectorStoreResource(lance_path='') from the launchpad: old code opened Path('') - the
+    working directory - and wrote the store there."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    store = open_store(model="m", dim=8, lance_path=blank, weaviate_url=blank)
+    assert store.backend == "lancedb"
+    assert store.path == dagster_home / "qpipe" / "vectors"
+    assert list(cwd.iterdir()) == []
