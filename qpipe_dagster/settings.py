@@ -73,3 +73,19 @@ def weaviate_grpc_port(env: Mapping[str, str] | None = None) -> int:
     """WEAVIATE_GRPC_PORT, 50051 when unset."""
     port = env_int("WEAVIATE_GRPC_PORT", 1, 65_535, env)
     return 50051 if port is None else port
+
+
+DEFAULT_SYMBOL = "BTC-USD"
+
+
+def default_symbol(env: Mapping[str, str] | None = None) -> str:
+    """QPIPE_DEFAULT_SYMBOL normalised ('btc-usd' -> 'BTC-USD'), BTC-USD when unset or blank."""
+    from qpipe_dagster.concepts import ConceptError, normalize_symbol
+
+    value = env_value("QPIPE_DEFAULT_SYMBOL", env)
+    if value is None:
+        return DEFAULT_SYMBOL
+    try:
+        return normalize_symbol(value) or DEFAULT_SYMBOL
+    except ConceptError as exc:
+        raise SettingError(f"QPIPE_DEFAULT_SYMBOL={value!r} is invalid: {exc}") from None

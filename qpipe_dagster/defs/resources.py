@@ -5,7 +5,6 @@ WEAVIATE_URL / WEAVIATE_API_KEY select Weaviate over the local LanceDB store, QP
 points at real price files, QPIPE_EMBED_MODEL / QPIPE_EMBED_DEVICE pick the model.
 """
 
-import os
 from pathlib import Path
 
 from dagster import ConfigurableResource, Failure, PipesSubprocessClient
@@ -13,7 +12,7 @@ from pydantic import Field
 
 from qpipe_dagster.concepts import Concept, ConceptError, ConceptRegistry, validate_slug
 from qpipe_dagster.embed.encoder import DEFAULT_MODEL, Encoder
-from qpipe_dagster.settings import embed_device, env_value
+from qpipe_dagster.settings import default_symbol, embed_device, env_value
 
 DEMO_PRICES_DIR = Path(__file__).resolve().parents[1] / "demo" / "prices"
 
@@ -109,8 +108,8 @@ def default_resources() -> dict[str, object]:
             lance_path=env_value("QPIPE_LANCE_PATH"),
         ),
         "prices": PriceSourceResource(
-            prices_dir=os.environ.get("QPIPE_PRICES_DIR") or str(DEMO_PRICES_DIR),
-            default_symbol=os.environ.get("QPIPE_DEFAULT_SYMBOL", "BTC-USD"),
+            prices_dir=env_value("QPIPE_PRICES_DIR") or str(DEMO_PRICES_DIR),
+            default_symbol=default_symbol(),
         ),
         "pipes_subprocess_client": PipesSubprocessClient(),
     }

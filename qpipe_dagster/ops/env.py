@@ -115,6 +115,16 @@ def _cron(v: str) -> str | None:
     return cron_problem(v)
 
 
+def _symbol(v: str) -> str | None:
+    from qpipe_dagster.settings import SettingError, default_symbol
+
+    try:
+        default_symbol({"QPIPE_DEFAULT_SYMBOL": v})
+    except SettingError:
+        return "must be a market symbol like BTC-USD or AAPL (letters and digits, one - or /)"
+    return None
+
+
 def _absolute(v: str) -> str | None:
     return None if os.path.isabs(v.strip()) else "must be an absolute path"
 
@@ -135,6 +145,7 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "QPIPE_EMBED_TRUNCATE_DIM": _whole(1, 65_536),
     "QPIPE_ALLOW_MODEL_DOWNLOAD": _choice("0", "1"),
     "QPIPE_BACKEND": _choice("auto", "cpu", "gpu"),
+    "QPIPE_DEFAULT_SYMBOL": _symbol,
     "WEAVIATE_URL": _weaviate_url,
     "WEAVIATE_GRPC_PORT": _whole(1, 65_535),
     "WEAVIATE_BACKUP_BACKEND": _choice("filesystem", "s3", "gcs", "azure"),

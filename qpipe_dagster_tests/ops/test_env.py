@@ -62,6 +62,7 @@ def test_each_missing_required_variable_is_named(role: str, name: str) -> None:
         ("WEAVIATE_URL", "http://weaviate:abc", "http/https URL"),
         ("WEAVIATE_GRPC_PORT", "abc", "whole number from 1 to 65535"),
         ("QPIPE_ALLOW_MODEL_DOWNLOAD", "true", "one of 0, 1"),
+        ("QPIPE_DEFAULT_SYMBOL", "BTC USD", "market symbol like BTC-USD"),
     ],
 )
 def test_invalid_values_are_named(name: str, value: str, why: str) -> None:

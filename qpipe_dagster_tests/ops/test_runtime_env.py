@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from qpipe_dagster.cli import main
-from qpipe_dagster.defs.resources import default_resources
+from qpipe_dagster.defs.resources import DEMO_PRICES_DIR, default_resources
 from qpipe_dagster.embed.rotation import ModelChoice, active_model, active_model_file
 from qpipe_dagster.ops.env import env_problems
 from qpipe_dagster.settings import SettingError
@@ -27,6 +27,8 @@ VARS = (
     "WEAVIATE_API_KEY",
     "WEAVIATE_GRPC_PORT",
     "QPIPE_LANCE_PATH",
+    "QPIPE_PRICES_DIR",
+    "QPIPE_DEFAULT_SYMBOL",
 )
 
 
@@ -49,6 +51,19 @@ def test_blank_variables_mean_unset(env: pytest.MonkeyPatch) -> None:
     assert resources["embedder"].model_name == "all-MiniLM-L6-v2"
     assert resources["vector_store"].weaviate_url is None
     assert resources["vector_store"].lance_path is None
+    # old code: prices from a folder named '  ', and a symbol of '  ' that no file matches
+    assert resources["prices"].prices_dir == str(DEMO_PRICES_DIR)
+    assert resources["prices"].default_symbol == "BTC-USD"
+
+
+def test_default_symbol_is_normalised_and_checked(env: pytest.MonkeyPatch) -> None:
+    env.setenv("QPIPE_DEFAULT_SYMBOL", " eth-usd ")
+    assert env_problems("local") == []
+    assert default_resources()["prices"].default_symbol == "ETH-USD"
+    env.setenv("QPIPE_DEFAULT_SYMBOL", "ETH USD")
+    with pytest.raises(SettingError, match=r"QPIPE_DEFAULT_SYMBOL='ETH USD' is invalid"):
+        default_resources()
+    assert env_problems("local")  # the start-up check refuses the same value
 
 
 def test_device_is_normalised_like_the_startup_check(env: pytest.MonkeyPatch) -> None:
