@@ -34,6 +34,12 @@ _BAD_HOST_RE = re.compile(r"[\s\x00-\x1f\x7f#/:<>?@\[\\\]^|%\"]|\.\.|^\.")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """True if `text` holds an unpaired UTF-16 surrogate (what a lone JSON "\\ud800" escape or
+    os.fsdecode of bad bytes gives): not Unicode text, and no UTF-8 store can hold it."""
+    return not text.isascii() and _SURROGATE_RE.search(text) is not None
+
+
 class ConceptError(ValueError):
     """A concept name, URL or symbol that cannot be accepted; the message says which and why."""
 
@@ -51,7 +57,7 @@ def slugify(name: str) -> str:
     if name.isascii():  # NFKD leaves ASCII as it is; skip the round trip (receiver hot path)
         ascii_name = name
     else:
-        if _SURROGATE_RE.search(name):
+        if has_lone_surrogate(name):
             raise ConceptError(
                 f"concept name {name!r} contains an unpaired UTF-16 surrogate (e.g. a lone"
                 " \\ud800 escape in JSON): not valid Unicode text"
@@ -105,7 +111,7 @@ def validate_url(url: str) -> str:
     # cannot be stored in PostgreSQL's JSONB; isprintable() is the quick test for the usual case.
     if not url.isprintable() and _CONTROL_RE.search(url):
         raise ConceptError(f"seed URL {url!r} contains control characters")
-    if not url.isascii() and _SURROGATE_RE.search(url):
+    if has_lone_surrogate(url):
         raise ConceptError(f"seed URL {url!r} contains an unpaired UTF-16 surrogate")
     if parts.username is not None or parts.password is not None:
         raise ConceptError(f"seed URL {url!r} embeds credentials (user:password@); not crawled")

@@ -11,7 +11,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url, safe_url_string
 
-from qpipe_dagster.concepts import host_fault
+from qpipe_dagster.concepts import has_lone_surrogate, host_fault
 
 __all__ = [
     "dedupe_key",
@@ -120,7 +120,7 @@ def _why_not_crawlable(url: str) -> str:
     scheme = match.group(1).lower() if match else ""
     if scheme not in _DEFAULT_PORTS:
         return "only absolute http:// or https:// URLs with a host are crawled"
-    if any("\ud800" <= c <= "\udfff" for c in url):
+    if has_lone_surrogate(url):
         return "contains a lone surrogate (not valid Unicode)"
     try:
         parts = urlsplit(url.strip())
