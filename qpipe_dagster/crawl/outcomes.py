@@ -19,6 +19,8 @@ from scrapy.exceptions import (
     ResponseDataLossError,
 )
 from twisted.internet import error as tx_error
+from twisted.web._newclient import ParseError  # public API has no name for it
+from twisted.web.client import ResponseNeverReceived
 
 from qpipe_dagster.crawl.schema import SKIPPED_PREFIX
 
@@ -26,6 +28,10 @@ __all__ = [
     "ROBOTS_DISALLOWED",
     "REDIRECT_LOOP",
     "CORRUPT_ENCODING",
+    "MALFORMED_RESPONSE",
+    "NO_RESPONSE",
+    "UNCRAWLABLE_REDIRECT",
+    "UncrawlableRedirect",
     "describe_failure",
     "http_error",
     "is_html_mime",
@@ -37,6 +43,9 @@ __all__ = [
 ROBOTS_DISALLOWED = "robots.txt disallows this URL"
 REDIRECT_LOOP = "redirect loop / too many redirects"
 CORRUPT_ENCODING = "corrupt compressed body (Content-Encoding gzip/deflate/br/zstd)"
+MALFORMED_RESPONSE = "malformed HTTP response"
+NO_RESPONSE = "server closed the connection without a response"
+UNCRAWLABLE_REDIRECT = "redirect to an uncrawlable URL"
 _HTML_MIMES = frozenset({"text/html", "application/xhtml+xml"})
 
 
@@ -74,8 +83,46 @@ def skipped_too_large(max_bytes: int) -> str:
     return f"{SKIPPED_PREFIX}response larger than {max_bytes} bytes"
 
 
-def http_error(status: int) -> str:
+def http_error(status: int, *, has_location: bool = True) -> str:
+    if 300 <= status < 400 and not has_location:
+        return f"HTTP {status} without a Location header"
     return f"HTTP {status}"
+
+
+class UncrawlableRedirect(Exception):
+    """A 3xx whose Location the crawler will not follow (mailto:, ftp:, a malformed host...).
+
+    Raised by the spider's redirect check before Scrapy's RedirectMiddleware, which would
+    otherwise fail with a bare ValueError or pass the 3xx on as a plain HTTP error.
+    """
+
+    def __init__(self, status: int, location: str, reason: str) -> None:
+        super().__init__(f"{UNCRAWLABLE_REDIRECT} {location!r}: {reason}")
+        self.status = status
+        self.location = location
+        self.reason = reason
+
+
+def _download_failure(exc: BaseException, attempts: int) -> str:
+    """Name what went wrong inside Twisted's HTTP client, which Scrapy wraps in one type.
+
+    The cause is a `ResponseFailed` carrying the underlying failures: a parse error means the
+    server answered something that is not HTTP; a clean close before any byte means no answer.
+    """
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    reasons = [getattr(r, "value", r) for r in getattr(cause, "reasons", ())]
+    for reason in reasons:
+        if isinstance(reason, ParseError) and len(reason.args) == 2:
+            what, line = reason.args  # e.g. ('non-integer status code', b'THIS IS NOT HTTP')
+            detail = f"{what} in {bytes(line)[:60]!r}"
+        elif isinstance(reason, ParseError | ValueError):
+            detail = str(reason)[:120]
+        else:
+            continue
+        return f"{MALFORMED_RESPONSE}: {detail} ({_attempts(attempts)})"
+    if isinstance(cause, ResponseNeverReceived):
+        return f"{NO_RESPONSE} ({_attempts(attempts)})"
+    return f"connection lost ({_attempts(attempts)})"
 
 
 def _is_decompression_error(exc: BaseException) -> bool:
@@ -93,6 +140,8 @@ def _attempts(n: int) -> str:
 
 def describe_failure(exc: BaseException, *, attempts: int, timeout_s: float, max_bytes: int) -> str:
     """Short, stable reason for a request that produced no usable response."""
+    if isinstance(exc, UncrawlableRedirect):
+        return f"{UNCRAWLABLE_REDIRECT} {exc.location!r}: {exc.reason}"[:300]
     if isinstance(exc, IgnoreRequest):
         msg = str(exc)
         if "robots.txt" in msg:
@@ -114,7 +163,9 @@ def describe_failure(exc: BaseException, *, attempts: int, timeout_s: float, max
         return "connection refused"
     if isinstance(exc, ResponseDataLossError):
         return "connection closed before the full response arrived"
-    if isinstance(exc, DownloadFailedError | tx_error.ConnectionLost | tx_error.ConnectionDone):
+    if isinstance(exc, DownloadFailedError):
+        return _download_failure(exc, attempts)
+    if isinstance(exc, tx_error.ConnectionLost | tx_error.ConnectionDone):
         return f"connection lost ({_attempts(attempts)})"
     if isinstance(exc, tx_error.ConnectError):
         return f"connection failed: {exc}"[:200]

@@ -17,6 +17,7 @@ __all__ = [
     "dedupe_key",
     "filter_links",
     "normalize_url",
+    "redirect_fault",
     "site_of",
     "validate_seeds",
 ]
@@ -110,6 +111,21 @@ def validate_seeds(seeds: object) -> list[str]:
     if not out:
         raise ValueError("no seed URLs given: pass at least one http(s) URL")
     return out
+
+
+def redirect_fault(target: str, base: str) -> str | None:
+    """Why a redirect from `base` to `target` (a Location header or a meta refresh) will not be
+    followed, or None when it will. Same rule as links and seeds: absolute http(s) with a sane
+    host; Scrapy would otherwise fail with a bare ValueError or quietly stop at the 3xx."""
+    if normalize_url(target, base) is not None:
+        return None
+    if not target.strip():
+        return "empty target (the page redirects to itself)"
+    try:
+        absolute = urljoin(base, target.strip())
+    except ValueError:
+        absolute = target
+    return _why_not_crawlable(absolute)
 
 
 def _why_not_crawlable(url: str) -> str:

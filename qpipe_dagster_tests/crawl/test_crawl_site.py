@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -368,3 +372,98 @@ def test_frames_followed_and_corrupt_compression_named(tmp_path: Path) -> None:
     for path in ("/gz", "/deflate", "/br"):
         assert rows[path]["error"].startswith("corrupt compressed body (Content-Encoding"), path
         assert rows[path]["html"] is None
+
+
+@contextmanager
+def raw_server(payload: bytes) -> Iterator[str]:
+    """A loopback TCP server that answers every connection with `payload` verbatim, then closes:
+    for responses an HTTP library cannot produce (not HTTP at all, broken headers, nothing)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                with suppress(OSError):
+                    conn.recv(65536)
+                    conn.sendall(payload)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    finally:
+        stop.set()
+        thread.join(5)
+        sock.close()
+
+
+def test_uncrawlable_redirects_and_malformed_responses_are_named(tmp_path: Path) -> None:
+    """A redirect to mailto:/ftp:/a broken host used to end as 'ValueError: Missing scheme in
+    request url' or a bare 'HTTP 301'; a reply that is not HTTP at all as 'connection lost'."""
+    html = "text/html; charset=utf-8"
+
+    def moved(location: str | None, status: int = 302) -> Route:
+        headers = {} if location is None else {"Location": location}
+        return lambda _n: Reply(status, headers=headers, content_type=None)
+
+    def refresh(target: str) -> Route:
+        body = f'<html><head><meta http-equiv="refresh" content="0;url={target}"></head><body>kept</body></html>'
+        return lambda _n: Reply(body=body.encode(), content_type=html)
+
+    routes: dict[str, Route] = {
+        "/": lambda _n: Reply(
+            body=page("/mailto", "/ipv6", "/ftp", "/none", "/empty", "/ok", "/m-mailto", "/m-ipv6")
+        ),
+        "/mailto": moved("mailto:someone@example.com"),
+        "/ipv6": moved("http://[broken/"),
+        "/ftp": moved("ftp://example.com/file", 301),
+        "/none": moved(None),
+        "/empty": moved(""),
+        "/ok": moved("/landing", 307),
+        "/landing": lambda _n: Reply(body=page(title="landing")),
+        "/m-mailto": refresh("mailto:someone@example.com"),
+        "/m-ipv6": refresh("http://[broken/"),
+    }
+    with (
+        serve(routes) as site,
+        raw_server(b"THIS IS NOT HTTP\r\n\r\nhello") as not_http,
+        raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: zz\r\n\r\n<p>hi</p>") as bad_header,
+        raw_server(b"") as silent,
+    ):
+        seeds = [site.url("/"), not_http, bad_header, silent]
+        table = crawl_subprocess(seeds, FAST, tmp_path / "r.arrow", timeout_s=90)
+    rows = {r["url"]: r for r in table.to_pylist()}
+    by_path = {url[len(site.base) :]: row for url, row in rows.items() if url.startswith(site.base)}
+    refused = "redirect to an uncrawlable URL"
+    assert by_path["/mailto"]["status"] == 302
+    assert by_path["/mailto"]["error"] == (
+        f"{refused} 'mailto:someone@example.com': "
+        "only absolute http:// or https:// URLs with a host are crawled"
+    )
+    assert by_path["/ipv6"]["error"].startswith(f"{refused} 'http://[broken/': ")
+    assert "Invalid IPv6 URL" in by_path["/ipv6"]["error"]
+    assert by_path["/ftp"]["status"] == 301
+    assert by_path["/ftp"]["error"].startswith(f"{refused} 'ftp://example.com/file': ")
+    assert by_path["/none"]["error"] == "HTTP 302 without a Location header"
+    assert (
+        by_path["/empty"]["error"] == f"{refused} '': empty target (the page redirects to itself)"
+    )
+    assert by_path["/ok"]["error"] is None and by_path["/ok"]["final_url"] == site.url("/landing")
+    for path in ("/m-mailto", "/m-ipv6"):  # the page itself arrived: keep it, do not follow
+        assert by_path[path]["error"] is None and b"kept" in by_path[path]["html"], path
+    assert rows[not_http]["error"] == (
+        "malformed HTTP response: non-integer status code in b'THIS IS NOT HTTP' (2 attempts)"
+    )
+    assert rows[bad_header]["error"].startswith("malformed HTTP response: ")
+    assert "zz" in rows[bad_header]["error"]
+    assert rows[silent]["error"] == "server closed the connection without a response (2 attempts)"
+    assert all(row["html"] is None for row in (rows[not_http], rows[bad_header], rows[silent]))

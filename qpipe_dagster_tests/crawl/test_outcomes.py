@@ -63,3 +63,36 @@ def test_corrupt_compressed_body_is_named() -> None:
     for exc in (zlib.error("Error -3 while decompressing data"), brotli.error("decoder failed")):
         text = describe_failure(exc, attempts=1, timeout_s=1.0, max_bytes=10)
         assert text.startswith("corrupt compressed body (Content-Encoding"), text
+
+
+def _download_failed(*reasons: BaseException, never_received: bool = False) -> BaseException:
+    """What Scrapy raises for a failed Twisted download: its own type, the cause chained."""
+    from scrapy.exceptions import DownloadFailedError
+    from twisted.python.failure import Failure
+    from twisted.web.client import ResponseFailed, ResponseNeverReceived
+
+    kind = ResponseNeverReceived if never_received else ResponseFailed
+    cause = kind([Failure(r) for r in reasons])
+    exc = DownloadFailedError(str(cause))
+    exc.__cause__ = cause
+    return exc
+
+
+def test_download_failures_say_what_the_server_sent() -> None:
+    # all three used to read "connection lost (N attempts)"
+    from twisted.internet.error import ConnectionDone, ConnectionLost
+    from twisted.web._newclient import ParseError
+
+    def text(exc: BaseException) -> str:
+        return describe_failure(exc, attempts=2, timeout_s=1.0, max_bytes=10)
+
+    not_http = _download_failed(ParseError("non-integer status code", b"SSH-2.0-OpenSSH"))
+    assert text(not_http) == (
+        "malformed HTTP response: non-integer status code in b'SSH-2.0-OpenSSH' (2 attempts)"
+    )
+    bad_length = _download_failed(ValueError("Value contains non-decimal digits: b'zz'"))
+    assert text(bad_length).startswith("malformed HTTP response: Value contains non-decimal")
+    silent = _download_failed(ConnectionDone(), never_received=True)
+    assert text(silent) == "server closed the connection without a response (2 attempts)"
+    cut = _download_failed(ConnectionLost())
+    assert text(cut) == "connection lost (2 attempts)"

@@ -10,6 +10,7 @@ from qpipe_dagster.crawl.urls import (
     dedupe_key,
     filter_links,
     normalize_url,
+    redirect_fault,
     site_of,
     validate_seeds,
 )
@@ -148,3 +149,24 @@ def test_idn_uppercase_and_fqdn_seeds_still_accepted() -> None:
         "http://x.org./",
         "http://x_y.org/",
     ]
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/next", None),
+        ("https://www.example.com/x", None),
+        ("//example.org/y", None),
+        ("mailto:a@example.com", "only absolute http:// or https:// URLs with a host are crawled"),
+        ("ftp://example.com/f", "only absolute http:// or https:// URLs with a host are crawled"),
+        ("http://[1::2::3]/", "not a valid absolute URL"),
+        ("http://user:pw@example.com/", "embedded credentials (user:password@) are not crawled"),
+        ("", "empty target (the page redirects to itself)"),
+    ],
+)
+def test_redirect_fault(target: str, expected: str | None) -> None:
+    fault = redirect_fault(target, "http://example.com/page")
+    if expected is None:
+        assert fault is None
+    else:
+        assert fault is not None and fault.startswith(expected), fault
