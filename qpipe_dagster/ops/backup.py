@@ -97,7 +97,21 @@ def run_backup(
     retention_days: int | None = DEFAULT_RETENTION_DAYS,
     log: Callable[[str], None] = lambda _m: None,
 ) -> BackupResult:
-    """Snapshot everything, upload it with its manifest, then prune backups past retention."""
+    """Snapshot everything, upload it with its manifest, then prune backups past retention.
+
+    retention_days None keeps every backup; anything else must be a whole number >= 1 and is
+    checked before the snapshot, so a bad value never ends in an error after a backup was
+    written (0 used to mean "keep everything" silently, -1 failed only after the upload).
+    """
+    if retention_days is not None and (
+        not isinstance(retention_days, int)
+        or isinstance(retention_days, bool)
+        or retention_days < 1
+    ):
+        raise BackupError(
+            f"retention must be a whole number of days >= 1 (--keep-days / "
+            f"QPIPE_BACKUP_RETENTION_DAYS), got {retention_days!r}; nothing was backed up"
+        )
     now = now or datetime.now(UTC)
     backup_id = new_backup_id(now, set(target.list_ids()))
     with tempfile.TemporaryDirectory(prefix="qpipe-backup-") as tmp:
@@ -133,7 +147,7 @@ def run_backup(
         )
         manifest.write(staging)
         target.upload(backup_id, staging)
-    deleted = apply_retention(target, retention_days, now=now) if retention_days else []
+    deleted = apply_retention(target, retention_days, now=now) if retention_days is not None else []
     return BackupResult(backup_id, target.url, manifest, deleted)
 
 
@@ -170,22 +184,74 @@ def _sqlite_path(sources: Sources, name: str) -> Path:
     return {"inbox": sources.inbox_path, "concepts": sources.concepts_path}[name]
 
 
+def _creatable_problem(path: Path, what: str, *, folder: bool) -> str | None:
+    """Why `path` cannot be created or replaced by a restore, or None.
+
+    Checked for every destination before the first write, so a bad QPIPE_INBOX_PATH cannot
+    leave the vectors restored and the inbox not (a second restore would then refuse the
+    non-empty vector store).
+    """
+    if path.exists():
+        if folder and not path.is_dir():
+            return f"{what} {path} is a file, not a folder"
+        if not folder and path.is_dir():
+            return f"{what} {path} is a folder, not a SQLite file"
+        probe = path
+    else:
+        probe = path.parent
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            return f"{what} {path} cannot be created: {probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK):
+        return f"{what} {path} is not writable ({probe})"
+    return None
+
+
 def _check_empty(manifest: Manifest, sources: Sources) -> list[str]:
-    """Problems that make the target store non-empty (a restore never merges or overwrites)."""
+    """Problems that make a destination unusable or non-empty (a restore never merges or
+    overwrites): unwritable paths, stores holding rows, files that are not what they should be."""
     problems = []
     for c in manifest.components:
         if c.kind == "lancedb":
             table = c.name.split(":", 1)[1]
-            rows = snapshot.lance_rows(sources.lance_path, table)
+            why = _creatable_problem(sources.lance_path, "LanceDB path", folder=True)
+            if why:
+                problems.append(why)
+                continue
+            try:
+                rows = snapshot.lance_rows(sources.lance_path, table)
+            except (OSError, RuntimeError, ValueError) as exc:
+                problems.append(
+                    f"LanceDB table {table} in {sources.lance_path} is unreadable ({exc})"
+                )
+                continue
             if rows:
                 problems.append(
                     f"LanceDB table {table} in {sources.lance_path} holds {rows} objects"
                 )
         elif c.kind == "sqlite":
             path = _sqlite_path(sources, c.name)
-            rows = snapshot.sqlite_rows(path, c.name)
-            if rows:
-                problems.append(f"{c.name} {path} holds {rows} rows")
+            why = _creatable_problem(path, c.name, folder=False)
+            if why:
+                problems.append(why)
+                continue
+            if not path.exists():
+                continue
+            try:
+                tables = snapshot.sqlite_table_rows(path, c.name)
+            except BackupError as exc:
+                problems.append(str(exc))
+                continue
+            own = snapshot.SQLITE_TABLES[c.name][0]
+            if tables.get(own):
+                problems.append(f"{c.name} {path} holds {tables[own]} rows")
+            other = {t: n for t, n in tables.items() if t != own and n}
+            if other:
+                listed = ", ".join(f"{t} ({n} rows)" for t, n in sorted(other.items()))
+                problems.append(
+                    f"{c.name} {path} is not an empty {c.name} store: it holds tables {listed}"
+                )
     return problems
 
 
@@ -236,7 +302,9 @@ def restore_backup(
             problems.extend(weaviate_nonempty(sources, manifest))
         if problems:
             raise BackupError(
-                "restore needs empty stores, but " + "; ".join(problems) + ". Move them aside "
+                "restore needs empty stores it can write, but "
+                + "; ".join(problems)
+                + ". Move them aside "
                 "(or point QPIPE_LANCE_PATH / QPIPE_INBOX_PATH / DAGSTER_HOME at new locations) "
                 "and run the restore again; nothing was changed"
             )

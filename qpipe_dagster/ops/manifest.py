@@ -15,6 +15,10 @@ from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+BACKENDS = ("lancedb", "weaviate")
+# Component kinds, and the name each must have: "lancedb:<table>", "weaviate:<collection>", or
+# one of the SQLite stores (keys of snapshot.SQLITE_TABLES).
+SQLITE_COMPONENTS = ("inbox", "concepts")
 # Lower-case letters, digits and hyphens only: also valid as a Weaviate backup id.
 BACKUP_ID_RE = re.compile(r"^qpipe-(\d{8})-(\d{6})(?:-(\d+))?$")
 
@@ -95,12 +99,20 @@ class Manifest:
             raise BackupError(f"{path}: manifest missing: the backup is incomplete") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BackupError(f"{path}: manifest is not readable JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise BackupError(f"{path}: manifest is malformed (a JSON object is expected)")
+        if data.get("format_version") != FORMAT_VERSION:  # first: a newer format may differ below
+            raise BackupError(
+                f"{path}: manifest format_version {data.get('format_version')!r} is not "
+                f"supported (this qpipe reads {FORMAT_VERSION})"
+            )
+        if not isinstance(data.get("components"), list) or not all(
+            isinstance(c, dict) for c in data["components"]
+        ):
+            raise BackupError(
+                f"{path}: manifest is malformed (components must be a list of objects)"
+            )
         try:
-            if data["format_version"] != FORMAT_VERSION:
-                raise BackupError(
-                    f"{path}: manifest format_version {data['format_version']!r} is not "
-                    f"supported (this qpipe reads {FORMAT_VERSION})"
-                )
             components = [Component(**c) for c in data["components"]]
             manifest = cls(
                 backup_id=str(data["backup_id"]),
@@ -117,9 +129,56 @@ class Manifest:
                 f"{path}: manifest is malformed ({type(exc).__name__}: {exc})"
             ) from None
         backup_time(manifest.backup_id)
-        for c in components:
-            if c.file is not None and (
-                "/" in c.file or "\\" in c.file or c.file.startswith(".") or not c.file
-            ):
-                raise BackupError(f"{path}: component {c.name!r} names an unsafe file {c.file!r}")
+        if manifest.backend not in BACKENDS:
+            raise BackupError(
+                f"{path}: manifest backend {manifest.backend!r} is not one of {', '.join(BACKENDS)}"
+            )
+        seen: set[str] = set()
+        for i, c in enumerate(components):
+            why = component_problem(c)
+            if why:
+                raise BackupError(f"{path}: components[{i}] ({c.name!r}): {why}")
+            if c.name in seen:
+                raise BackupError(f"{path}: component {c.name!r} is listed twice")
+            seen.add(c.name)
         return manifest
+
+
+def component_problem(c: Component) -> str | None:
+    """Why a manifest entry cannot be restored (wrong type, unknown kind, unsafe file), or None.
+
+    Checked before anything is downloaded or written, so a hand-edited or damaged manifest is
+    named instead of failing halfway through a restore.
+    """
+    if not isinstance(c.name, str) or not c.name:
+        return "name must be a non-empty string"
+    if not isinstance(c.rows, int) or isinstance(c.rows, bool) or c.rows < 0:
+        return f"rows must be a whole number >= 0, got {c.rows!r}"
+    if not isinstance(c.digest, str) or not c.digest:
+        return f"digest must be a non-empty string, got {c.digest!r}"
+    if c.sha256 is not None and not isinstance(c.sha256, str):
+        return f"sha256 must be a string, got {c.sha256!r}"
+    if not isinstance(c.counts, dict):
+        return f"counts must be an object, got {c.counts!r}"
+    if c.kind in ("lancedb", "weaviate"):
+        prefix, _, rest = c.name.partition(":")
+        if prefix != c.kind or not rest:
+            return f"a {c.kind} component must be named '{c.kind}:<name>'"
+    elif c.kind == "sqlite":
+        if c.name not in SQLITE_COMPONENTS:
+            return f"a sqlite component must be one of {', '.join(SQLITE_COMPONENTS)}"
+    else:
+        return f"kind {c.kind!r} is not one of lancedb, sqlite, weaviate (a newer qpipe's backup?)"
+    if c.kind == "weaviate":
+        return None if c.file is None else "a weaviate component has no file"
+    if not isinstance(c.file, str) or not c.file:
+        return f"a {c.kind} component needs a file, got {c.file!r}"
+    if (
+        "/" in c.file
+        or "\\" in c.file
+        or "\x00" in c.file
+        or c.file.startswith(".")
+        or c.file == MANIFEST_NAME
+    ):
+        return f"names an unsafe file {c.file!r}"
+    return None

@@ -117,11 +117,11 @@ def restore_lance_table(path: Path, name: str, data: pa.Table) -> str:
     """
     import lancedb
 
-    path.mkdir(parents=True, exist_ok=True)
-    db = lancedb.connect(str(path))
-    mode = "overwrite" if name in lance_tables(path) else "create"
     reader = pa.RecordBatchReader.from_batches(data.schema, data.to_batches(max_chunksize=10_000))
     try:
+        path.mkdir(parents=True, exist_ok=True)
+        db = lancedb.connect(str(path))
+        mode = "overwrite" if name in lance_tables(path) else "create"
         db.create_table(name, data=reader, schema=data.schema, mode=mode)
         stored = db.open_table(name).to_arrow()
     except (OSError, RuntimeError, ValueError) as exc:
@@ -160,6 +160,35 @@ def sqlite_rows(path: Path, component: str) -> int | None:
         return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
     finally:
         db.close()
+
+
+def sqlite_table_rows(path: Path, component: str) -> dict[str, int]:
+    """Rows per table (SQLite's own `sqlite_*` tables aside) of an existing file at `path`.
+
+    A restore replaces the whole file, so any table with rows, ours or not, makes it non-empty;
+    a file that is not a SQLite database is a BackupError naming it.
+    """
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            names = [
+                r[0]
+                for r in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+                )
+            ]
+            quoted = {n: '"' + n.replace('"', '""') + '"' for n in names}
+            return {
+                n: db.execute(f"SELECT COUNT(*) FROM {q}").fetchone()[0]  # noqa: S608
+                for n, q in quoted.items()
+            }
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise BackupError(
+            f"{component} {str(path)!r} is not a readable SQLite database ({exc}); a restore "
+            "would replace it"
+        ) from None
 
 
 def snapshot_sqlite(path: Path, component: str, out_dir: Path) -> Component | None:
@@ -223,8 +252,8 @@ def verify_sqlite_file(path: Path, component: Component) -> None:
 def restore_sqlite(snapshot: Path, target: Path, component: Component) -> tuple[int, str]:
     """Copy the snapshot into `target` (absent or empty) and return its (rows, digest)."""
     table, order_by, _ = SQLITE_TABLES[component.name]
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         src = sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)
         dst = sqlite3.connect(target, timeout=30)
         try:
@@ -234,5 +263,5 @@ def restore_sqlite(snapshot: Path, target: Path, component: Component) -> tuple[
         finally:
             dst.close()
             src.close()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         raise BackupError(f"{component.name} {str(target)!r}: restore failed ({exc})") from exc
