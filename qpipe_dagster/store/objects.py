@@ -111,6 +111,38 @@ def vector_dim(type_: pa.DataType) -> int | None:
     return None
 
 
+_KIND_HINT = {
+    ("integer", "time"): " (a bare number is not a time: its unit and epoch are unknown)",
+    ("float", "time"): " (a bare number is not a time: its unit and epoch are unknown)",
+    ("text", "time"): " (convert the text to timestamps before storing)",
+}
+
+
+def _kind(type_: pa.DataType) -> str:
+    """Coarse family of an Arrow type: casts are only made within one family.
+
+    Arrow casts int64 to a timestamp by reading it as microseconds and numbers to text by
+    printing them, so an epoch-seconds `fetched_at` would land as 1970 and a numeric `title`
+    as "123" without a word; within a family (int64 -> int32, string -> large_string,
+    ns -> us, float64 lists -> float32 vectors) a cast keeps the meaning.
+    """
+    if pa.types.is_timestamp(type_) or pa.types.is_date(type_):
+        return "time"
+    if pa.types.is_integer(type_):
+        return "integer"
+    if pa.types.is_floating(type_):
+        return "float"
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+        return "text"
+    if (
+        pa.types.is_list(type_)
+        or pa.types.is_large_list(type_)
+        or pa.types.is_fixed_size_list(type_)
+    ):
+        return "list"
+    return str(type_)
+
+
 def validate_objects(table: pa.Table, dim: int, where: str) -> pa.Table:
     """Check `table` against objects_schema(dim) and return it in canonical column order/types.
 
@@ -147,6 +179,11 @@ def validate_objects(table: pa.Table, dim: int, where: str) -> pa.Table:
     for field in schema:
         col = table.column(field.name)
         if col.type != field.type:
+            if not pa.types.is_null(col.type) and _kind(col.type) != _kind(field.type):
+                raise VectorStoreError(
+                    f"{where}: column {field.name!r} has type {col.type}, expected {field.type}"
+                    + _KIND_HINT.get((_kind(col.type), _kind(field.type)), "")
+                )
             try:
                 col = col.cast(field.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

@@ -173,6 +173,20 @@ def _replace(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
             "all zeros",
         ),
         (lambda t: t.to_pandas(), "expects a pyarrow.Table"),
+        # Arrow casts int64 to a timestamp as microseconds: epoch seconds landed as 1970
+        (
+            lambda t: _replace(t, "fetched_at", pa.array([1_700_000_000] * t.num_rows, pa.int64())),
+            r"'fetched_at' has type int64, expected timestamp\[us, tz=UTC\] \(a bare number",
+        ),
+        (
+            lambda t: _replace(t, "fetched_at", pa.array(["2026-11-23"] * t.num_rows)),
+            r"'fetched_at' has type string, expected timestamp.*convert the text",
+        ),
+        # ... and numbers to text by printing them
+        (
+            lambda t: _replace(t, "title", pa.array(range(t.num_rows), pa.int64())),
+            r"'title' has type int64, expected string",
+        ),
         # finite values whose float32 squared norm overflows / underflows: old code stored
         # them, and every search scored them 0.0 (or inf) whatever the query
         (
