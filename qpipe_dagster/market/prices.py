@@ -8,6 +8,7 @@ file and what is wrong, so a bad download never turns into a silent bad backtest
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ TS_NAMES: tuple[str, ...] = ("ts", "datetime", "timestamp", "date", "time")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 CLOSE_FALLBACKS: tuple[str, ...] = ("adj close", "adj_close", "adjclose")
 GAP_FACTOR = 1.5  # an interval longer than 1.5x the median bar interval is a gap
+_DUPLICATED_RE = re.compile(r"_duplicated_\d+$")  # polars' suffix for a repeated CSV header
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 _MIN_US = int(np.datetime64("0001-01-01T00:00:00", "us").astype(np.int64))
 _MAX_US = int(np.datetime64("9999-12-31T23:59:59.999999", "us").astype(np.int64))
@@ -39,6 +41,32 @@ class PriceData:
     report: dict[str, Any]
 
 
+def _separator(path: Path) -> str:
+    """',' unless the header line has none but has ';' or a tab (European/TSV exports, which
+    would otherwise load as one column and be refused as missing 'ts')."""
+    with path.open("rb") as fh:
+        header = fh.readline(65536).decode("utf-8-sig", errors="replace")
+    if "," not in header:
+        for sep in (";", "\t"):
+            if sep in header:
+                return sep
+    return ","
+
+
+def _ragged_row(path: Path, separator: str) -> str:
+    """Where a CSV row has more fields than its header (polars only says that one does)."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+        reader = csv.reader(fh, delimiter=separator)
+        width = len(next(reader, []))
+        for i, record in enumerate(reader, start=1):
+            if len(record) > width:
+                return (
+                    f"row {i} (line {reader.line_num}) has {len(record)} fields, "
+                    f"the header has {width}"
+                )
+    return "a row has more fields than the header"
+
+
 def _read_raw(path: Path) -> pl.DataFrame:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
@@ -46,42 +74,101 @@ def _read_raw(path: Path) -> pl.DataFrame:
             f"{path}: unsupported extension {path.suffix or '(none)'!r}; "
             f"use one of {', '.join(SUPPORTED_EXTENSIONS)}"
         )
+    if path.is_dir():
+        raise PriceFileError(f"{path}: is a directory, not a price file")
     if not path.is_file():
         raise PriceFileError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise PriceFileError(f"{path}: empty file")
+    separator = ","
     try:
         if suffix == ".csv":
-            return pl.read_csv(path, infer_schema_length=0)  # all strings: we parse ourselves
+            separator = _separator(path)
+            # all strings: we parse ourselves
+            return pl.read_csv(path, infer_schema_length=0, separator=separator)
         return pl.read_parquet(path)
     except pl.exceptions.NoDataError as exc:
         raise PriceFileError(f"{path}: empty file") from exc
     except Exception as exc:  # polars/arrow raise many types for corrupt files
+        if suffix == ".csv" and "more fields than defined" in str(exc):
+            raise PriceFileError(f"{path}: {_ragged_row(path, separator)}") from exc
         raise PriceFileError(f"{path}: cannot read as {suffix[1:]}: {exc}") from exc
 
 
 def _map_columns(path: Path, columns: list[str]) -> dict[str, str]:
-    """Canonical name -> source column, matched case-insensitively after trimming."""
-    by_lower: dict[str, str] = {}
+    """Canonical name -> source column, matched case-insensitively after trimming.
+
+    A name we use that matches two columns (``close,Close``, or ``close,close``, which polars
+    reads as ``close_duplicated_0``) is refused: taking either would be a guess.
+    """
+    by_lower: dict[str, list[str]] = {}
     for col in columns:
-        by_lower.setdefault(col.strip().lower(), col)
+        key = _DUPLICATED_RE.sub("", col).strip().lower()
+        by_lower.setdefault(key, []).append(col)
+
+    def pick(name: str) -> str:
+        found = by_lower[name]
+        if len(found) > 1:
+            shown = [_DUPLICATED_RE.sub("", c) for c in found]
+            raise PriceFileError(
+                f"{path}: column {name!r} appears {len(found)} times ({shown}); keep one"
+            )
+        return found[0]
+
     mapping: dict[str, str] = {}
-    ts = next((by_lower[n] for n in TS_NAMES if n in by_lower), None)
+    ts = next((n for n in TS_NAMES if n in by_lower), None)
     if ts is None:
         raise PriceFileError(
             f"{path}: missing column 'ts' (any of {', '.join(TS_NAMES)}); found {columns}"
         )
-    mapping["ts"] = ts
+    if ts == "date" and "time" in by_lower:
+        # taking the date alone would collapse every intraday bar of a day into one
+        raise PriceFileError(
+            f"{path}: separate {pick('date')!r} and {pick('time')!r} columns; "
+            "combine them into one timestamp column (ts, datetime or timestamp)"
+        )
+    mapping["ts"] = pick(ts)
     for name in PRICE_COLUMNS:
-        src = by_lower.get(name)
+        src = name if name in by_lower else None
         if src is None and name == "close":
-            src = next((by_lower[n] for n in CLOSE_FALLBACKS if n in by_lower), None)
+            src = next((n for n in CLOSE_FALLBACKS if n in by_lower), None)
         if src is None:
             raise PriceFileError(f"{path}: missing column {name!r}; found {columns}")
-        mapping[name] = src
+        mapping[name] = pick(src)
     if "volume" in by_lower:
-        mapping["volume"] = by_lower["volume"]
+        mapping["volume"] = pick("volume")
     return mapping
+
+
+_EPOCH_UNITS: tuple[tuple[float, float, str], ...] = (
+    # (magnitude below, microseconds per unit, name): seconds until year ~5000, then ms, us, ns
+    (1e11, 1e6, "seconds"),
+    (1e14, 1e3, "milliseconds"),
+    (1e17, 1.0, "microseconds"),
+    (np.inf, 1e-3, "nanoseconds"),
+)
+
+
+def _show(value: object) -> str:
+    """A cell for a message: NumPy scalars as plain Python values (``nan``, not
+    ``np.float64(nan)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _bad_ts(path: Path, raw: pl.Series, values: pd.Series, i: int) -> PriceFileError:
+    if raw[i] is None:
+        return PriceFileError(f"{path}: row {i + 1}: missing timestamp (empty cell)")
+    return PriceFileError(f"{path}: row {i + 1}: unparseable timestamp {_show(values.iloc[i])}")
+
+
+def _check_years(path: Path, us: np.ndarray, values: pd.Series) -> None:
+    """Outside years 1..9999 the int64 cast overflows or datetimes cannot be built later."""
+    out = (us < _MIN_US) | (us > _MAX_US)
+    if out.any():
+        i = int(np.flatnonzero(out)[0])
+        raise PriceFileError(
+            f"{path}: row {i + 1}: timestamp {_show(values.iloc[i])} is outside years 1..9999"
+        )
 
 
 def _parse_ts(path: Path, raw: pl.Series) -> np.ndarray:
@@ -93,21 +180,19 @@ def _parse_ts(path: Path, raw: pl.Series) -> np.ndarray:
         nums = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(nums)
         if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise PriceFileError(f"{path}: row {i + 1}: unparseable timestamp {values.iloc[i]!r}")
-        magnitude = np.nanmax(np.abs(nums)) if nums.size else 0.0
-        # epoch seconds until year ~5000, then milliseconds, microseconds, nanoseconds
-        scale = 1e6 if magnitude < 1e11 else 1e3 if magnitude < 1e14 else 1.0
-        if magnitude >= 1e17:
-            scale = 1e-3
-        us = np.round(nums * scale)
-        # outside years 1..9999 the int64 cast overflows or datetimes cannot be built later
-        out = (us < _MIN_US) | (us > _MAX_US)
-        if out.any():
-            i = int(np.flatnonzero(out)[0])
+            raise _bad_ts(path, raw, values, int(np.flatnonzero(bad)[0]))
+        # the unit is read per row: a file mixing seconds and milliseconds must not put half
+        # its bars in 1970
+        unit = np.searchsorted([u[0] for u in _EPOCH_UNITS], np.abs(nums), side="right")
+        if (unit != unit[0]).any():
+            j = int(np.flatnonzero(unit != unit[0])[0])
             raise PriceFileError(
-                f"{path}: row {i + 1}: timestamp {values.iloc[i]!r} is outside years 1..9999"
+                f"{path}: mixed epoch units: row 1 {_show(values.iloc[0])} reads as "
+                f"{_EPOCH_UNITS[unit[0]][2]}, row {j + 1} {_show(values.iloc[j])} as "
+                f"{_EPOCH_UNITS[unit[j]][2]}"
             )
+        us = np.round(nums * _EPOCH_UNITS[unit[0]][1])
+        _check_years(path, us, values)
         return us.astype(np.int64)
     if raw.dtype == pl.String:
         parsed = pd.to_datetime(values.str.strip(), utc=True, format="ISO8601", errors="coerce")
@@ -118,9 +203,10 @@ def _parse_ts(path: Path, raw: pl.Series) -> np.ndarray:
             raise PriceFileError(f"{path}: unparseable timestamp column: {exc}") from exc
     bad = parsed.isna().to_numpy()
     if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise PriceFileError(f"{path}: row {i + 1}: unparseable timestamp {values.iloc[i]!r}")
-    return parsed.dt.tz_convert(None).dt.as_unit("us").to_numpy().astype(np.int64)
+        raise _bad_ts(path, raw, values, int(np.flatnonzero(bad)[0]))
+    us = parsed.dt.tz_convert(None).dt.as_unit("us").to_numpy().astype(np.int64)
+    _check_years(path, us.astype(np.float64), values)
+    return us
 
 
 def _parse_number(path: Path, name: str, raw: pl.Series, ts_us: np.ndarray) -> np.ndarray:
@@ -158,7 +244,8 @@ def load_prices(path: str | Path) -> PriceData:
     """Read a CSV/Parquet OHLCV file, validate it, sort it, drop duplicate timestamps (keep last).
 
     Accepted timestamps: ISO strings with or without an offset (naive = UTC) or epoch
-    seconds/milliseconds. Volume is optional (missing -> 0.0).
+    seconds/milli/micro/nanoseconds (one unit per file). CSVs may be ',', ';' or tab
+    delimited. Volume is optional (missing -> 0.0).
     """
     path = Path(path)
     raw = _read_raw(path)
