@@ -55,8 +55,22 @@ class Route:
     reason: str
 
 
-def _is_gpu(tags: Mapping[str, str] | None, key: str, value: str) -> bool:
-    return bool(tags) and tags.get(key) == value  # type: ignore[union-attr]
+class RoutingTagError(ValueError):
+    """A routing tag holds a near miss of the GPU value (``GPU``, ``gpu ``); the message names it."""
+
+
+def _is_gpu(tags: Mapping[str, str] | None, key: str, value: str, where: str) -> bool:
+    """Exactly ``key=value``. A value equal to it up to case and surrounding spaces is refused:
+    run silently on the CPU, it would also escape the run queue's GPU limit (an exact match)."""
+    got = (tags or {}).get(key)
+    if got is None or got == value:
+        return got == value
+    if got.strip().casefold() == value.casefold():
+        raise RoutingTagError(
+            f"{where} has tag {key}={got!r}: the GPU value is exactly {value!r} (lower case, no "
+            "spaces; the run queue's GPU limit counts only that); fix the tag and launch again"
+        )
+    return False
 
 
 def decide_route(
@@ -66,16 +80,98 @@ def decide_route(
     key: str = GPU_TAG_KEY,
     value: str = GPU_TAG_VALUE,
 ) -> Route:
-    """GPU when the run, one of its steps, or one of its assets carries ``key=value``."""
-    if _is_gpu(run.tags, key, value):
+    """GPU when the run, one of its steps, or one of its assets carries ``key=value``.
+
+    Raises RoutingTagError for a near miss of ``value`` anywhere (see ``_is_gpu``).
+    """
+    if _is_gpu(run.tags, key, value, f"run {run.run_id}"):
         return Route(True, f"run tag {key}={value}")
     for step_key, tags in step_tags:
-        if _is_gpu(tags, key, value):
+        if _is_gpu(tags, key, value, f"step {step_key}"):
             return Route(True, f"step {step_key} has tag {key}={value}")
     for asset_key, tags in asset_tags:
-        if _is_gpu(tags, key, value):
+        if _is_gpu(tags, key, value, f"asset {asset_key.to_user_string()}"):
             return Route(True, f"asset {asset_key.to_user_string()} has tag {key}={value}")
     return Route(False, f"no run, step or asset tag {key}={value}")
+
+
+_DEVICE_REQUEST_KEYS = {"driver", "count", "device_ids", "capabilities", "options"}
+
+
+def device_request_problem(req: Any) -> str | None:
+    """Why one docker-py DeviceRequest dict would not request a GPU as meant, or None.
+
+    docker-py ignores unknown keys (``{gpus: 1}`` asks for no device at all) and checks types
+    only when the container is created, so each request is checked when the launcher loads.
+    """
+    if not isinstance(req, Mapping):
+        return f"must be a mapping like {DEFAULT_DEVICE_REQUEST}, got {req!r}"
+    unknown = sorted(set(req) - _DEVICE_REQUEST_KEYS)
+    if unknown:
+        return f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_DEVICE_REQUEST_KEYS))}"
+    driver, count, ids = req.get("driver"), req.get("count"), req.get("device_ids")
+    caps, options = req.get("capabilities"), req.get("options")
+    if driver is not None and not isinstance(driver, str):
+        return f"driver must be a string, got {driver!r}"
+    if count is not None and (
+        not isinstance(count, int) or isinstance(count, bool) or (count < 1 and count != -1)
+    ):
+        return f"count must be -1 (all GPUs) or a whole number >= 1, got {count!r}"
+    if ids is not None and (
+        not isinstance(ids, list) or not all(isinstance(i, str) and i.strip() for i in ids)
+    ):
+        return f"device_ids must be a list of device id strings, got {ids!r}"
+    if caps is not None and (
+        not isinstance(caps, list)
+        or not all(isinstance(c, list) and all(isinstance(x, str) for x in c) for c in caps)
+    ):
+        return f"capabilities must be a list of lists of strings (e.g. [[gpu]]), got {caps!r}"
+    if options is not None and not isinstance(options, Mapping):
+        return f"options must be a mapping, got {options!r}"
+    if count is not None and ids:
+        return "set count or device_ids, not both"
+    if count is None and not ids:
+        return "requests no device: set count (-1 for all GPUs) or device_ids"
+    return None
+
+
+def check_docker_config(docker: Mapping[str, Any]) -> None:
+    """Refuse a ``docker`` section whose GPU request or image would fail or mislead at launch."""
+    where = "run_launcher.config.docker"
+    kwargs = docker.get("container_kwargs") or {}
+    own = docker.get("device_requests")
+    if own is not None and kwargs.get("device_requests") is not None:
+        raise ValueError(
+            f"{where}.device_requests is set both at the top and in container_kwargs; keep one"
+        )
+    for name, reqs in (
+        ("device_requests", own),
+        ("container_kwargs.device_requests", kwargs.get("device_requests")),
+    ):
+        if reqs is None:
+            continue
+        if not isinstance(reqs, list) or not reqs:
+            raise ValueError(
+                f"{where}.{name} must be a non-empty list of device requests (leave it out for "
+                f"all NVIDIA GPUs), got {reqs!r}"
+            )
+        for i, req in enumerate(reqs):
+            why = device_request_problem(req)
+            if why:
+                raise ValueError(f"{where}.{name}[{i}]: {why}")
+    image = docker.get("image")
+    if image is not None:
+        try:
+            from dagster_docker.utils import validate_docker_image
+        except ImportError:  # named at the first GPU launch (docker_launcher)
+            return
+        try:
+            validate_docker_image(image)
+        except Exception:  # dagster-docker raises a bare Exception
+            raise ValueError(
+                f"{where}.image {image!r} is not a valid image reference (e.g. "
+                "ghcr.io/org/qpipe:gpu; lower case, no spaces)"
+            ) from None
 
 
 def gpu_container_kwargs(
@@ -117,17 +213,26 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
         gpu_tag_value: str = GPU_TAG_VALUE,
     ) -> None:
         self._inst_data = inst_data
+        for name, tag in (("gpu_tag_key", gpu_tag_key), ("gpu_tag_value", gpu_tag_value)):
+            if not tag or tag != tag.strip():
+                raise ValueError(
+                    f"run_launcher.config.{name} must be a non-empty tag without surrounding "
+                    f"spaces, got {tag!r}"
+                )
         self.gpu_tag_key = gpu_tag_key
         self.gpu_tag_value = gpu_tag_value
         mode = os.environ.get(ENV_VAR, "").strip().lower()
         if mode not in ("", "docker", "local"):
             raise ValueError(f"{ENV_VAR} must be 'docker' or 'local', got {mode!r}")
-        if mode == "docker" and not docker:
+        if mode == "docker" and docker is None:
             raise ValueError(
                 f"{ENV_VAR}=docker but the run_launcher config has no 'docker' section "
                 "(image, container_kwargs, ...) to launch GPU containers with"
             )
-        self.docker_config = dict(docker) if docker and mode != "local" else None
+        # `docker: {}` is a docker section too (image from the code location's container)
+        self.docker_config = dict(docker) if docker is not None and mode != "local" else None
+        if self.docker_config is not None:
+            check_docker_config(self.docker_config)
         self._local: DefaultRunLauncher | None = None
         self._docker: RunLauncher | None = None
         super().__init__()
@@ -230,7 +335,11 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
     # RunLauncher --------------------------------------------------------------------------
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
-        route = self.route(run, context.workspace)
+        try:
+            route = self.route(run, context.workspace)
+        except RoutingTagError as exc:
+            self._instance.add_run_tags(run.run_id, {REASON_TAG: str(exc)[:200]})
+            raise DagsterLaunchFailedError(f"run {run.run_id} not launched: {exc}") from None
         target = DOCKER_GPU if route.gpu and self.docker_enabled else LOCAL
         reason = route.reason
         if route.gpu and not self.docker_enabled:
@@ -250,6 +359,14 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
         import docker.errors
 
         launcher = self.docker_launcher
+        origin = run.job_code_origin
+        if not (self.docker_config or {}).get("image") and not (
+            origin and origin.repository_origin.container_image
+        ):
+            raise DagsterLaunchFailedError(
+                f"GPU run {run.run_id}: no image to run it in: set run_launcher.config.docker."
+                "image in dagster.yaml (or give the code location a container image)"
+            )
         try:
             if isinstance(context, ResumeRunContext):
                 launcher.resume_run(context)
@@ -264,6 +381,12 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
+        if run is not None and run.tags.get(LAUNCHER_TAG) == DOCKER_GPU and not self.docker_enabled:
+            raise DagsterLaunchFailedError(
+                f"run {run_id} runs in a Docker GPU container ({LAUNCHER_TAG}={DOCKER_GPU}), but "
+                f"Docker launching is now off (no run_launcher.config.docker, or {ENV_VAR}=local): "
+                "turn it back on to terminate the run, or stop its container with `docker stop`"
+            )
         return self._launcher_for(run).terminate(run_id)
 
     @property

@@ -22,6 +22,8 @@ from qpipe_dagster.launcher.gpu_router import (
     LOCAL,
     REASON_TAG,
     GpuRoutingRunLauncher,
+    RoutingTagError,
+    decide_route,
     gpu_container_kwargs,
 )
 from qpipe_dagster_tests.launcher.gpu_defs import defs
@@ -168,3 +170,104 @@ def test_shipped_dagster_yaml_uses_the_router_and_limits_gpu_runs(dagster_home: 
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
         assert {"key": "qpipe/compute", "value": "gpu", "limit": 1} in limits
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+
+
+# -- bad input: routing tags, docker config, runs whose launcher changed ------------------
+
+
+@pytest.mark.parametrize("value", ["GPU", "gpu ", " Gpu"])
+def test_near_miss_gpu_tag_is_refused_naming_it(local_env, value: str) -> None:
+    """Old: `qpipe/compute=GPU` ran locally on the CPU, outside the run queue's GPU limit."""
+    instance, workspace = local_env
+    run = make_run(instance, workspace, "cpu_only", tags={"qpipe/compute": value})
+    with pytest.raises(RoutingTagError, match=rf"run {run.run_id} has tag qpipe/compute={value!r}"):
+        instance.run_launcher.route(run, workspace)
+    with pytest.raises(DagsterLaunchFailedError, match=r"not launched: .*exactly 'gpu'"):
+        instance.launch_run(run.run_id, workspace)
+    failed = instance.get_run_by_id(run.run_id)
+    assert failed.status == DagsterRunStatus.FAILURE
+    assert LAUNCHER_TAG not in failed.tags and repr(value) in failed.tags[REASON_TAG]
+    # a step tag is checked the same way
+    with pytest.raises(RoutingTagError, match=r"step gpu_op has tag qpipe/compute='GPU'"):
+        decide_route(
+            make_run(instance, workspace, "cpu_only"), [("gpu_op", {"qpipe/compute": "GPU"})], []
+        )
+
+
+@pytest.mark.parametrize("value", ["cpu", "", "gpus"])
+def test_other_tag_values_are_not_gpu(local_env, value: str) -> None:
+    instance, workspace = local_env
+    run = make_run(instance, workspace, "cpu_only", tags={"qpipe/compute": value})
+    route = instance.run_launcher.route(run, workspace)
+    assert route.gpu is False and "no run, step or asset tag qpipe/compute=gpu" in route.reason
+
+
+@pytest.mark.parametrize(
+    ("docker_cfg", "message"),
+    [
+        # old: accepted; docker-py ignores unknown keys, so the container got no GPU at all
+        ({"device_requests": [{"gpus": 1}]}, r"device_requests\[0\]: unknown key\(s\) gpus"),
+        ({"device_requests": [{"driver": "nvidia"}]}, r"requests no device: set count"),
+        # old: accepted, then a raw ValueError from docker-py when the container was created
+        ({"device_requests": [{"count": "all"}]}, r"count must be -1 \(all GPUs\) or"),
+        ({"device_requests": [{"count": -1, "capabilities": "gpu"}]}, "list of lists of strings"),
+        ({"device_requests": [{"count": 1, "device_ids": ["0"]}]}, "count or device_ids, not both"),
+        (
+            {"container_kwargs": {"device_requests": [{"count": "2"}]}},
+            r"container_kwargs.device_requests\[0\]: count must be",
+        ),
+        # old: [] silently meant "all GPUs"
+        ({"device_requests": []}, "device_requests must be a non-empty list"),
+        (
+            {"device_requests": [{"count": 1}], "container_kwargs": {"device_requests": []}},
+            "set both at the top and in container_kwargs",
+        ),
+        # old: accepted; the launch failed with dagster-docker's bare Exception
+        ({"image": "Qpipe GPU"}, r"image 'Qpipe GPU' is not a valid image reference"),
+    ],
+)
+def test_bad_docker_config_fails_loading_naming_the_field(docker_cfg: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=rf"^run_launcher\.config\.docker\..*{message}"):
+        GpuRoutingRunLauncher(docker={"image": "qpipe/validator:gpu", **docker_cfg})
+
+
+def test_bad_config_in_dagster_yaml_names_the_field(monkeypatch) -> None:
+    monkeypatch.delenv("QPIPE_GPU_LAUNCHER", raising=False)
+    cfg = {"docker": {"image": "qpipe:gpu", "device_requests": [{"gpus": 1}]}}
+    overrides = {"run_launcher": {**LAUNCHER, "config": cfg}}
+    bad = r"docker.device_requests\[0\]: unknown key\(s\) gpus"
+    with instance_for_test(overrides=overrides) as instance, pytest.raises(ValueError, match=bad):
+        instance.run_launcher  # noqa: B018 - loading the launcher is what fails
+    for name in ("gpu_tag_key", "gpu_tag_value"):
+        with pytest.raises(ValueError, match=rf"config.{name} must be a non-empty tag .*got ' '"):
+            GpuRoutingRunLauncher(**{name: " "})
+
+
+def test_empty_docker_section_enables_docker_and_names_a_missing_image(monkeypatch) -> None:
+    """Old: `docker: {}` counted as no docker section: GPU runs silently launched locally (and
+    QPIPE_GPU_LAUNCHER=docker said there was no docker section)."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    monkeypatch.setenv("QPIPE_GPU_LAUNCHER", "docker")
+    assert GpuRoutingRunLauncher(docker={}).docker_enabled is True
+    monkeypatch.delenv("QPIPE_GPU_LAUNCHER")
+    with setup({"docker": {}}) as (instance, workspace):
+        assert instance.run_launcher.docker_enabled is True
+        run = make_run(instance, workspace, "all_assets", ["gpu_asset"])
+        with pytest.raises(
+            DagsterLaunchFailedError, match=r"no image to run it in: set run_launcher"
+        ):
+            instance.launch_run(run.run_id, workspace)
+        assert instance.get_run_by_id(run.run_id).tags[LAUNCHER_TAG] == DOCKER_GPU
+
+
+def test_terminating_a_docker_run_after_docker_was_turned_off_names_the_run(local_env) -> None:
+    instance, workspace = local_env
+    run = make_run(instance, workspace, "cpu_only", tags={LAUNCHER_TAG: DOCKER_GPU})
+    with pytest.raises(
+        DagsterLaunchFailedError, match=rf"run {run.run_id} runs in a Docker GPU .*docker stop"
+    ):
+        instance.run_launcher.terminate(run.run_id)
+    # a run with no or an unknown launcher tag goes to the local launcher: nothing to stop
+    for tags in (None, {LAUNCHER_TAG: "kubernetes"}):
+        other = make_run(instance, workspace, "cpu_only", tags=tags)
+        assert instance.run_launcher.terminate(other.run_id) is False
