@@ -23,6 +23,7 @@ from qpipe_dagster.backtest.strategies import (
     equity_curve,
     split_bounds,
 )
+from qpipe_dagster.backtest.validation import check_grid_size
 
 ALL_PARAMS: tuple[str, ...] = ("fast", "slow", "window", "width", "low", "high")
 PREFIXES: tuple[str, ...] = ("", "is_", "oos_")
@@ -118,6 +119,9 @@ def sweep_families(
     """
     if not grids:
         raise ValueError("no strategy family selected: nothing to backtest")
+    # each family's grid is capped when built; the table holds all of them at once
+    sizes = ", ".join(f"{g.family} {g.size:,}" for g in grids)
+    check_grid_size(f"the sweep ({sizes})", sum(g.size for g in grids))
     close = np.asarray(close)
     if np.asarray(ts).shape[0] != close.shape[0]:
         raise ValueError(f"ts and close lengths differ: {len(ts)} vs {close.shape[0]}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +28,12 @@ from qpipe_dagster.backtest.kernels import (
     metrics_dict,
     sweep_kernel,
 )
-from qpipe_dagster.backtest.validation import validate_close, validate_costs, validate_direction
+from qpipe_dagster.backtest.validation import (
+    check_grid_size,
+    validate_close,
+    validate_costs,
+    validate_direction,
+)
 
 FAMILY_PARAMS: dict[str, tuple[str, ...]] = {
     "ma_crossover": ("fast", "slow"),
@@ -172,7 +177,10 @@ class StrategyGrid:
 
 def _values(family: str, name: str, values: range | Sequence[float]) -> list:
     """Sorted unique values; checked first, because ``sorted`` fails on None/str with a
-    TypeError and the pair filters (``a < b``) silently drop NaN."""
+    TypeError and the pair filters (``a < b``) silently drop NaN. A list with more values than
+    a sweep may have sets is refused by its length, before ``range(1, 10**9)`` becomes a list."""
+    if isinstance(values, Sized):
+        check_grid_size(f"{family}: {name} list", len(values), unit="values")
     arr = np.asarray(list(values))
     if arr.size == 0:
         raise ValueError(f"{family}: {name} list is empty")
@@ -188,6 +196,8 @@ def _values(family: str, name: str, values: range | Sequence[float]) -> list:
 def ma_grid(fast: range | Sequence[int], slow: range | Sequence[int]) -> StrategyGrid:
     """All (fast, slow) pairs with fast < slow."""
     f, s = _values("ma_crossover", "fast", fast), _values("ma_crossover", "slow", slow)
+    count = len(s) * len(f) - int(np.searchsorted(s, f, side="right").sum())
+    check_grid_size("ma_crossover grid", count)
     pairs = [(a, b) for a, b in itertools.product(f, s) if a < b]
     if not pairs:
         raise ValueError(f"ma_crossover: empty grid, no fast < slow pair (fast {f}, slow {s})")
@@ -198,6 +208,7 @@ def ma_grid(fast: range | Sequence[int], slow: range | Sequence[int]) -> Strateg
 def bollinger_grid(windows: range | Sequence[int], widths: Sequence[float]) -> StrategyGrid:
     """Every (window, width) combination."""
     w, k = _values("bollinger", "window", windows), _values("bollinger", "width", widths)
+    check_grid_size("bollinger grid", len(w) * len(k))
     a, b = zip(*itertools.product(w, k), strict=True)
     return StrategyGrid("bollinger", {"window": np.array(a), "width": np.array(b, dtype=float)})
 
@@ -208,6 +219,8 @@ def rsi_grid(
     """Every (window, low, high) combination with low < high."""
     w = _values("rsi", "window", windows)
     lo, hi = _values("rsi", "low", lows), _values("rsi", "high", highs)
+    pairs = len(lo) * len(hi) - int(np.searchsorted(hi, lo, side="right").sum())
+    check_grid_size("rsi grid", len(w) * pairs)
     sets = [(a, b, c) for a, b, c in itertools.product(w, lo, hi) if b < c]
     if not sets:
         raise ValueError(f"rsi: empty grid, no low < high pair (low {lo}, high {hi})")

@@ -9,6 +9,20 @@ from collections.abc import Sequence
 import numpy as np
 
 DIRECTIONS: tuple[str, ...] = ("longonly", "longshort")
+# A results-table row is ~300 bytes (three segments of metrics and a label) per set: a million
+# sets is ~300 MB before the preview copy and the stored files, and no heatmap of it is readable.
+MAX_PARAMETER_SETS = 1_000_000
+
+
+def check_grid_size(
+    what: str, count: int, limit: int = MAX_PARAMETER_SETS, unit: str = "parameter sets"
+) -> None:
+    """Refuse a grid before it is built: counting is cheap, materialising 10^10 pairs is not."""
+    if count > limit:
+        raise ValueError(
+            f"{what} has {count:,} {unit}; a sweep may have at most {limit:,} parameter "
+            "sets: use fewer or coarser values"
+        )
 
 
 def validate_direction(direction: str) -> str:
