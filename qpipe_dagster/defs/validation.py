@@ -122,19 +122,45 @@ class BacktestConfig(Config):
 
 
 def _grids(config: BacktestConfig) -> list:
+    """One grid per selected family; a bad value is reported under the config fields that
+    hold it (``fast_min 10 is greater than fast_max 5``, not ``fast list is empty``)."""
     from qpipe_dagster.backtest.strategies import bollinger_grid, ma_grid, rsi_grid
 
     unknown = sorted(set(config.families) - {"ma_crossover", "bollinger", "rsi"})
     if unknown:
         raise ValueError(f"unknown strategy families {unknown}; use ma_crossover, bollinger, rsi")
     makers = {
-        "ma_crossover": lambda: ma_grid(
-            range(config.fast_min, config.fast_max + 1), range(config.slow_min, config.slow_max + 1)
+        "ma_crossover": (
+            "fast_min..fast_max, slow_min..slow_max",
+            lambda: ma_grid(
+                range(config.fast_min, config.fast_max + 1),
+                range(config.slow_min, config.slow_max + 1),
+            ),
         ),
-        "bollinger": lambda: bollinger_grid(config.bb_windows, config.bb_widths),
-        "rsi": lambda: rsi_grid(config.rsi_windows, config.rsi_lows, config.rsi_highs),
+        "bollinger": (
+            "bb_windows, bb_widths",
+            lambda: bollinger_grid(config.bb_windows, config.bb_widths),
+        ),
+        "rsi": (
+            "rsi_windows, rsi_lows, rsi_highs",
+            lambda: rsi_grid(config.rsi_windows, config.rsi_lows, config.rsi_highs),
+        ),
     }
-    return [makers[f]() for f in dict.fromkeys(config.families)]
+    grids = []
+    for family in dict.fromkeys(config.families):
+        fields, make = makers[family]
+        if family == "ma_crossover":
+            for lo, hi in (("fast_min", "fast_max"), ("slow_min", "slow_max")):
+                if getattr(config, lo) > getattr(config, hi):
+                    raise ValueError(
+                        f"backtest config: {lo} {getattr(config, lo)} is greater than "
+                        f"{hi} {getattr(config, hi)}"
+                    )
+        try:
+            grids.append(make())
+        except ValueError as exc:
+            raise ValueError(f"backtest config ({fields}): {exc}") from exc
+    return grids
 
 
 @asset(
