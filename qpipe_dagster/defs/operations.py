@@ -35,7 +35,7 @@ from dagster import (
 from pydantic import Field
 
 from qpipe_dagster.defs.partitions import concepts_partitions
-from qpipe_dagster.ops.env import cron_problem
+from qpipe_dagster.ops.env import cron_problem, hours_problem, whole
 from webhook_sensor.settings import env_number
 
 TAG_TRIGGER = "qpipe/trigger"
@@ -54,10 +54,34 @@ _ACTIVE = [
 
 
 def _env_cron(name: str, default: str, env: Mapping[str, str]) -> str:
+    from dagster._utils.schedules import is_valid_cron_string
+
     value = env.get(name, "").strip() or default
     why = cron_problem(value)
+    if why is None and not is_valid_cron_string(value):  # Dagster's error names no variable
+        why = "Dagster does not accept it as a schedule"
     if why:
         raise ValueError(f"{name}={value!r} is not a valid cron string: {why}")
+    return value
+
+
+def _env_whole(name: str, default: int, minimum: int, env: Mapping[str, str]) -> int:
+    """A whole-number setting: '2.5' or '1e1' are refused as the start-up check refuses them
+    (they used to be truncated or expanded silently); too small keeps env_number's message."""
+    value = env_number(env, name, default, minimum)
+    raw = env.get(name, "")
+    if raw.strip() and whole(raw) is None:
+        raise ValueError(f"{name}={raw!r} must be a whole number (ASCII digits only)")
+    return int(value)
+
+
+def _env_hours(name: str, default: float, env: Mapping[str, str]) -> float:
+    """Hours as a finite window: 'inf' or '1e400' used to crash the load with OverflowError."""
+    value = env_number(env, name, default, 0.01)
+    raw = env.get(name, "")
+    why = hours_problem(raw, 0.01) if raw.strip() else None
+    if why:
+        raise ValueError(f"{name}={raw!r} is invalid: {why}")
     return value
 
 
@@ -85,9 +109,9 @@ def build_recrawl_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefi
     env = os.environ if env is None else env
     cron = _env_cron("QPIPE_RECRAWL_CRON", DEFAULT_RECRAWL_CRON, env)
     max_age = timedelta(
-        hours=env_number(env, "QPIPE_RECRAWL_MAX_AGE_HOURS", DEFAULT_RECRAWL_MAX_AGE_HOURS, 0.01)
+        hours=_env_hours("QPIPE_RECRAWL_MAX_AGE_HOURS", DEFAULT_RECRAWL_MAX_AGE_HOURS, env)
     )
-    per_tick = int(env_number(env, "QPIPE_RECRAWL_MAX_PER_TICK", DEFAULT_RECRAWL_MAX_PER_TICK, 1))
+    per_tick = _env_whole("QPIPE_RECRAWL_MAX_PER_TICK", DEFAULT_RECRAWL_MAX_PER_TICK, 1, env)
 
     @schedule(
         name="recrawl_schedule",
@@ -209,7 +233,7 @@ def nightly_backup_job() -> None:
 def build_nightly_backup_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefinition:
     env = os.environ if env is None else env
     cron = _env_cron("QPIPE_BACKUP_CRON", DEFAULT_BACKUP_CRON, env)
-    retention = int(env_number(env, "QPIPE_BACKUP_RETENTION_DAYS", 7, 1))
+    retention = _env_whole("QPIPE_BACKUP_RETENTION_DAYS", 7, 1, env)
 
     @schedule(
         name="nightly_backup_schedule",
@@ -232,13 +256,16 @@ def build_nightly_backup_schedule(env: Mapping[str, str] | None = None) -> Sched
 # -- daily report ------------------------------------------------------------------------
 
 
-def _optional_int(name: str) -> int | None:
+def _optional_int(name: str, minimum: int) -> int | None:
+    """An optional limit, read by the start-up check's rule ('0' for QSTASH_DAILY_LIMIT used to
+    pass here and show as a cap that is never reached; '²' crashed with a bare ValueError)."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return None
-    if not raw.isdigit():
-        raise Failure(description=f"{name}={raw!r} must be a whole number")
-    return int(raw)
+    value = whole(raw)
+    if value is None or value < minimum:
+        raise Failure(description=f"{name}={raw!r} must be a whole number >= {minimum}")
+    return value
 
 
 @asset(
@@ -296,7 +323,7 @@ def daily_ops_report(context) -> MaterializeResult:  # noqa: ANN001 - AssetExecu
         inbox=inbox_stats(default_inbox_target(), since.timestamp()),
         backtests=list(best.values()),
         max_concepts_per_day=max_concepts_per_day(),
-        qstash_daily_limit=_optional_int("QSTASH_DAILY_LIMIT"),
+        qstash_daily_limit=_optional_int("QSTASH_DAILY_LIMIT", 1),
     )
     for name, usage in report["caps"].items():
         if usage["over"]:

@@ -26,6 +26,7 @@ from dagster import (
 
 from qpipe_dagster.concepts import Concept, ConceptRegistry
 from qpipe_dagster.defs.partitions import concepts_partitions
+from qpipe_dagster.ops.env import whole
 from webhook_sensor.inbox import InboxTarget, open_inbox
 from webhook_sensor.settings import default_inbox_target
 
@@ -37,12 +38,15 @@ TAG_TRIGGER = "qpipe/trigger"
 
 
 def max_concepts_per_day() -> int:
+    """MAX_CONCEPTS_PER_DAY (0 pauses new concepts), by the start-up check's rule: ASCII digits
+    only ('²' passed str.isdigit() and then crashed int() with a bare ValueError)."""
     raw = os.environ.get("MAX_CONCEPTS_PER_DAY", "").strip()
     if not raw:
         return DEFAULT_MAX_CONCEPTS_PER_DAY
-    if not raw.isdigit():
+    value = whole(raw)
+    if value is None:
         raise ValueError(f"MAX_CONCEPTS_PER_DAY={raw!r} must be a whole number >= 0")
-    return int(raw)
+    return value
 
 
 def _read_cursor(raw: str | None) -> dict:

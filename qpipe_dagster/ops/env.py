@@ -8,6 +8,7 @@ trace hours later. QPIPE_DEPLOY=prod makes the production variables required.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -16,16 +17,42 @@ from urllib.parse import urlsplit
 
 ROLES = ("code-location", "webserver", "daemon", "receiver", "backup", "local")
 
-_CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+_CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$", re.ASCII)
 _CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 class EnvError(ValueError):
     """One or more environment variables are missing or invalid; the message lists each one."""
 
 
+def _cron_values(text: str, lo: int, hi: int) -> set[int]:
+    """The values a checked cron field selects (N-M with N > M wraps around, as croniter does)."""
+    values: set[int] = set()
+    for part in text.split(","):
+        span, _, step = part.partition("/")
+        if span == "*":
+            a, b = lo, hi
+        elif "-" in span:
+            a, b = (int(x) for x in span.split("-"))
+        else:
+            a = int(span)
+            b = hi if step else a
+        every = int(step or 1)
+        if a <= b:
+            values.update(range(a, b + 1, every))
+        else:
+            values.update(x for x in [*range(a, hi + 1), *range(lo, b + 1)][::every])
+    return values
+
+
 def cron_problem(expr: str) -> str | None:
-    """Why a 5-field cron string is invalid, or None (supports *, lists, ranges, steps)."""
+    """Why a 5-field cron string is invalid, or None (supports *, lists, ranges, steps).
+
+    Also refused: a step of 0 (Dagster refuses the schedule at load, without naming the
+    variable) and a day that no selected month has (31 4 = April 31st: the schedule loads but
+    never fires).
+    """
     fields = expr.split()
     if len(fields) != 5:
         return f"has {len(fields)} fields; a cron string has 5 (minute hour day month weekday)"
@@ -34,15 +61,40 @@ def cron_problem(expr: str) -> str | None:
     ):
         if not _CRON_FIELD.match(text):
             return f"{what} field {text!r} is not *, N, N-M, */S or a list of those"
-        for num in re.findall(r"(?<![/\d])\d+", text):
+        for num in re.findall(r"(?<![/\d])\d+", text, re.ASCII):
             if not lo <= int(num) <= hi:
                 return f"{what} field {text!r}: {num} is outside {lo}-{hi}"
+        if re.search(r"/0*(,|$)", text):
+            return f"{what} field {text!r}: a step of 0 selects nothing"
+    day, month, weekday = fields[2], fields[3], fields[4]
+    if weekday == "*" and day != "*":  # with both restricted, cron fires on either
+        days = _cron_values(day, 1, 31)
+        months = sorted(_cron_values(month, 1, 12))
+        if days and months and min(days) > max(_DAYS_IN_MONTH[m - 1] for m in months):
+            return (
+                f"day field {day!r} never occurs in month field {month!r}: the schedule would "
+                "never run"
+            )
     return None
+
+
+_ASCII_WHOLE = re.compile(r"[0-9]{1,15}")  # str.isdigit() also passes '²' and '٣', int() not
+
+
+def whole(v: str) -> int | None:
+    """`v` as a whole number written in ASCII digits (up to 15 of them), else None.
+
+    The runtime readers (the sensor's daily cap, the report, the schedules) share this rule
+    with the start-up check, so no value passes one and fails the other.
+    """
+    text = v.strip()
+    return int(text) if _ASCII_WHOLE.fullmatch(text) else None
 
 
 def _int(lo: int) -> Callable[[str], str | None]:
     def check(v: str) -> str | None:
-        if not v.strip().isdigit() or int(v) < lo:
+        n = whole(v)
+        if n is None or n < lo:
             return f"must be a whole number >= {lo}"
         return None
 
@@ -58,6 +110,20 @@ def _number(lo: float) -> Callable[[str], str | None]:
         return None if ok else f"must be a number >= {lo:g}"
 
     return check
+
+
+MAX_HOURS = 1_000_000.0  # about 114 years: longer windows are "never" and overflow timedelta
+
+
+def hours_problem(v: str, lo: float) -> str | None:
+    """Why `v` is not a finite number of hours from `lo` to MAX_HOURS, or None."""
+    try:
+        value = float(v)
+    except ValueError:
+        value = math.nan
+    if not lo <= value <= MAX_HOURS:  # also false for nan; inf is above MAX_HOURS
+        return f"must be a number >= {lo:g} and <= {MAX_HOURS:.0f} (hours)"
+    return None
 
 
 def _url(*schemes: str) -> Callable[[str], str | None]:
@@ -138,7 +204,7 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "QPIPE_RECRAWL_CRON": _cron,
     "QPIPE_BACKUP_CRON": _cron,
     "QPIPE_REPORT_CRON": _cron,
-    "QPIPE_RECRAWL_MAX_AGE_HOURS": _number(0.01),
+    "QPIPE_RECRAWL_MAX_AGE_HOURS": lambda v: hours_problem(v, 0.01),
     "QPIPE_RECRAWL_MAX_PER_TICK": _int(1),
     "QPIPE_BACKUP_RETENTION_DAYS": _int(1),
     "QPIPE_EMBED_DEVICE": _device,

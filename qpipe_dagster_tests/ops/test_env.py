@@ -108,3 +108,30 @@ def test_module_entry_point_exits_2_naming_the_variable() -> None:
     assert (
         "DAGSTER_PG_PASSWORD is missing" in proc.stderr and "DAGSTER_HOME is missing" in proc.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        # old: str.isdigit() passed '²', then int() raised a bare ValueError out of the check
+        ("MAX_CONCEPTS_PER_DAY", "²", "whole number >= 0"),
+        ("QSTASH_DAILY_LIMIT", "9" * 5000, "whole number >= 1"),
+        # old: passed, then the code location failed to load with OverflowError
+        ("QPIPE_RECRAWL_MAX_AGE_HOURS", "inf", "number >= 0.01 and <= 1000000 (hours)"),
+        # old: passed, then Dagster refused the schedule without naming the variable
+        ("QPIPE_BACKUP_CRON", "0 3 * * 1/0", "weekday field '1/0': a step of 0"),
+        ("QPIPE_RECRAWL_CRON", "*/0 * * * *", "minute field '*/0': a step of 0"),
+        # old: passed, and the schedule never ran (there is no April 31st)
+        ("QPIPE_REPORT_CRON", "30 6 31 4 *", "day field '31' never occurs in month field '4'"),
+        ("QPIPE_BACKUP_CRON", "0 3 30,31 2 *", "never occurs in month field '2'"),
+    ],
+)
+def test_values_that_used_to_crash_or_pass_are_named(name: str, value: str, why: str) -> None:
+    problems = env_problems("local", {name: value})
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{name}={value!r} is invalid") and why in problems[0]
+
+
+def test_cron_validator_keeps_accepting_what_runs() -> None:
+    for ok in ("0 0 29 2 *", "0 3 31 4 1", "5-1 3 * * *", "0 3 31 4-6 *", "0 3 10/05 * *"):
+        assert cron_problem(ok) is None, ok

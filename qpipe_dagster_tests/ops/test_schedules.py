@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -211,3 +212,53 @@ def test_definitions_load_with_operations() -> None:
     names = {s.name for s in repo.schedule_defs}
     assert names == {"recrawl_schedule", "nightly_backup_schedule", "daily_report_schedule"}
     assert repo.has_job("nightly_backup") and repo.has_job("daily_report")
+
+
+@pytest.mark.parametrize(
+    ("build", "name", "value", "message"),
+    [
+        # old: truncated silently to 2 while the start-up check called it invalid
+        ("recrawl", "QPIPE_RECRAWL_MAX_PER_TICK", "2.5", "must be a whole number"),
+        ("backup", "QPIPE_BACKUP_RETENTION_DAYS", "2.5", "must be a whole number"),
+        ("backup", "QPIPE_BACKUP_RETENTION_DAYS", "1e1", "must be a whole number"),
+        # old: OverflowError / ValueError 'cannot convert float ... to integer'
+        ("recrawl", "QPIPE_RECRAWL_MAX_AGE_HOURS", "inf", r">= 0.01 and <= 1000000 \(hours\)"),
+        ("recrawl", "QPIPE_RECRAWL_MAX_PER_TICK", "nan", "must be a whole number"),
+        # old: DagsterInvalidDefinitionError naming the schedule, not the variable
+        ("backup", "QPIPE_BACKUP_CRON", "0 3 * * 1/0", "a step of 0 selects nothing"),
+        ("report", "QPIPE_REPORT_CRON", "30 6 30 2 *", "never occurs in month field '2'"),
+    ],
+)
+def test_schedule_settings_are_read_as_the_startup_check_reads_them(
+    build: str, name: str, value: str, message: str
+) -> None:
+    from qpipe_dagster.ops.env import env_problems
+
+    builder = {
+        "recrawl": operations.build_recrawl_schedule,
+        "backup": operations.build_nightly_backup_schedule,
+        "report": operations.build_daily_report_schedule,
+    }[build]
+    with pytest.raises(ValueError, match=rf"^{name}={re.escape(repr(value))} .*{message}"):
+        builder({name: value})
+    assert [p for p in env_problems("local", {name: value}) if p.startswith(f"{name}=")]
+
+
+def test_caps_read_at_run_time_follow_the_startup_rule(
+    instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qpipe_dagster.defs.triggers import max_concepts_per_day
+
+    monkeypatch.setenv("MAX_CONCEPTS_PER_DAY", "²")  # old: bare "invalid literal for int()"
+    with pytest.raises(ValueError, match=r"^MAX_CONCEPTS_PER_DAY='²' must be a whole number"):
+        max_concepts_per_day()
+    monkeypatch.setenv("MAX_CONCEPTS_PER_DAY", " 0 ")  # 0 pauses new concepts
+    assert max_concepts_per_day() == 0
+
+    # old: QSTASH_DAILY_LIMIT=0 passed here (the start-up check refuses it) and showed a cap
+    # of 0 that was never "over"
+    monkeypatch.setenv("QSTASH_DAILY_LIMIT", "0")
+    result = materialize(operations.OPERATIONS_ASSETS, instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = result.failure_data_for_node("daily_ops_report")
+    assert "QSTASH_DAILY_LIMIT='0' must be a whole number >= 1" in str(failure.error)
