@@ -306,7 +306,8 @@ def _norm(name: str) -> str:
 
 def find_price_file(symbol: str, directory: str | Path) -> Path:
     """The price file for ``symbol`` in ``directory``: BTC-USD matches BTC-USD.csv, BTC_USD.csv,
-    BTC_USD_hourly.csv and the .parquet variants. Hourly files win, then an exact name.
+    BTC_USD_hourly.csv and the .parquet variants. Hourly files win, then an exact name, then
+    CSV over Parquet; two files that still tie (BTC-USD.csv and BTC_USD.csv) are refused.
     """
     directory = Path(directory)
     if not isinstance(symbol, str) or not _SYMBOL_RE.match(symbol.strip()):
@@ -331,4 +332,13 @@ def find_price_file(symbol: str, directory: str | Path) -> Path:
     if not ranked:
         listing = ", ".join(p.name for p in files) or "(no files)"
         raise PriceFileError(f"no price file for {symbol!r} in {directory}; found: {listing}")
-    return min(ranked)[3]
+    best = min(ranked)
+    tied = [r[2] for r in sorted(ranked) if r[:2] == best[:2]]
+    if len(tied) > 1:
+        # e.g. BTC-USD.csv and BTC_USD.csv, or BTC_USD_daily.csv and BTC_USD_4h.csv: picking
+        # the first name alphabetically would backtest whichever happens to sort first
+        raise PriceFileError(
+            f"{len(tied)} price files in {directory} match {symbol!r} equally: "
+            f"{', '.join(tied)}; keep one (an _hourly file or the exact symbol name wins)"
+        )
+    return best[3]

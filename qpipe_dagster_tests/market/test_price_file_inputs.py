@@ -9,8 +9,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from dagster import DagsterInstance, materialize
 
-from qpipe_dagster.market.prices import PriceFileError, load_prices
+from qpipe_dagster.concepts import Concept, ConceptRegistry
+from qpipe_dagster.defs.io import ArrowIPCIOManager
+from qpipe_dagster.defs.resources import ConceptRegistryResource, PriceSourceResource
+from qpipe_dagster.defs.validation import market_prices
+from qpipe_dagster.market.prices import PriceFileError, find_price_file, load_prices
 
 HEADER = "ts,open,high,low,close,volume\n"
 ROWS = "2024-01-01 00:00,1,2,0.5,1.5,10\n2024-01-01 01:00,1.5,2.5,1,2,11\n"
@@ -158,3 +163,56 @@ def test_corrupt_and_truncated_parquet_are_named(tmp_path: Path) -> None:
     pq.write_table(table, tmp_path / "good.parquet")
     good = (tmp_path / "good.parquet").read_bytes()
     refused(write(tmp_path, good[: len(good) // 2], "cut.parquet"), "cannot read as parquet")
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (
+            ["BTC-USD.csv", "BTC_USD.csv"],
+            "2 price files .* match 'BTC-USD' equally: BTC-USD.csv, BTC_USD.csv",
+        ),
+        (
+            ["BTC_USD_4h.csv", "BTC_USD_daily.csv"],
+            "match 'BTC-USD' equally: BTC_USD_4h.csv, BTC_USD_daily.csv",
+        ),
+    ],
+)
+def test_price_files_that_tie_for_a_symbol_are_refused(
+    tmp_path: Path, names: list[str], message: str
+) -> None:
+    """The alphabetically first one used to be backtested without a word."""
+    for name in names:
+        write(tmp_path, HEADER + ROWS, name)
+    with pytest.raises(PriceFileError, match=message):
+        find_price_file("BTC-USD", tmp_path)
+    write(tmp_path, HEADER + ROWS, "BTC_USD_hourly.parquet")  # a clear winner settles it
+    assert find_price_file("BTC-USD", tmp_path).name == "BTC_USD_hourly.parquet"
+
+
+def test_bad_price_file_fails_the_market_prices_run_naming_it(
+    dagster_home: Path, tmp_path: Path
+) -> None:
+    """Through a real Dagster run: the step fails with the loader's message, file included."""
+    prices = tmp_path / "prices"
+    prices.mkdir()
+    path = write(prices, HEADER + "1704067200,1,1,1,1,1\n1704070800000,1,1,1,1,1\n", "TEST-USD.csv")
+    ConceptRegistry.default().upsert(Concept.create("bad", symbol="TEST-USD"))
+    with DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("concepts", ["bad"])
+        result = materialize(
+            [market_prices],
+            partition_key="bad",
+            instance=instance,
+            resources={
+                "concepts": ConceptRegistryResource(),
+                "prices": PriceSourceResource(prices_dir=str(prices)),
+                "io_manager": ArrowIPCIOManager(base_dir=str(tmp_path / "assets")),
+            },
+            raise_on_error=False,
+        )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    error = failure.event_specific_data.error.cause  # Dagster wraps the asset's own error
+    assert error.cls_name == "PriceFileError"
+    assert error.message.startswith(f"qpipe_dagster.market.prices.PriceFileError: {path}: mixed")
