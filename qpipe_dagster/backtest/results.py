@@ -51,6 +51,8 @@ def split_index(ts: np.ndarray, fraction: float | None, date: str | None) -> int
             when = np.datetime64(date.replace("Z", ""), "us")
         except ValueError as exc:
             raise ValueError(f"split_date {date!r} is not an ISO date/time: {exc}") from exc
+        if np.isnat(when):  # 'NaT' parses, then read as 'outside the price range'
+            raise ValueError(f"split_date {date!r} is not an ISO date/time")
         t = np.asarray(ts).astype("datetime64[us]")
         if (np.diff(t) < np.timedelta64(0, "us")).any():  # searchsorted needs sorted bars
             raise ValueError(f"split_date {date!r} needs timestamps sorted ascending")

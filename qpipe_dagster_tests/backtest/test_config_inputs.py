@@ -86,8 +86,9 @@ def _run_error(tmp_path: Path, config: dict, bars: int = 1000) -> str:
             {"families": ["rsi"], "rsi_lows": [], "rsi_highs": [70.0]},
             r"backtest config \(rsi_windows, rsi_lows, rsi_highs\): rsi: low list is empty",
         ),
+        ({"split_date": "NaT"}, "split_date 'NaT' is not an ISO date/time"),
     ],
-    ids=["fast-min-max", "slow-min-max", "grid-too-large", "nan-width", "empty-lows"],
+    ids=["fast-min-max", "slow-min-max", "grid-too-large", "nan-width", "empty-lows", "nat-date"],
 )
 def test_bad_backtest_config_is_named_by_its_field(
     dagster_home: Path, tmp_path: Path, config: dict, message: str
