@@ -7,7 +7,6 @@ non-zero. Unconfigured production pieces (Postgres, Weaviate, R2) are `skip`, no
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,10 @@ def check_env(env: Mapping[str, str]) -> Check:
 
     role = "code-location"
     problems = env_problems(role, env)
+    home = env.get("DAGSTER_HOME", "").strip()
+    if home and os.path.exists(home) and not os.path.isdir(home):
+        # every store lives under it: name the cause once, not as each store's own failure
+        problems.append(f"DAGSTER_HOME={home!r} is a file, not a folder")
     mode = env.get("QPIPE_DEPLOY", "").strip() or "local"
     if problems:
         return Check("environment", FAIL, "; ".join(problems))
@@ -47,8 +50,9 @@ def check_vector_store(env: Mapping[str, str]) -> Check:
         import httpx
 
         headers = {}
-        if env.get("WEAVIATE_API_KEY"):
-            headers["Authorization"] = f"Bearer {env['WEAVIATE_API_KEY']}"
+        key = env.get("WEAVIATE_API_KEY", "").strip()  # blank means unset, as everywhere
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         try:
             r = httpx.get(url.rstrip("/") + "/v1/meta", headers=headers, timeout=5)
             r.raise_for_status()
@@ -62,8 +66,13 @@ def check_vector_store(env: Mapping[str, str]) -> Check:
     from qpipe_dagster.ops import snapshot
 
     path = Path(env.get("QPIPE_LANCE_PATH", "").strip() or _home(env) / "qpipe" / "vectors")
-    probe_dir = path if path.exists() else path.parent
-    if not os.access(probe_dir if probe_dir.exists() else _home(env), os.W_OK):
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():  # a file where the folder (or one of its parents) should be
+        where = "it" if probe == path else probe
+        return Check("vector store", FAIL, f"LanceDB path {path}: {where} is a file, not a folder")
+    if not os.access(probe, os.W_OK):
         return Check("vector store", FAIL, f"LanceDB path {path} is not writable")
     try:
         tables = snapshot.lance_tables(path)
@@ -181,11 +190,7 @@ def check_backup_target(env: Mapping[str, str]) -> Check:
 
     try:
         target = target_from_env(None, env)
-        if isinstance(target, LocalTarget):
-            target.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=target.root, prefix=".probe-"):
-                pass
-        elif isinstance(target, S3Target):
+        if isinstance(target, LocalTarget | S3Target):
             target.check()
         ids = target.list_ids()
     except (BackupError, OSError) as exc:
@@ -202,10 +207,13 @@ def check_postgres(env: Mapping[str, str]) -> Check:
         import psycopg2
     except ImportError:
         return Check("postgres", FAIL, "psycopg2 missing: install qpipe[prod]")
+    raw_port = env.get("DAGSTER_PG_PORT", "").strip()  # blank means unset: 5432
+    if raw_port and not (raw_port.isascii() and raw_port.isdigit() and 0 < int(raw_port) < 65536):
+        return Check("postgres", FAIL, f"DAGSTER_PG_PORT={raw_port!r} is not a port (1-65535)")
     try:
         conn = psycopg2.connect(
             host=host,
-            port=int(env.get("DAGSTER_PG_PORT", "5432") or 5432),
+            port=int(raw_port or 5432),
             user=env.get("DAGSTER_PG_USER"),
             password=env.get("DAGSTER_PG_PASSWORD"),
             dbname=env.get("DAGSTER_PG_DB"),

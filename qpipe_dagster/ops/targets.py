@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -46,8 +47,21 @@ class LocalTarget:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            blocker = next((p for p in [self.root, *self.root.parents] if p.is_file()), None)
+            why = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or str(exc))
             raise BackupError(
-                f"backup directory {str(self.root)!r}: cannot create ({exc})"
+                f"backup directory {str(self.root)!r}: cannot create ({why})"
+            ) from None
+
+    def check(self) -> None:
+        """Prove backups can be written here (used by `qpipe doctor`); BackupError naming why."""
+        self._ensure_root()
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
+                pass
+        except OSError as exc:
+            raise BackupError(
+                f"backup directory {str(self.root)!r}: not writable ({exc.strerror or exc})"
             ) from None
 
     def list_ids(self) -> list[str]:
