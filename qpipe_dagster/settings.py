@@ -30,7 +30,8 @@ def env_value(name: str, env: Mapping[str, str] | None = None) -> str | None:
 def whole_number(value: str, lo: int, hi: int) -> int:
     """`value` as an int in [lo, hi]; ValueError saying what is expected otherwise."""
     text = value.strip()
-    if not _WHOLE.fullmatch(text) or not lo <= int(text) <= hi:
+    # int() refuses over 4,300 digits with its own message; no bound here needs 40
+    if not _WHOLE.fullmatch(text) or len(text.lstrip("0")) > 40 or not lo <= int(text) <= hi:
         raise ValueError(f"must be a whole number from {lo} to {hi}")
     return int(text)
 

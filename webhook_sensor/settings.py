@@ -72,7 +72,7 @@ def inbox_url_from_env(env: Mapping[str, str]) -> str | None:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SettingsError(f"QPIPE_INBOX_URL={shown!r} is not a valid URL: {detail}") from None
     ports = [x for x in params.get("port", "").split(",") if x]
-    if not all(x.isdigit() and 0 < int(x) < 65536 for x in ports):
+    if not all(x.isascii() and x.isdigit() and 0 < int(x) < 65536 for x in ports):
         raise SettingsError(
             f"QPIPE_INBOX_URL={shown!r} is not a valid URL: port {params['port']!r} is not a"
             " number from 1 to 65535"

@@ -61,6 +61,8 @@ def test_each_missing_required_variable_is_named(role: str, name: str) -> None:
         ("QPIPE_EMBED_DEVICE", "cuda:x", "cuda:N"),
         ("WEAVIATE_URL", "http://weaviate:abc", "http/https URL"),
         ("WEAVIATE_GRPC_PORT", "abc", "whole number from 1 to 65535"),
+        # more digits than int() parses: Python's "Exceeds the limit (4300 digits)" leaked
+        ("WEAVIATE_GRPC_PORT", "9" * 5000, "whole number from 1 to 65535"),
         ("QPIPE_ALLOW_MODEL_DOWNLOAD", "true", "one of 0, 1"),
         ("QPIPE_DEFAULT_SYMBOL", "BTC USD", "market symbol like BTC-USD"),
     ],

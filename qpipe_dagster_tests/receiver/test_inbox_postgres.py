@@ -112,6 +112,11 @@ def test_settings_accept_a_postgres_url():
             "QPIPE_INBOX_URL and QPIPE_INBOX_PATH are both set",
         ),
         ({"QPIPE_INBOX_URL": "postgresql://u:hunter2@h:notaport/db"}, "is not a valid URL"),
+        # '²'.isdigit() is True and int('²') raises: a bare ValueError used to escape
+        (
+            {"QPIPE_INBOX_URL": "postgresql://u:hunter2@h:\u00b2/db"},
+            "port '\u00b2' is not a number",
+        ),
         ({"QPIPE_INBOX_URL": "postgresql://u:hunter2@h:5432"}, "names no database"),
     ],
 )
