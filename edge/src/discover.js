@@ -3,6 +3,7 @@
  * broken source must not sink the request, so each is fetched with a timeout and its
  * failure is reported next to the URLs the other sources found.
  */
+import { BodyTooLarge, readCappedBytes } from "./body.js";
 import { normaliseUrl, refusalReason } from "./urls.js";
 
 /**
@@ -24,9 +25,14 @@ export function expandTemplate(template, concept, symbol) {
 async function readCapped(response) {
   const declared = Number(response.headers.get("content-length") ?? "0");
   if (declared > MAX_SOURCE_BYTES) throw new Error(`response too large (${declared} bytes)`);
-  const text = await response.text();
-  if (text.length > MAX_SOURCE_BYTES) throw new Error("response too large");
-  return text;
+  try {
+    return new TextDecoder().decode(await readCappedBytes(response.body, MAX_SOURCE_BYTES));
+  } catch (err) {
+    if (err instanceof BodyTooLarge) {
+      throw new Error(`response too large (more than ${MAX_SOURCE_BYTES} bytes)`);
+    }
+    throw err;
+  }
 }
 
 /** MediaWiki `list=search` JSON → article URLs on the same wiki host. */

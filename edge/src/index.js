@@ -4,6 +4,7 @@
  * for the qpipe receiver. `GET /health` for probes. The cron trigger re-publishes the
  * standing concepts from wrangler.toml.
  */
+import { BodyTooLarge, readCappedBytes } from "./body.js";
 import { loadConfig } from "./config.js";
 import { ConfigError, HttpError } from "./errors.js";
 import { publishConcept } from "./pipeline.js";
@@ -44,9 +45,14 @@ async function readBody(request) {
   if (declared > MAX_BODY_BYTES) {
     throw new HttpError(413, `body too large (${declared} > ${MAX_BODY_BYTES} bytes)`);
   }
-  const bytes = await request.arrayBuffer();
-  if (bytes.byteLength > MAX_BODY_BYTES) {
-    throw new HttpError(413, `body too large (${bytes.byteLength} > ${MAX_BODY_BYTES} bytes)`);
+  let bytes;
+  try {
+    bytes = await readCappedBytes(request.body, MAX_BODY_BYTES);
+  } catch (err) {
+    if (err instanceof BodyTooLarge) {
+      throw new HttpError(413, `body too large (more than ${MAX_BODY_BYTES} bytes)`);
+    }
+    throw new HttpError(400, `request body could not be read (${err?.message ?? err})`);
   }
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { call, clearKv, hang, interceptNetwork, kvKeys, post } from "./helpers.js";
+import { call, chunkedBody, clearKv, hang, interceptNetwork, kvKeys, post } from "./helpers.js";
 
 const WIKI = "https://en.wikipedia.org/w/api.php?action=query&list=search&format=json&srsearch=";
 const SITE = "https://www.investopedia.com/search?q=";
@@ -149,6 +149,20 @@ describe("discovery", () => {
     ]);
     expect(net.batchCalls()).toEqual([]);
     expect(await kvKeys()).toEqual([]);
+  });
+
+  it("a huge chunked source answer is cut off at 2 MiB, not buffered whole", async () => {
+    const huge = chunkedBody(64 * 1024 * 1024);
+    net
+      .route(WIKI, () => new Response(huge.stream, { headers: { "content-type": "text/html" } }))
+      .route(SITE, () => new Response(SEARCH_PAGE))
+      .qstashOk();
+    const result = await (await call(post({ concept: "momentum" }), sources())).json();
+    expect(result.discoveryErrors).toEqual([
+      { source: `${WIKI}momentum`, error: "response too large (more than 2097152 bytes)" },
+    ]);
+    expect(result.stored).toBe(2);
+    expect(huge.pulled()).toBeLessThan(4 * 1024 * 1024);
   });
 
   it("422 without any QStash call when no source is configured", async () => {

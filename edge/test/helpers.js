@@ -100,3 +100,21 @@ export const hang = (_call, signal) =>
     if (!signal) return;
     signal.addEventListener("abort", () => reject(signal.reason));
   });
+
+/**
+ * A body stream of `total` bytes of `fill` sent in 64 KiB chunks without a Content-Length
+ * (what a chunked upload looks like); `pulled()` says how many bytes the reader asked for.
+ */
+export function chunkedBody(total, fill = 0x20) {
+  const chunk = new Uint8Array(64 * 1024).fill(fill);
+  let sent = 0;
+  const stream = new ReadableStream({
+    pull(controller) {
+      if (sent >= total) return controller.close();
+      const n = Math.min(chunk.byteLength, total - sent);
+      sent += n;
+      controller.enqueue(chunk.slice(0, n));
+    },
+  });
+  return { stream, pulled: () => sent };
+}

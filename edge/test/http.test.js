@@ -1,6 +1,14 @@
 import { SELF } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { call, clearKv, EDGE_TOKEN, interceptNetwork, kvKeys, post } from "./helpers.js";
+import {
+  call,
+  chunkedBody,
+  clearKv,
+  EDGE_TOKEN,
+  interceptNetwork,
+  kvKeys,
+  post,
+} from "./helpers.js";
 
 let net;
 beforeEach(async () => {
@@ -148,6 +156,19 @@ describe("input validation", () => {
   it("413 for an oversized body", async () => {
     const body = JSON.stringify({ concept: "m", pad: "x".repeat(300 * 1024) });
     await expectRejected(await call(post(body)), 413, /body too large/);
+  });
+
+  it("a chunked body over the limit is refused after reading just past the limit", async () => {
+    // No Content-Length, 32 MiB of JSON whitespace: it must not all be buffered first.
+    const body = chunkedBody(32 * 1024 * 1024);
+    const request = new Request("https://edge.example/", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${EDGE_TOKEN}` },
+      body: body.stream,
+    });
+    expect(request.headers.get("Content-Length")).toBeNull();
+    await expectRejected(await call(request), 413, /body too large \(more than 262144 bytes\)/);
+    expect(body.pulled()).toBeLessThan(1024 * 1024);
   });
 
   it("500 naming the variable for a broken config, before any I/O", async () => {
