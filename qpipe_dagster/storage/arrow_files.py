@@ -17,6 +17,12 @@ from pathlib import Path
 import pyarrow as pa
 
 MAX_PART_BYTES = 1_000_000
+
+
+class StoredTableError(ValueError):
+    """A stored table that cannot be read back; the message names the file and what to redo."""
+
+
 _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 
 
@@ -81,12 +87,34 @@ def part_sizes(folder: Path) -> list[int]:
     return [p.stat().st_size for p in sorted(Path(folder).glob("part-*.arrows"))]
 
 
+def _redo(folder: Path) -> str:
+    """What to re-materialize for `folder` (laid out as <asset>/<partition> by the IO manager)."""
+    return f"materialize {folder.parent.name} for partition {folder.name!r} again to rewrite it"
+
+
 def read_table(folder: Path) -> pa.Table | None:
-    """The stored table, or None when the partition was never written."""
-    parts = sorted(Path(folder).glob("part-*.arrows"))
+    """The stored table, or None when the partition was never written.
+
+    A truncated or foreign part, or parts that disagree on the schema, raise StoredTableError
+    naming the file: pyarrow's own words ("Expected to read 600 metadata bytes") name none.
+    """
+    folder = Path(folder)
+    parts = sorted(folder.glob("part-*.arrows"))
     if not parts:
         return None
     tables = []
     for part in parts:
-        tables.append(pa.ipc.open_stream(part.read_bytes()).read_all())
+        try:
+            tables.append(pa.ipc.open_stream(part.read_bytes()).read_all())
+        except (pa.ArrowException, OSError) as exc:
+            raise StoredTableError(
+                f"stored table part {part} is unreadable (truncated, damaged or not an Arrow "
+                f"IPC stream: {exc}): {_redo(folder)}"
+            ) from exc
+    for part, table in zip(parts[1:], tables[1:], strict=True):
+        if not table.schema.equals(tables[0].schema):
+            raise StoredTableError(
+                f"stored table part {part} has another schema than {parts[0].name} (parts of "
+                f"two different writes?): {_redo(folder)}"
+            )
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]

@@ -3,8 +3,9 @@
 import os
 
 import pyarrow as pa
+import pytest
 
-from qpipe_dagster.storage.arrow_files import part_sizes, read_table, write_table
+from qpipe_dagster.storage.arrow_files import StoredTableError, part_sizes, read_table, write_table
 
 
 def test_small_table_is_one_part(tmp_path) -> None:
@@ -36,3 +37,39 @@ def test_rewrite_replaces_old_parts(tmp_path) -> None:
 
 def test_missing_partition_reads_none(tmp_path) -> None:
     assert read_table(tmp_path / "nothing") is None
+
+
+def _two_part_folder(tmp_path):  # noqa: ANN001, ANN202
+    table = pa.table({"blob": [os.urandom(10_000) for _ in range(300)]})
+    write_table(table, tmp_path / "parsed_pages" / "demo")
+    return tmp_path / "parsed_pages" / "demo"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[: len(b) // 2],  # truncated mid-write
+        lambda b: b"",  # an empty file
+        lambda b: b"not an arrow stream at all",  # garbage
+    ],
+)
+def test_damaged_part_is_named_with_what_to_redo(tmp_path, damage) -> None:
+    """Old code: pyarrow's 'Expected to read 600 metadata bytes, but only read 300', naming no
+    file, reached the run's step failure."""
+    folder = _two_part_folder(tmp_path)
+    part = folder / "part-00001.arrows"
+    part.write_bytes(damage(part.read_bytes()))
+    with pytest.raises(StoredTableError) as info:
+        read_table(folder)
+    message = str(info.value)
+    assert str(part) in message and "unreadable" in message
+    assert "materialize parsed_pages for partition 'demo' again" in message
+
+
+def test_parts_of_two_schemas_are_named(tmp_path) -> None:
+    folder = _two_part_folder(tmp_path)
+    other = tmp_path / "other"
+    write_table(pa.table({"x": [1]}), other)
+    (other / "part-00000.arrows").replace(folder / "part-00001.arrows")
+    with pytest.raises(StoredTableError, match=r"part-00001.arrows has another schema"):
+        read_table(folder)
