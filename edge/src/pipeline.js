@@ -10,11 +10,13 @@ import { partitionSeen, rememberPublished } from "./seen.js";
 
 /**
  * @typedef {object} PublishOutcome
- * @property {number} stored  URLs newly published and remembered
+ * @property {number} stored  URLs QStash accepted (all remembered in KV unless `unrecorded`)
  * @property {string[]} urls  those URLs (normalised)
  * @property {string[]} messageIds  QStash message ids, one per message
  * @property {string[]} skipped  URLs already published within the TTL
  * @property {{source: string, error: string}[]} [discoveryErrors]
+ * @property {{urls: string[], error: string}[]} [failed]  messages QStash refused
+ * @property {{url: string, error: string}[]} [unrecorded]  published, but KV could not record
  */
 
 /**
@@ -22,7 +24,8 @@ import { partitionSeen, rememberPublished } from "./seen.js";
  * @param {import("./config.js").EdgeConfig} config
  * @param {KVNamespace} kv
  * @returns {Promise<PublishOutcome>}
- * @throws {HttpError} 422 when discovery finds nothing, 502 when QStash fails.
+ * @throws {HttpError} 422 when discovery finds nothing, 503 when KV cannot be read (nothing
+ *   published), 502 when QStash fails, 500 when KV cannot record what QStash accepted.
  */
 export async function publishConcept(request, config, kv) {
   const { concept, symbol } = request;
@@ -39,7 +42,15 @@ export async function publishConcept(request, config, kv) {
     }
   }
   const now = Date.now();
-  const split = await partitionSeen(kv, candidates, config.seenTtlSeconds, now);
+  let split;
+  try {
+    split = await partitionSeen(kv, candidates, config.seenTtlSeconds, now);
+  } catch (err) {
+    throw new HttpError(
+      503,
+      `KV namespace URLS could not be read, so nothing was published: ${err?.message ?? err}`,
+    );
+  }
   const fresh = split.fresh.slice(0, config.maxUrls);
   const seen = split.seen;
   const outcome = { stored: 0, urls: [], messageIds: [], skipped: seen };
@@ -50,18 +61,30 @@ export async function publishConcept(request, config, kv) {
   const results = await publishBatch(messages, config);
   const accepted = results.filter((r) => r.messageId);
   const published = accepted.flatMap((r) => r.urls.map((url) => ({ url, messageId: r.messageId })));
-  await rememberPublished(kv, published, concept, config.seenTtlSeconds, now);
+  const unrecorded = await rememberPublished(kv, published, concept, config.seenTtlSeconds, now);
   outcome.stored = published.length;
   outcome.urls = published.map((p) => p.url);
   outcome.messageIds = accepted.map((r) => r.messageId);
 
   const refused = results.filter((r) => r.error);
+  const problems = [];
   if (refused.length) {
-    throw new HttpError(
-      502,
+    problems.push(
       `QStash refused ${refused.length} of ${results.length} message(s): ${refused[0].error}`,
-      { ...outcome, failed: refused.map((r) => ({ urls: r.urls, error: r.error })) },
     );
+    outcome.failed = refused.map((r) => ({ urls: r.urls, error: r.error }));
+  }
+  if (unrecorded.length) {
+    // Published but not remembered: say so, or the caller cannot know why they come back.
+    problems.push(
+      `QStash accepted ${published.length} URL(s) but KV namespace URLS could not record ` +
+        `${unrecorded.length} of them as published (${unrecorded[0].error}); ` +
+        "those may be published again by a later request",
+    );
+    outcome.unrecorded = unrecorded;
+  }
+  if (problems.length) {
+    throw new HttpError(refused.length ? 502 : 500, problems.join("; "), outcome);
   }
   return outcome;
 }

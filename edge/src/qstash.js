@@ -93,8 +93,16 @@ export async function publishBatch(messages, config) {
     } catch (err) {
       lastReason = `network error: ${err?.message ?? err}`;
     }
-    if (response?.ok) return parseBatchResponse(await response.text(), messages);
-    if (response) {
+    if (response?.ok) {
+      // A lost answer is retried: the deduplication ids make QStash answer the same again.
+      let text;
+      try {
+        text = await response.text();
+      } catch (err) {
+        lastReason = `HTTP ${response.status} but reading its answer failed: ${err?.message ?? err}`;
+      }
+      if (text !== undefined) return parseBatchResponse(text, messages);
+    } else if (response) {
       const retriable = response.status === 429 || response.status >= 500;
       const reason = `HTTP ${response.status} ${await snippet(response)}`.trim();
       if (!retriable) throw new HttpError(502, `QStash rejected the batch: ${reason}`);
@@ -115,10 +123,19 @@ function parseBatchResponse(text, messages) {
   try {
     data = JSON.parse(text);
   } catch {
-    throw new HttpError(502, "QStash answered the batch with non-JSON");
+    const shown = text.trim().slice(0, ERROR_SNIPPET_CHARS);
+    throw new HttpError(502, `QStash answered the batch with non-JSON: ${shown || "(empty)"}`);
   }
-  if (!Array.isArray(data) || data.length !== messages.length) {
-    throw new HttpError(502, "QStash answered the batch with an unexpected shape");
+  if (!Array.isArray(data)) {
+    const kind = data === null ? "null" : typeof data;
+    throw new HttpError(502, `QStash answered the batch with a JSON ${kind}, not a list`);
+  }
+  if (data.length !== messages.length) {
+    throw new HttpError(
+      502,
+      `QStash answered the batch with ${data.length} result(s) for ${messages.length} ` +
+        "message(s); nothing is recorded as published",
+    );
   }
   return data.map((entry, i) => {
     if (typeof entry?.messageId === "string" && entry.messageId !== "") {

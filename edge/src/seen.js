@@ -49,16 +49,23 @@ export async function partitionSeen(kv, urls, ttlSeconds, now) {
 }
 
 /**
- * Records published URLs with a TTL. Only called with URLs QStash accepted.
+ * Records published URLs with a TTL. Only called with URLs QStash accepted, so every write is
+ * attempted even when some fail: the caller must learn exactly which ones were not recorded.
  * @param {KVNamespace} kv
  * @param {{url: string, messageId: string}[]} published
+ * @returns {Promise<{url: string, error: string}[]>} the URLs KV failed to record, and why.
  */
 export async function rememberPublished(kv, published, concept, ttlSeconds, now) {
-  await Promise.all(
+  const results = await Promise.allSettled(
     published.map(async ({ url, messageId }) =>
       kv.put(await seenKey(url), JSON.stringify({ storedAt: now, concept, messageId }), {
         expirationTtl: ttlSeconds,
       }),
     ),
+  );
+  return results.flatMap((r, i) =>
+    r.status === "rejected"
+      ? [{ url: published[i].url, error: String(r.reason?.message ?? r.reason) }]
+      : [],
   );
 }

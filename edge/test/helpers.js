@@ -118,3 +118,21 @@ export function chunkedBody(total, fill = 0x20) {
   });
   return { stream, pulled: () => sent };
 }
+
+/**
+ * The real `URLS` namespace with injected failures: KV outages and per-key write errors
+ * cannot be provoked in local KV, so `get`/`put` throw where the predicate says and
+ * otherwise go to the real namespace.
+ */
+export function failingKv({ failGet = () => false, failPut = () => false } = {}) {
+  return {
+    get: (key, ...rest) =>
+      failGet(key) ? Promise.reject(new Error("KV GET failed: 503")) : env.URLS.get(key, ...rest),
+    put: (key, ...rest) =>
+      failPut(key)
+        ? Promise.reject(new Error("KV PUT failed: 429 Too Many Requests"))
+        : env.URLS.put(key, ...rest),
+    list: (...args) => env.URLS.list(...args),
+    delete: (...args) => env.URLS.delete(...args),
+  };
+}

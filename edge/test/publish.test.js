@@ -4,6 +4,7 @@ import { deduplicationId } from "../src/qstash.js";
 import {
   call,
   clearKv,
+  failingKv,
   interceptNetwork,
   kvKeys,
   post,
@@ -265,5 +266,98 @@ describe("QStash failures", () => {
     expect(response.status).toBe(502);
     expect((await response.json()).error).toMatch(/non-JSON/);
     expect(await kvKeys()).toEqual([]);
+  });
+});
+
+describe("KV failures", () => {
+  it("KV unreadable: 503 naming KV, nothing published", async () => {
+    net.qstashOk();
+    const response = await call(post({ concept: "momentum", urls: URLS }), {
+      URLS: failingKv({ failGet: () => true }),
+    });
+    expect(response.status).toBe(503);
+    expect((await response.json()).error).toBe(
+      "KV namespace URLS could not be read, so nothing was published: KV GET failed: 503",
+    );
+    expect(net.batchCalls()).toEqual([]);
+    expect(await kvKeys()).toEqual([]);
+  });
+
+  it("KV refusing a write after QStash accepted: the reply says what was published and what was not recorded", async () => {
+    net.qstashOk();
+    const kv = failingKv({ failPut: (key) => key === `url:${URLS[1]}` });
+    const response = await call(post({ concept: "momentum", urls: URLS }), { URLS: kv });
+    expect(response.status).toBe(500);
+    const body = await response.json();
+    expect(body.error).toBe(
+      "QStash accepted 2 URL(s) but KV namespace URLS could not record 1 of them as published " +
+        "(KV PUT failed: 429 Too Many Requests); those may be published again by a later request",
+    );
+    expect(body).toMatchObject({ stored: 2, urls: URLS, messageIds: ["msg_1_0"] });
+    expect(body.unrecorded).toEqual([
+      { url: URLS[1], error: "KV PUT failed: 429 Too Many Requests" },
+    ]);
+    // The other write was not abandoned because one failed.
+    expect((await kvKeys()).map((k) => k.name)).toEqual([`url:${URLS[0]}`]);
+  });
+});
+
+describe("QStash answers that cannot be used", () => {
+  it("a 200 whose body breaks off is retried (same dedup ids), not a bare 500", async () => {
+    const broken = () =>
+      new Response(
+        new ReadableStream({
+          start(controller) {
+            controller.error(new Error("connection reset while reading"));
+          },
+        }),
+        { status: 200 },
+      );
+    net.route(QSTASH_BATCH, broken, { times: 1 }).qstashOk();
+    const response = await call(post({ concept: "momentum", urls: URLS }));
+    expect(response.status).toBe(200);
+    expect((await response.json()).stored).toBe(2);
+    expect(net.batchCalls()).toHaveLength(2);
+    expect(new Set(net.calls.map((c) => c.body)).size).toBe(1);
+  });
+
+  it("a 200 whose body always breaks off ends in a 502 naming QStash", async () => {
+    net.route(QSTASH_BATCH, () => {
+      return new Response(
+        new ReadableStream({
+          start(controller) {
+            controller.error(new Error("connection reset while reading"));
+          },
+        }),
+      );
+    });
+    const response = await call(post({ concept: "momentum", urls: URLS }), {
+      PUBLISH_ATTEMPTS: "2",
+    });
+    expect(response.status).toBe(502);
+    expect((await response.json()).error).toMatch(
+      /^QStash unavailable after 2 attempt\(s\): HTTP 200 but reading its answer failed: /,
+    );
+    expect(await kvKeys()).toEqual([]);
+  });
+
+  it.each([
+    ["a JSON object", { messageId: "m" }, "a JSON object, not a list"],
+    ["too few results", [], "0 result(s) for 1 message(s)"],
+    ["too many results", [{ messageId: "a" }, { messageId: "b" }], "2 result(s) for 1 message(s)"],
+  ])("%s: 502 that says what QStash answered, nothing recorded", async (_n, answer, says) => {
+    net.route(QSTASH_BATCH, () => Response.json(answer));
+    const response = await call(post({ concept: "momentum", urls: URLS }));
+    expect(response.status).toBe(502);
+    expect((await response.json()).error).toContain(says);
+    expect(await kvKeys()).toEqual([]);
+  });
+
+  it("a non-JSON 200 is quoted in the error", async () => {
+    net.route(QSTASH_BATCH, () => new Response("<html>captive portal</html>"));
+    const response = await call(post({ concept: "momentum", urls: URLS }));
+    expect((await response.json()).error).toBe(
+      "QStash answered the batch with non-JSON: <html>captive portal</html>",
+    );
   });
 });
