@@ -46,9 +46,17 @@ function wikipediaLinks(text, sourceUrl) {
   const hits = data?.query?.search;
   if (!Array.isArray(hits)) throw new Error("response has no query.search list");
   const origin = new URL(sourceUrl).origin;
-  return hits
-    .filter((hit) => typeof hit?.title === "string" && hit.title.trim() !== "")
-    .map((hit) => `${origin}/wiki/${encodeURIComponent(hit.title.trim().replaceAll(" ", "_"))}`);
+  const links = [];
+  for (const hit of hits) {
+    if (typeof hit?.title !== "string" || hit.title.trim() === "") continue;
+    try {
+      links.push(`${origin}/wiki/${encodeURIComponent(hit.title.trim().replaceAll(" ", "_"))}`);
+    } catch {
+      // A title with an unpaired surrogate ("\ud800" in the JSON) cannot be a URL: skip that
+      // hit only, not the whole source.
+    }
+  }
+  return links;
 }
 
 /** Every `<a href>` of an HTML page, resolved against the page URL, via HTMLRewriter. */

@@ -129,7 +129,11 @@ export function unsafeUrlReason(raw) {
   try {
     url = new URL(raw);
   } catch {
-    return "not an absolute URL";
+    // With a scheme the parser failed on the host or port (spaces, forbidden characters,
+    // a port over 65535); without one it is a relative or garbled link.
+    return /^[a-z][a-z0-9+.-]*:\/\//i.test(raw)
+      ? "not a valid URL (its host or port is malformed)"
+      : "not an absolute URL";
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     return `scheme ${url.protocol} is not http/https`;

@@ -98,6 +98,16 @@ function checkUrls(value, config) {
     if (text.length > urlsRule.items.maxLength) {
       throw bad(`urls[${i}] is too long (${text.length} > ${urlsRule.items.maxLength})`);
     }
+    // The URL parser would silently drop tabs and line breaks and turn a lone surrogate into
+    // U+FFFD, publishing a different URL than the one given; the receiver refuses both.
+    if (CONTROL_CHARS.test(text)) {
+      throw bad(
+        `urls[${i}] contains control characters (tab, line break, NUL…): ${JSON.stringify(text)}`,
+      );
+    }
+    if (LONE_SURROGATE.test(text)) {
+      throw bad(`urls[${i}] contains an unpaired UTF-16 surrogate (not valid Unicode text)`);
+    }
     const reason = refusalReason(text, config);
     if (reason) throw bad(`urls[${i}] refused: ${reason}`);
     const url = normaliseUrl(text);

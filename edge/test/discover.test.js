@@ -165,6 +165,19 @@ describe("discovery", () => {
     expect(huge.pulled()).toBeLessThan(4 * 1024 * 1024);
   });
 
+  it("a search hit whose title is not text (lone surrogate) is skipped, not the source", async () => {
+    const answer =
+      '{"query": {"search": [{"title": "Bad \\ud800 title"}, {"title": "Momentum investing"}]}}';
+    net.route(WIKI, () => new Response(answer)).qstashOk();
+    const response = await call(post({ concept: "momentum" }), {
+      DISCOVERY_SOURCES: [SOURCES[0]],
+    });
+    expect(response.status).toBe(200);
+    const result = await response.json();
+    expect(result.urls).toEqual(["https://en.wikipedia.org/wiki/Momentum_investing"]);
+    expect(result.discoveryErrors).toBeUndefined();
+  });
+
   it("422 without any QStash call when no source is configured", async () => {
     const response = await call(post({ concept: "momentum" }));
     expect(response.status).toBe(422);

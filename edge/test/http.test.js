@@ -122,6 +122,39 @@ describe("input validation", () => {
     ["empty urls", { concept: "momentum", urls: [] }, /urls is empty/],
     ["bad symbol", { concept: "momentum", symbol: "BTC USD!" }, /symbol "BTC USD!"/],
     ["denied domain", { concept: "m", urls: ["https://www.facebook.com/x"] }, /deny list/],
+    // The URL parser silently drops tabs/line breaks ("exa\tmple" → "example") and turns a
+    // lone surrogate into U+FFFD: a different URL from the one given.
+    [
+      "a tab inside a url",
+      { concept: "m", urls: ["https://example.com/ok", "https://exa\tmple.com/a"] },
+      /^urls\[1\] contains control characters .*exa\\tmple/,
+    ],
+    [
+      "a line break inside a url",
+      { concept: "m", urls: ["https://example.com/a\nb"] },
+      /^urls\[0\] contains control characters/,
+    ],
+    ["a NUL inside a url", { concept: "m", urls: ["https://example.com/a\u0000"] }, /control/],
+    [
+      "a lone surrogate escape inside a url",
+      '{"concept": "m", "urls": ["https://example.com/\\ud800"]}',
+      /^urls\[0\] contains an unpaired UTF-16 surrogate/,
+    ],
+    [
+      "a space in the host",
+      { concept: "m", urls: ["https://exa mple.com/"] },
+      /^urls\[0\] refused: not a valid URL \(its host or port is malformed\)$/,
+    ],
+    [
+      "a port over 65535",
+      { concept: "m", urls: ["https://example.com:99999/"] },
+      /^urls\[0\] refused: not a valid URL \(its host or port is malformed\)$/,
+    ],
+    [
+      "a relative url",
+      { concept: "m", urls: ["/wiki/Momentum"] },
+      /^urls\[0\] refused: not an absolute URL$/,
+    ],
   ];
   it.each(cases)("400 for %s", async (_name, body, reason) => {
     await expectRejected(await call(post(body)), 400, reason);
