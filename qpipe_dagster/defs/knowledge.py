@@ -26,6 +26,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from qpipe_dagster.crawl.schema import CRAWLED_PAGES_SCHEMA
 from qpipe_dagster.defs.io import partition_folder
 from qpipe_dagster.defs.partitions import concepts_partitions
 from qpipe_dagster.defs.resources import (
@@ -34,8 +35,8 @@ from qpipe_dagster.defs.resources import (
     VectorStoreResource,
 )
 from qpipe_dagster.embed.encoder import Encoder
-from qpipe_dagster.storage.arrow_files import MAX_PART_BYTES, read_table
-from qpipe_dagster.store.objects import content_hash
+from qpipe_dagster.storage.arrow_files import MAX_PART_BYTES, StoredTableError, read_table
+from qpipe_dagster.store.objects import content_hash, objects_schema
 
 GROUP = "knowledge"
 OWNERS = ["team:knowledge"]
@@ -69,6 +70,10 @@ PARSED_PAGES_SCHEMA = pa.schema(
     ]
 )
 
+# The stored upstream columns each asset reads (checked before any work, see require_columns).
+CRAWLED_COLUMNS_READ = ("url", "final_url", "fetched_at", "encoding", "html", "error")
+PARSED_COLUMNS_READ = ("url", "title", "fetched_at", "parser_version", "chunks")
+EMBEDDING_COLUMNS_READ = ("id", "model")
 
 PARSED_PAGES_COLUMNS = {
     "url": "URL as requested (seed or discovered link)",
@@ -113,6 +118,49 @@ def ipc_size_check(context: AssetExecutionContext, asset_name: str) -> AssetChec
     )
 
 
+def stale_parser_versions(parsed_pages: pa.Table, current: str) -> list[str]:
+    """Parser versions in stored parsed_pages other than `current` (rows from an older qpipe)."""
+    versions = pc.unique(parsed_pages.column("parser_version")).to_pylist()
+    return sorted(v if v is not None else "(none)" for v in versions if v != current)
+
+
+def concept_key(context: AssetExecutionContext, asset_name: str) -> str:
+    """The run's partition key, refused unless it is a concept slug.
+
+    Dagster accepts any dynamic partition key (the UI's "add partition" box included), and the IO
+    manager builds folders from it: a key like '../crawled_pages/x' would read and overwrite
+    another asset's files. Checked in each asset body, before its output is written.
+    """
+    from qpipe_dagster.concepts import ConceptError, validate_slug
+
+    try:
+        return validate_slug(context.partition_key)
+    except ConceptError as exc:
+        raise Failure(description=f"{asset_name}: partition {exc}") from None
+
+
+def require_columns(
+    table: pa.Table, expected: pa.Schema, names: tuple[str, ...], upstream: str, concept: str
+) -> None:
+    """Refuse a stored upstream table that lacks a column this code reads, or holds it as another
+    type (written by another qpipe version), naming the folder and what to re-materialize; the
+    bare KeyError: 'encoding' it used to give named neither."""
+    faults = []
+    for name in names:
+        want = expected.field(name).type
+        if name not in table.schema.names:
+            faults.append(f"no column {name!r}")
+        elif not table.schema.field(name).type.equals(want):
+            faults.append(f"column {name!r} is {table.schema.field(name).type}, expected {want}")
+    if faults:
+        folder = partition_folder(None, upstream, concept)
+        raise Failure(
+            description=f"stored {upstream} of concept {concept!r} ({folder}) was written in "
+            f"another format ({'; '.join(faults)}): materialize {upstream} for this concept "
+            "again"
+        )
+
+
 class CrawlConfig(Config):
     """How far and how hard to crawl; defaults suit news and blog sites."""
 
@@ -148,12 +196,20 @@ def crawled_pages(
     concepts: ConceptRegistryResource,
     pipes_subprocess_client: PipesSubprocessClient,
 ):
-    from qpipe_dagster.concepts import validate_url
+    from qpipe_dagster.concepts import ConceptError, validate_url
     from qpipe_dagster.crawl.runner import pipes_command, pipes_extras, read_crawled_pages
     from qpipe_dagster.crawl.settings import CrawlSettings
 
+    extra = []
+    for i, url in enumerate(config.extra_seed_urls):
+        try:
+            extra.append(validate_url(url))
+        except ConceptError as exc:  # it said "seed URL ...", as if the concept's own were bad
+            raise Failure(
+                description=f"crawled_pages config extra_seed_urls[{i}] = {url!r}: {exc}"
+            ) from None
     concept = concepts.get(context.partition_key)
-    seeds = list(dict.fromkeys([*concept.seed_urls, *map(validate_url, config.extra_seed_urls)]))
+    seeds = list(dict.fromkeys([*concept.seed_urls, *extra]))
     if not seeds:
         raise Failure(
             f"concept {concept.slug!r} has no seed URLs: add some with "
@@ -232,6 +288,10 @@ def parsed_pages(
     from qpipe_dagster.parse.chunk import Chunker
     from qpipe_dagster.parse.extract import PARSER_VERSION, extract_article
 
+    concept = concept_key(context, "parsed_pages")
+    require_columns(
+        crawled_pages, CRAWLED_PAGES_SCHEMA, CRAWLED_COLUMNS_READ, "crawled_pages", concept
+    )
     encoder = embedder.encoder()
     try:
         chunker = Chunker(
@@ -241,7 +301,10 @@ def parsed_pages(
             model_max_seq_length=encoder.max_seq_length,
         )
     except ValueError as exc:  # chunk sizes that the model would silently truncate
-        raise Failure(description=f"invalid chunking config: {exc}") from exc
+        raise Failure(
+            description=f"parsed_pages config chunk_max_tokens={config.chunk_max_tokens}, "
+            f"chunk_overlap_tokens={config.chunk_overlap_tokens}: invalid chunking config: {exc}"
+        ) from exc
     rows = []
     for page in crawled_pages.to_pylist():
         if page["error"] is not None or page["html"] is None:
@@ -317,11 +380,25 @@ def page_embeddings(
     embedder: EmbedderResource,
 ):
     from qpipe_dagster.embed.incremental import embed_chunks, explode_chunks
+    from qpipe_dagster.parse.extract import PARSER_VERSION
 
+    concept = concept_key(context, "page_embeddings")
+    require_columns(parsed_pages, PARSED_PAGES_SCHEMA, PARSED_COLUMNS_READ, "parsed_pages", concept)
+    stale = stale_parser_versions(parsed_pages, PARSER_VERSION)
+    if stale:
+        context.log.warning(
+            f"parsed_pages of concept {concept!r} were parsed by {', '.join(map(repr, stale))}, "
+            f"not the current parser {PARSER_VERSION!r}: their chunks are embedded as they are; "
+            "materialize parsed_pages for this concept again to re-parse the stored pages"
+        )
     encoder = embedder.encoder()
     model, dim = encoder.model_id, encoder.dim
-    chunks = explode_chunks(parsed_pages, context.partition_key, model)
-    previous = read_table(partition_folder(None, "page_embeddings", context.partition_key))
+    chunks = explode_chunks(parsed_pages, concept, model)
+    try:
+        previous = read_table(partition_folder(None, "page_embeddings", concept))
+    except StoredTableError as exc:  # only a cache of vectors: re-embed instead of failing
+        context.log.warning(f"previous page_embeddings not reused, every chunk is embedded: {exc}")
+        previous = None
     table, stats = embed_chunks(chunks, encoder, previous)
     context.log.info(f"embedded {stats.embedded} chunks, reused {stats.reused} ({model})")
     yield Output(
@@ -333,6 +410,7 @@ def page_embeddings(
             "embedded": stats.embedded,
             "reused": stats.reused,
             "device": str(encoder.model.device),
+            "stale_parser_versions": MetadataValue.json(stale),
         },
     )
     # The model's declared dimension, the width it really outputs, and the stored width agree.
@@ -358,6 +436,18 @@ def embeddings_dim_for(page_embeddings: pa.Table, encoder: Encoder, concept: str
     those vectors into the new model's collection would mix two models' vectors, and search
     would compare a query against vectors of the other model. That is refused, naming both.
     """
+    vtype = (
+        page_embeddings.schema.field("vector").type
+        if "vector" in page_embeddings.schema.names
+        else None
+    )
+    if vtype is None or not pa.types.is_fixed_size_list(vtype):
+        raise Failure(
+            description=f"stored page_embeddings of concept {concept!r} "
+            f"({partition_folder(None, 'page_embeddings', concept)}) have "
+            f"{'no vector column' if vtype is None else f'vector column of type {vtype}'}, "
+            "expected fixed-size float32 lists: materialize page_embeddings for this concept again"
+        )
     models = pc.unique(page_embeddings.column("model")).to_pylist()
     if page_embeddings.num_rows == 0:
         return encoder.dim  # nothing to tell the model by; the model's own width
@@ -368,7 +458,7 @@ def embeddings_dim_for(page_embeddings: pa.Table, encoder: Encoder, concept: str
             f"{encoder.model_id!r}: materialize page_embeddings (and weaviate_objects) again "
             "for this concept, so they are embedded with the configured model"
         )
-    return page_embeddings.schema.field("vector").type.list_size
+    return vtype.list_size
 
 
 @asset(
@@ -395,14 +485,16 @@ def weaviate_objects(
     embedder: EmbedderResource,
     vector_store: VectorStoreResource,
 ) -> MaterializeResult:
+    concept = concept_key(context, "weaviate_objects")
+    require_columns(
+        page_embeddings, objects_schema(1), EMBEDDING_COLUMNS_READ, "page_embeddings", concept
+    )
     encoder = embedder.encoder()
-    dim = embeddings_dim_for(page_embeddings, encoder, context.partition_key)
+    dim = embeddings_dim_for(page_embeddings, encoder, concept)
     store = vector_store.open(model=encoder.model_id, dim=dim)
     counts = store.upsert(page_embeddings)
-    deleted = store.delete_missing(
-        context.partition_key, set(page_embeddings.column("id").to_pylist())
-    )
-    total = store.count(context.partition_key)
+    deleted = store.delete_missing(concept, set(page_embeddings.column("id").to_pylist()))
+    total = store.count(concept)
     return MaterializeResult(
         metadata={
             "backend": store.backend,
