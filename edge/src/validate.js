@@ -48,9 +48,16 @@ export function parseConceptRequest(text, config) {
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
     throw bad('body must be a JSON object like {"concept": "..."}');
   }
+  const names = new Set();
+  const duplicate = topLevelKeys(text).find((key) => names.has(key) || !names.add(key));
+  if (duplicate !== undefined) {
+    // JSON.parse would keep the last one silently; the sender meant one of them.
+    throw bad(`field ${JSON.stringify(duplicate)} appears more than once in the body`);
+  }
   const unknown = Object.keys(body).filter((k) => !KNOWN_FIELDS.has(k));
   if (unknown.length) {
-    throw bad(`unknown field(s): ${unknown.join(", ")} (allowed: concept, urls, symbol)`);
+    const shown = unknown.slice(0, 5).join(", ") + (unknown.length > 5 ? ", …" : "");
+    throw bad(`unknown field(s): ${shown} (allowed: concept, urls, symbol)`);
   }
   return {
     concept: checkConcept(body.concept),
@@ -59,16 +66,55 @@ export function parseConceptRequest(text, config) {
   };
 }
 
+/**
+ * The keys of a JSON text's top-level object in order, repeats included. Only called on text
+ * JSON.parse accepted as an object, so strings and nesting are all that need tracking.
+ * @param {string} text
+ * @returns {string[]}
+ */
+function topLevelKeys(text) {
+  const keys = [];
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      if (depth === 1 && expectKey) keys.push(JSON.parse(text.slice(i, end + 1)));
+      expectKey = false;
+      i = end;
+    } else if (c === "{" || c === "[") {
+      depth += 1;
+      expectKey = depth === 1;
+    } else if (c === "}" || c === "]") {
+      depth -= 1;
+    } else if (c === "," && depth === 1) {
+      expectKey = true;
+    }
+  }
+  return keys;
+}
+
 /** @returns {string} the trimmed concept */
 export function checkConcept(value) {
   if (value === undefined || value === null) throw bad("concept is required");
   if (typeof value !== "string") throw bad("concept must be a string");
   const concept = value.trim();
-  if (concept.length < conceptRule.minLength) throw bad("concept is empty");
-  if (concept.length > conceptRule.maxLength) {
-    throw bad(`concept is too long (${concept.length} > ${conceptRule.maxLength} characters)`);
+  // JSON Schema (and the receiver's Python len) count code points: an emoji is one, not two.
+  const length = [...concept].length;
+  if (length < conceptRule.minLength) throw bad("concept is empty");
+  if (length > conceptRule.maxLength) {
+    throw bad(`concept is too long (${length} > ${conceptRule.maxLength} characters)`);
   }
-  if (!CONCEPT_PATTERN.test(concept)) throw bad("concept must contain a letter or digit");
+  if (!CONCEPT_PATTERN.test(concept)) {
+    // "Доходность" has letters, just none the receiver's ASCII partition key can keep.
+    throw bad(
+      /[^\x00-\x7f]/.test(concept)
+        ? "concept must contain a letter or digit from A-Z, a-z or 0-9 (the receiver makes an ASCII key from it)"
+        : "concept must contain a letter or digit",
+    );
+  }
   // The schema refuses control characters (slugs and logs must stay printable).
   if (CONTROL_CHARS.test(concept)) throw bad("concept contains control characters");
   if (LONE_SURROGATE.test(concept)) {

@@ -73,6 +73,16 @@ describe("published bodies match the shared schema", () => {
     for (const body of bad) expect(validate(body), JSON.stringify(body)).toBe(false);
   });
 
+  it("the concept limit counts characters (code points) as the schema does", async () => {
+    const concept = `a${"\u{1F680}".repeat(199)}`; // 200 characters, 399 UTF-16 units
+    const response = await call(post({ concept, urls: ["https://example.com/emoji"] }));
+    expect(response.status).toBe(200);
+    const published = JSON.parse(JSON.parse(net.batchCalls()[0].body)[0].body);
+    expect(published.concept).toBe(concept);
+    expect(validate(published), JSON.stringify(validate.errors)).toBe(true);
+    expect(validate({ concept: `${concept}x` })).toBe(false);
+  });
+
   it("the worker's limits are the schema's limits", async () => {
     const tooLong = { concept: "m".repeat(schema.properties.concept.maxLength + 1) };
     expect((await call(post(tooLong))).status).toBe(400);

@@ -102,6 +102,23 @@ describe("input validation", () => {
     ["a lone surrogate escape", '{"concept": "x\\udfff"}', /unpaired UTF-16 surrogate/],
     ["oversized concept", { concept: "m".repeat(201) }, /too long \(201 > 200/],
     ["unknown field", { concept: "momentum", url: "https://a.com" }, /unknown field\(s\): url/],
+    // JSON.parse keeps the last of two equal keys; which concept was meant is unknowable.
+    [
+      "a duplicate field",
+      '{"concept": "momentum", "urls": ["https://a.com/x"], "concept": "carry"}',
+      /^field "concept" appears more than once in the body$/,
+    ],
+    [
+      "a duplicate field spelt with an escape",
+      '{"symbol": "BTC-USD", "concept": "m", "\\u0073ymbol": null}',
+      /^field "symbol" appears more than once/,
+    ],
+    [
+      "a concept with letters but none in A-Z or 0-9",
+      { concept: "Доходность" },
+      /^concept must contain a letter or digit from A-Z, a-z or 0-9/,
+    ],
+    ["201 emoji", { concept: "\u{1F680}".repeat(201) }, /too long \(201 > 200 characters\)/],
     ["urls not a list", { concept: "momentum", urls: "https://a.com" }, /urls must be a list/],
     [
       "too many urls",
@@ -165,6 +182,25 @@ describe("input validation", () => {
     const urls = ["https://example.com/rocket"];
     const response = await call(post({ concept: "halving \u{1F680} momentum", urls }));
     expect(response.status).toBe(200);
+  });
+
+  it("equal keys inside nested values are not duplicates of the body's fields", async () => {
+    net.qstashOk();
+    const text = '{"concept": "m \\"concept\\": x", "urls": ["https://example.com/{\\"urls\\"}"]}';
+    const response = await call(post(text));
+    expect(response.status).toBe(200);
+  });
+
+  it("10,000 unknown fields: a short 400 listing the first few", async () => {
+    const fields = Object.fromEntries(Array.from({ length: 10_000 }, (_, i) => [`f${i}`, 1]));
+    const body = await expectRejected(
+      await call(post({ concept: "m", ...fields })),
+      400,
+      /^unknown/,
+    );
+    expect(body.error).toBe(
+      "unknown field(s): f0, f1, f2, f3, f4, … (allowed: concept, urls, symbol)",
+    );
   });
 
   it("the allow list refuses other domains", async () => {
