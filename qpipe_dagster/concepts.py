@@ -11,7 +11,8 @@ import json
 import re
 import sqlite3
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -44,8 +45,25 @@ class ConceptError(ValueError):
     """A concept name, URL or symbol that cannot be accepted; the message says which and why."""
 
 
-def slugify(name: str) -> str:
-    """Turn a free-form concept name into its partition key ("Bitcoin Halving!" -> "bitcoin-halving")."""
+class RegistryError(ValueError):
+    """The registry file cannot be used (not SQLite, another table layout, a damaged row);
+    the message names the file. Not a ConceptError: the concept asked for may be fine."""
+
+
+def _cut_apart(a: str, b: str) -> bool:
+    """True if names `a` and `b` share a slug only because it was cut to MAX_SLUG_CHARS."""
+    try:
+        full_a, full_b = slugify(a, cut=False), slugify(b, cut=False)
+    except ConceptError:  # a name registered under older rules: nothing to compare
+        return False
+    return full_a != full_b and max(len(full_a), len(full_b)) > MAX_SLUG_CHARS
+
+
+def slugify(name: str, *, cut: bool = True) -> str:
+    """Turn a free-form concept name into its partition key ("Bitcoin Halving!" -> "bitcoin-halving").
+
+    `cut=False` keeps keys longer than MAX_SLUG_CHARS whole (to tell long names apart).
+    """
     if not isinstance(name, str):
         raise ConceptError(f"concept name must be a string, got {type(name).__name__}")
     if not name.strip():
@@ -66,7 +84,7 @@ def slugify(name: str) -> str:
     slug = _NON_ALNUM_RE.sub("-", ascii_name.lower()).strip("-")
     if not slug:
         raise ConceptError(f"concept name {name!r} has no letters or digits to make a key from")
-    if len(slug) > MAX_SLUG_CHARS:
+    if cut and len(slug) > MAX_SLUG_CHARS:
         slug = slug[:MAX_SLUG_CHARS].rstrip("-")
     return slug
 
@@ -170,7 +188,12 @@ class ConceptRegistry:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegistryError(
+                f"concept registry {self.path}: cannot create its folder: {exc}"
+            ) from exc
         with self._connect() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS concepts (slug TEXT PRIMARY KEY, name TEXT NOT NULL,"
@@ -182,14 +205,39 @@ class ConceptRegistry:
     def default(cls) -> ConceptRegistry:
         return cls(qpipe_home() / "concepts.sqlite")
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        enable_wal(db)
-        return db
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection in a transaction; SQLite's errors ('file is not a database', 'no such
+        column: symbol') name no file, so they are raised as RegistryError naming it."""
+        try:
+            db = sqlite3.connect(self.path, timeout=30)
+        except sqlite3.Error as exc:
+            raise RegistryError(f"concept registry {self.path} cannot be opened: {exc}") from exc
+        try:
+            with db:
+                enable_wal(db)
+                yield db
+        except sqlite3.Error as exc:
+            raise RegistryError(
+                f"concept registry {self.path} is not a usable concepts database ({exc}): "
+                "restore it from a backup, or move it aside to start an empty registry"
+            ) from exc
+        finally:
+            db.close()
 
     def upsert(self, concept: Concept) -> Concept:
-        """Store a concept, merging seed URLs with what is already registered."""
+        """Store a concept, merging seed URLs with what is already registered.
+
+        Names longer than a slug holds are cut to the same slug when they agree on their first
+        64 key characters: merging those would silently make two concepts one, so it is refused.
+        """
         existing = self.get(concept.slug)
+        if existing and _cut_apart(existing.name, concept.name):
+            raise ConceptError(
+                f"concept name {concept.name!r} makes the key {concept.slug!r}, already registered"
+                f" for the different name {existing.name!r} (keys keep the first {MAX_SLUG_CHARS}"
+                " characters): use a name that differs within them"
+            )
         merged = existing.merged_with(concept) if existing else concept
         with self._connect() as db:
             db.execute(
@@ -205,18 +253,27 @@ class ConceptRegistry:
             row = db.execute(
                 "SELECT slug, name, seed_urls, symbol FROM concepts WHERE slug = ?", (slug,)
             ).fetchone()
-        return _row_to_concept(row) if row else None
+        return self._row_to_concept(row) if row else None
 
     def list(self) -> list[Concept]:
         with self._connect() as db:
             rows = db.execute("SELECT slug, name, seed_urls, symbol FROM concepts ORDER BY slug")
-            return [_row_to_concept(r) for r in rows.fetchall()]
+            return [self._row_to_concept(r) for r in rows.fetchall()]
 
     def remove(self, slug: str) -> bool:
         with self._connect() as db:
             return db.execute("DELETE FROM concepts WHERE slug = ?", (slug,)).rowcount > 0
 
-
-def _row_to_concept(row: Sequence) -> Concept:
-    slug, name, urls, symbol = row
-    return Concept(slug=slug, name=name, seed_urls=tuple(json.loads(urls)), symbol=symbol)
+    def _row_to_concept(self, row: Sequence) -> Concept:
+        slug, name, urls, symbol = row
+        try:
+            seed_urls = json.loads(urls)
+            if not isinstance(seed_urls, list) or not all(isinstance(u, str) for u in seed_urls):
+                raise ValueError("not a JSON list of strings")
+        except (TypeError, ValueError) as exc:
+            raise RegistryError(
+                f"concept registry {self.path}: the seed_urls of concept {slug!r} are damaged "
+                f"({exc}; stored {str(urls)[:80]!r}): remove it with `qpipe concepts remove "
+                f"{slug}` and add it again, or restore the registry from a backup"
+            ) from None
+        return Concept(slug=slug, name=name, seed_urls=tuple(seed_urls), symbol=symbol)

@@ -10,7 +10,13 @@ from pathlib import Path
 from dagster import ConfigurableResource, Failure, PipesSubprocessClient
 from pydantic import Field
 
-from qpipe_dagster.concepts import Concept, ConceptError, ConceptRegistry, validate_slug
+from qpipe_dagster.concepts import (
+    Concept,
+    ConceptError,
+    ConceptRegistry,
+    RegistryError,
+    validate_slug,
+)
 from qpipe_dagster.embed.encoder import DEFAULT_MODEL, Encoder
 from qpipe_dagster.settings import default_symbol, embed_device, env_value
 
@@ -31,7 +37,10 @@ class ConceptRegistryResource(ConfigurableResource):
             validate_slug(slug)
         except ConceptError as exc:
             raise Failure(description=str(exc)) from exc
-        concept = self.registry().get(slug)
+        try:
+            concept = self.registry().get(slug)
+        except RegistryError as exc:  # names the file; a Failure shows it without a traceback
+            raise Failure(description=str(exc)) from exc
         if concept is None:
             raise Failure(
                 description=f"concept {slug!r} is not registered: add it with "

@@ -169,3 +169,70 @@ def test_a_seed_url_accepted_here_is_one_the_crawler_accepts(scheme, host, port,
     except ConceptError:
         return
     validate_seeds([url])  # raises ValueError naming the fault if the crawler would refuse it
+
+
+def test_long_names_cut_to_one_key_are_not_merged(tmp_path) -> None:
+    """Old code: two names agreeing on their first 64 key characters were cut to one slug, and
+    the second silently renamed the first concept and merged its seed URLs into it."""
+    reg = ConceptRegistry(tmp_path / "concepts.sqlite")
+    stem = "bitcoin halving momentum with on chain confirmation and funding "
+    first = Concept.create(stem + "rates", ["https://a.example/"])
+    second = Concept.create(stem + "skew", ["https://b.example/"])
+    assert first.slug == second.slug
+    reg.upsert(first)
+    with pytest.raises(ConceptError) as info:
+        reg.upsert(second)
+    message = str(info.value)
+    assert repr(second.name) in message and repr(first.name) in message
+    assert "differs within them" in message
+    assert reg.get(first.slug) == first
+    # The same long name again (any spelling of it) still merges.
+    again = reg.upsert(Concept.create(stem.upper() + "RATES!", ["https://c.example/"]))
+    assert again.seed_urls == ("https://a.example/", "https://c.example/")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"this is not a database at all, just some text" * 100, "file is not a database"),
+        (b"", "no such column"),  # an empty SQLite file is fine; see the foreign table below
+    ],
+)
+def test_unusable_registry_file_is_named(tmp_path, content: bytes, reason: str) -> None:
+    """Old code: sqlite3.DatabaseError 'file is not a database' / OperationalError 'no such
+    column: symbol', naming no file."""
+    import sqlite3
+
+    from qpipe_dagster.concepts import RegistryError
+
+    path = tmp_path / "concepts.sqlite"
+    path.write_bytes(content)
+    if not content:  # a registry of another layout: a concepts table without symbol
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE concepts (slug TEXT PRIMARY KEY, name TEXT, seed_urls TEXT)")
+            db.execute("INSERT INTO concepts VALUES ('x', 'x', '[]')")
+    with pytest.raises(RegistryError) as info:
+        ConceptRegistry(path).get("x")
+    assert str(path) in str(info.value) and reason in str(info.value)
+    assert not isinstance(info.value, ConceptError)
+
+
+def test_damaged_registry_row_is_named(tmp_path) -> None:
+    """Old code: json.JSONDecodeError 'Expecting value: line 1 column 1' from get() and list()."""
+    import sqlite3
+
+    from qpipe_dagster.concepts import RegistryError
+
+    path = tmp_path / "concepts.sqlite"
+    reg = ConceptRegistry(path)
+    reg.upsert(Concept.create("Fine", ["https://a.example/"]))
+    reg.upsert(Concept.create("Broken", ["https://a.example/"]))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE concepts SET seed_urls = '[\"https://a.exa' WHERE slug = 'broken'")
+    assert reg.get("fine").seed_urls == ("https://a.example/",)
+    for call in (lambda: reg.get("broken"), reg.list):
+        with pytest.raises(RegistryError) as info:
+            call()
+        message = str(info.value)
+        assert str(path) in message and "concept 'broken'" in message
+        assert "qpipe concepts remove broken" in message

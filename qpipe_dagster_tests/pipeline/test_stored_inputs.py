@@ -166,3 +166,14 @@ def test_bad_chunking_config_names_the_config_fields(dagster_home: Path) -> None
         _, message = _run(instance, "parsed_pages", "chunky", config)
     assert message.startswith("parsed_pages config chunk_max_tokens=100, chunk_overlap_tokens=100")
     assert "must be smaller than" in message
+
+
+def test_unusable_concept_registry_fails_the_run_naming_the_file(dagster_home: Path) -> None:
+    """Old code: sqlite3.DatabaseError: file is not a database, naming no file."""
+    registry = dagster_home / "qpipe" / "concepts.sqlite"
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    registry.write_bytes(b"not sqlite " * 1000)
+    with DagsterInstance.get() as instance:
+        result, message = _run(instance, "crawled_pages", "anything")
+    assert not result.success
+    assert message.startswith(f"concept registry {registry} is not a usable concepts database")
