@@ -22,9 +22,13 @@ const KV_MIN_TTL_SECONDS = 60;
 const SCHEMA_MAX_URLS = 100;
 const DELAY_PATTERN = /^\d+[smhd]$/;
 
+/** What a bearer token may hold: visible ASCII (a header carries bytes, not Unicode). */
+const TOKEN_PATTERN = /^[\x21-\x7e]+$/;
+
 function intVar(env, name, min, max) {
   const raw = env[name] ?? DEFAULTS[name];
-  const text = String(raw).trim();
+  // String([20]) is "20": only a string or a number may stand for a number.
+  const text = typeof raw === "string" || typeof raw === "number" ? String(raw).trim() : "";
   if (!/^\d+$/.test(text)) {
     throw new ConfigError(`${name} must be a whole number, got ${JSON.stringify(raw)}`);
   }
@@ -35,7 +39,7 @@ function intVar(env, name, min, max) {
   return value;
 }
 
-function httpsUrlVar(env, name, { required }) {
+function httpsUrlVar(env, name, { required, base = false }) {
   const raw = env[name] ?? DEFAULTS[name];
   if (raw === undefined || raw === "") {
     if (required) throw new ConfigError(`${name} is not set`);
@@ -49,6 +53,13 @@ function httpsUrlVar(env, name, { required }) {
   }
   if (url.protocol !== "https:" && url.protocol !== "http:") {
     throw new ConfigError(`${name} must be an http(s) URL, got ${JSON.stringify(raw)}`);
+  }
+  // A base URL gets "/v2/batch" appended: a query, fragment or user:password would swallow it.
+  if (base && (url.search || url.hash || url.username || url.password)) {
+    throw new ConfigError(
+      `${name} must be a plain base URL like "https://qstash.upstash.io" ` +
+        `(no query, fragment or credentials), got ${JSON.stringify(raw)}`,
+    );
   }
   return url.toString().replace(/\/$/, "");
 }
@@ -65,17 +76,44 @@ function jsonVar(env, name, fallback) {
   }
 }
 
+/**
+ * Entries are compared with URL hostnames, which the URL parser lower-cases and turns into
+ * punycode, so each entry goes through the same parser; "https://x.com" or "x.com/path" would
+ * never match any host, and a deny list that silently matches nothing is refused instead.
+ */
 function domainListVar(env, name) {
   const list = jsonVar(env, name, []);
-  if (!Array.isArray(list) || !list.every((d) => typeof d === "string" && d.trim() !== "")) {
-    throw new ConfigError(`${name} must be a list of domain names`);
+  if (!Array.isArray(list)) {
+    throw new ConfigError(`${name} must be a list of domain names, got ${JSON.stringify(list)}`);
   }
-  return list.map((d) =>
-    d
-      .trim()
-      .toLowerCase()
-      .replace(/^\*?\./, ""),
-  );
+  return list.map((entry, i) => {
+    const where = `${name}[${i}]`;
+    const text = typeof entry === "string" ? entry.trim().replace(/^\*?\./, "") : "";
+    let host = "";
+    if (text !== "" && !/[/:@?#\\\s]/.test(text)) {
+      try {
+        host = new URL(`http://${text}/`).hostname.replace(/\.$/, "");
+      } catch {
+        host = "";
+      }
+    }
+    if (host === "") {
+      throw new ConfigError(
+        `${where} must be a domain name like "example.com" (no scheme, path or port), ` +
+          `got ${JSON.stringify(entry)}`,
+      );
+    }
+    return host;
+  });
+}
+
+function refuseUnknownKeys(item, allowed, where) {
+  const unknown = Object.keys(item).filter((k) => !allowed.includes(k));
+  if (unknown.length) {
+    throw new ConfigError(
+      `${where} has unknown key(s) ${unknown.join(", ")} (allowed: ${allowed.join(", ")})`,
+    );
+  }
 }
 
 function sourcesVar(env) {
@@ -83,7 +121,11 @@ function sourcesVar(env) {
   if (!Array.isArray(list)) throw new ConfigError("DISCOVERY_SOURCES must be a list");
   return list.map((src, i) => {
     const where = `DISCOVERY_SOURCES[${i}]`;
-    if (typeof src !== "object" || src === null) throw new ConfigError(`${where} is not a table`);
+    if (typeof src !== "object" || src === null || Array.isArray(src)) {
+      throw new ConfigError(`${where} is not a table`);
+    }
+    // A misspelt "match" would publish every link of the page instead of the matching ones.
+    refuseUnknownKeys(src, ["kind", "url", "match"], where);
     if (src.kind !== "wikipedia" && src.kind !== "html") {
       throw new ConfigError(`${where}.kind must be "wikipedia" or "html", got ${src.kind}`);
     }
@@ -110,6 +152,8 @@ function standingVar(env) {
     if (typeof item !== "object" || item === null || typeof item.concept !== "string") {
       throw new ConfigError(`STANDING_CONCEPTS[${i}] needs a "concept" string`);
     }
+    // "urls" or a misspelt "symbol" would otherwise be dropped without a word.
+    refuseUnknownKeys(item, ["concept", "symbol"], `STANDING_CONCEPTS[${i}]`);
     return item;
   });
 }
@@ -135,12 +179,19 @@ export function loadConfig(env) {
   if (typeof qstashToken !== "string" || qstashToken.trim() === "") {
     throw new ConfigError("secret QSTASH_TOKEN is not set (npx wrangler secret put QSTASH_TOKEN)");
   }
+  if (!TOKEN_PATTERN.test(qstashToken.trim())) {
+    // fetch() would refuse the header and every attempt would look like a network error.
+    throw new ConfigError(
+      "secret QSTASH_TOKEN holds spaces, control or non-ASCII characters (a pasted quote?); " +
+        "set it again with npx wrangler secret put QSTASH_TOKEN",
+    );
+  }
   if (!env.URLS || typeof env.URLS.get !== "function") {
     throw new ConfigError("KV namespace binding URLS is missing (see wrangler.toml)");
   }
   return {
     receiverUrl: httpsUrlVar(env, "RECEIVER_URL", { required: true }),
-    qstashUrl: httpsUrlVar(env, "QSTASH_URL", { required: true }),
+    qstashUrl: httpsUrlVar(env, "QSTASH_URL", { required: true, base: true }),
     qstashToken: qstashToken.trim(),
     qstashRetries: intVar(env, "QSTASH_RETRIES", 0, 100),
     qstashDelay: delay === "" ? undefined : delay,

@@ -28,6 +28,13 @@ async function requireBearer(request, env) {
       "secret EDGE_API_TOKEN is not set (npx wrangler secret put EDGE_API_TOKEN)",
     );
   }
+  if (!/^[\x21-\x7e]+$/.test(expected.trim())) {
+    // No client could ever send such a token in a Bearer header: every call would be a 401.
+    throw new ConfigError(
+      "secret EDGE_API_TOKEN holds spaces, control or non-ASCII characters, so no bearer " +
+        "header can match it; set it again with npx wrangler secret put EDGE_API_TOKEN",
+    );
+  }
   const header = request.headers.get("Authorization") ?? "";
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
   const unauthorized = new HttpError(401, "missing or invalid bearer token", {});
@@ -38,8 +45,16 @@ async function requireBearer(request, env) {
 
 async function readBody(request) {
   const type = request.headers.get("Content-Type") ?? "";
-  if (!/^application\/json\b/i.test(type.trim())) {
+  const [essence, ...params] = type.split(";");
+  if (essence.trim().toLowerCase() !== "application/json") {
     throw new HttpError(415, `Content-Type must be application/json, got "${type}"`);
+  }
+  // The body is decoded as UTF-8; a body declared as UTF-16 or Latin-1 would be misread.
+  const charset = params
+    .map((p) => p.split("="))
+    .find(([key]) => key.trim().toLowerCase() === "charset")?.[1];
+  if (charset !== undefined && !/^"?utf-?8"?$/i.test(charset.trim())) {
+    throw new HttpError(415, `Content-Type charset must be utf-8, got "${charset.trim()}"`);
   }
   const declared = Number(request.headers.get("Content-Length") ?? "0");
   if (declared > MAX_BODY_BYTES) {

@@ -217,6 +217,54 @@ describe("input validation", () => {
     await expectRejected(response, 415, /application\/json/);
   });
 
+  it.each([
+    ["application/json; charset=utf-16", /charset must be utf-8, got "utf-16"/],
+    ["application/json;charset=iso-8859-1", /charset must be utf-8, got "iso-8859-1"/],
+    [
+      "application/json-patch+json",
+      /must be application\/json, got "application\/json-patch\+json"/,
+    ],
+    ["application/json-seq", /must be application\/json/],
+  ])("415 for Content-Type %s", async (type, reason) => {
+    const response = await call(post({ concept: "m" }, { headers: { "Content-Type": type } }));
+    await expectRejected(response, 415, reason);
+  });
+
+  it.each([
+    "APPLICATION/JSON",
+    "application/json; charset=UTF-8",
+    'application/json;charset="utf-8"',
+    "application/json ; charset=utf8",
+  ])("Content-Type %s is accepted", async (type) => {
+    net.qstashOk();
+    const urls = ["https://example.com/ct"];
+    const response = await call(
+      post({ concept: "m", urls }, { headers: { "Content-Type": type } }),
+    );
+    expect(response.status).toBe(200);
+  });
+
+  it.each([
+    ["lower-case scheme", "bearer test-edge-token"],
+    ["tab and trailing spaces", "Bearer\ttest-edge-token  "],
+  ])("Authorization with %s is accepted", async (_name, header) => {
+    net.qstashOk();
+    const request = post(
+      { concept: "m", urls: ["https://example.com/auth"] },
+      { token: null, headers: { Authorization: header } },
+    );
+    expect((await call(request)).status).toBe(200);
+  });
+
+  it.each([
+    ["two tokens", "Bearer test-edge-token other"],
+    ["no space after the scheme", "Bearertest-edge-token"],
+    ["the token twice", "Bearer test-edge-token, Bearer test-edge-token"],
+  ])("Authorization with %s is a 401", async (_name, header) => {
+    const request = post({ concept: "m" }, { token: null, headers: { Authorization: header } });
+    await expectRejected(await call(request), 401, /bearer/);
+  });
+
   it("400 for a body that is not UTF-8", async () => {
     const bytes = new Uint8Array([0x7b, 0x22, 0x63, 0xff, 0xfe, 0x7d]);
     await expectRejected(await call(post(bytes)), 400, /not valid UTF-8/);
