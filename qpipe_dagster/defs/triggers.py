@@ -5,7 +5,9 @@ is only committed once Dagster has recorded that tick's run requests), then a bo
 pending messages becomes registry upserts, new dynamic partitions and one run per message with
 run_key = the QStash message id, so a redelivered or re-evaluated message never runs twice.
 New concepts are capped per UTC day; over the cap a message stays in the inbox and is retried
-the next day, and the tick reports why.
+the next day, and the tick reports why. A stored message that today's concept rules refuse (an
+older receiver's row, a hand edit) is rejected alone: marked consumed so it is not retried every
+tick, and logged with its message id and reason; the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from dagster import (
     sensor,
 )
 
-from qpipe_dagster.concepts import Concept, ConceptRegistry
+from qpipe_dagster.concepts import Concept, ConceptError, ConceptRegistry, validate_slug
 from qpipe_dagster.defs.partitions import concepts_partitions
 from qpipe_dagster.ops.env import whole
-from webhook_sensor.inbox import InboxTarget, open_inbox
+from webhook_sensor.inbox import InboxMessage, InboxTarget, open_inbox
 from webhook_sensor.settings import default_inbox_target
 
 DEFAULT_MAX_CONCEPTS_PER_DAY = 50
@@ -61,6 +63,22 @@ def _read_cursor(raw: str | None) -> dict:
         }
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"qstash_inbox_sensor cursor {raw[:80]!r} is not readable: {exc}") from exc
+
+
+def concept_of(msg: InboxMessage) -> Concept:
+    """The concept a stored message asks for, checked by today's rules (ConceptError says why).
+
+    The receiver validated it when it arrived, but the row may come from an older receiver or a
+    hand edit: an unchecked slug became a partition key no asset accepts, and an unchecked seed
+    URL was merged into the registry, where every later crawl of the concept refused it.
+    """
+    validate_slug(msg.slug)
+    if not isinstance(msg.concept_name, str):
+        raise ConceptError(f"concept name must be a string, got {type(msg.concept_name).__name__}")
+    if isinstance(msg.symbol, (bytes, int, float)):
+        raise ConceptError(f"market symbol must be a string, got {type(msg.symbol).__name__}")
+    checked = Concept.create(msg.concept_name, msg.seed_urls, msg.symbol)
+    return Concept(msg.slug, checked.name, checked.seed_urls, checked.symbol)
 
 
 def build_qstash_inbox_sensor(
@@ -98,12 +116,28 @@ def build_qstash_inbox_sensor(
         new_slugs: list[str] = []
         runs: list[RunRequest] = []
         deferred: list[str] = []
+        rejected: list[str] = []
         for msg in inbox.pending(batch_size, skip_deferred_on=today, exclude=state["emitted"]):
+            try:
+                concept = concept_of(msg)
+            except ConceptError as exc:
+                rejected.append(msg.message_id)
+                context.log.warning(
+                    f"message {msg.message_id} rejected (marked consumed, no run): {exc}"
+                )
+                continue
             is_new = msg.slug not in known and msg.slug not in new_slugs
             if is_new and new_today + len(new_slugs) >= cap:
                 deferred.append(msg.message_id)
                 continue
-            registry.upsert(Concept(msg.slug, msg.concept_name, msg.seed_urls, msg.symbol))
+            try:
+                registry.upsert(concept)
+            except ConceptError as exc:
+                rejected.append(msg.message_id)
+                context.log.warning(
+                    f"message {msg.message_id} rejected (marked consumed, no run): {exc}"
+                )
+                continue
             if is_new:
                 new_slugs.append(msg.slug)
             runs.append(
@@ -116,6 +150,13 @@ def build_qstash_inbox_sensor(
                         TAG_TRIGGER: "qstash",
                     },
                 )
+            )
+        notes = []
+        if rejected:
+            inbox.mark_consumed(rejected)
+            notes.append(
+                f"{len(rejected)} message(s) rejected, see this tick's log for why: "
+                + ", ".join(rejected[:5])
             )
         cap_note = ""
         if deferred:
@@ -135,7 +176,9 @@ def build_qstash_inbox_sensor(
         )
         if not runs:
             return SensorResult(
-                skip_reason=cap_note or "no new messages in the inbox", cursor=cursor
+                skip_reason="; ".join([*notes, cap_note] if cap_note else notes)
+                or "no new messages in the inbox",
+                cursor=cursor,
             )
         context.log.info(
             f"{len(runs)} run(s) for {len(set(r.partition_key for r in runs))} concept(s); "

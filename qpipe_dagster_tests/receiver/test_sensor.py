@@ -244,3 +244,66 @@ def test_default_inbox_comes_from_the_environment(
     open_inbox(inbox_target).append(record("env1", "from-env"))
     data = tick(build_qstash_inbox_sensor(daily_cap=10), instance, None)
     assert [r.run_key for r in data.run_requests] == ["env1"]
+
+
+def test_rows_todays_rules_refuse_are_rejected_alone(dagster_home, instance, inbox_target, capfd):
+    """Rows an older receiver (or a hand edit) stored. Old code: the bad slug became a partition
+    and a run no asset accepts, and the ftp:// seed was merged into the registry, where every
+    later crawl of the concept refused it."""
+    inbox = open_inbox(inbox_target)
+    inbox.append_many(
+        [
+            record("r1", "reject-ok-1"),
+            record("r2", "Reject Bad Slug"),
+            record("r3", "reject-ok-1", urls=("ftp://example.com/x",)),
+            record("r4", "reject-bad-symbol", symbol="BTC USD!"),
+            record("r5", "reject-ok-2"),
+        ]
+    )
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox_target, daily_cap=10)
+    capfd.readouterr()
+    data = tick(sensor, instance, None)
+    warnings = capfd.readouterr().err  # the tick's log, as the daemon would store it
+    assert [r.run_key for r in data.run_requests] == ["r1", "r5"]
+    assert [list(r.partition_keys) for r in data.dynamic_partitions_requests] == [
+        ["reject-ok-1", "reject-ok-2"]
+    ]
+    registry = ConceptRegistry.default()
+    assert registry.get("reject-ok-1").seed_urls == ("https://example.com/a",)
+    assert registry.get("reject-bad-symbol") is None
+    assert "Reject Bad Slug" not in instance.get_dynamic_partitions("concepts")
+    for mid in ("r2", "r3", "r4"):  # not retried every tick, and kept for inspection
+        assert inbox.get(mid).status == "consumed"
+    assert (
+        "message r2 rejected" in warnings and "'Reject Bad Slug' is not a valid concept" in warnings
+    )
+    assert "message r3 rejected" in warnings and "ftp://example.com/x" in warnings
+    assert "message r4 rejected" in warnings and "market symbol 'BTC USD!'" in warnings
+
+    data2 = tick(sensor, instance, data.cursor)
+    assert not data2.run_requests and inbox.depth() == 0
+    assert "no new messages" in data2.skip_message
+
+
+def test_a_tick_of_only_rejected_rows_says_so(dagster_home, instance, inbox_target):
+    inbox = open_inbox(inbox_target)
+    inbox.append(record("only-bad", "Only Bad"))
+    data = tick(build_qstash_inbox_sensor(inbox_path=inbox_target, daily_cap=10), instance, None)
+    assert not data.run_requests
+    assert "1 message(s) rejected" in data.skip_message and "only-bad" in data.skip_message
+
+
+def test_long_name_collision_is_rejected_not_merged(dagster_home, instance, inbox_target):
+    """Two long names cut to one slug: the second message is rejected, the first concept kept."""
+    from qpipe_dagster.concepts import Concept
+
+    stem = "ethereum staking yield versus treasury rates over the last cycle and "
+    first, second = Concept.create(stem + "beyond"), Concept.create(stem + "before")
+    assert first.slug == second.slug
+    inbox = open_inbox(inbox_target)
+    for mid, c in (("long-1", first), ("long-2", second)):
+        inbox.append(InboxRecord(mid, b"{}", c.slug, c.name, ("https://example.com/" + mid,), None))
+    data = tick(build_qstash_inbox_sensor(inbox_path=inbox_target, daily_cap=10), instance, None)
+    assert [r.run_key for r in data.run_requests] == ["long-1"]
+    assert ConceptRegistry.default().get(first.slug).name == first.name
+    assert inbox.get("long-2").status == "consumed"
