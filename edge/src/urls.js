@@ -102,9 +102,16 @@ function privateIpv6(g) {
   if (g[0] === 0x64 && g[1] === 0xff9b) {
     return privateIpv4([g[6] >> 8, g[6] & 255, g[7] >> 8, g[7] & 255]); // NAT64
   }
+  if (g.slice(0, 4).every((x) => x === 0) && g[4] === 0xffff && g[5] === 0) {
+    return privateIpv4([g[6] >> 8, g[6] & 255, g[7] >> 8, g[7] & 255]); // IPv4-translated
+  }
+  if (g[0] === 0x2002) {
+    return privateIpv4([g[1] >> 8, g[1] & 255, g[2] >> 8, g[2] & 255]); // 6to4
+  }
   return (
     (g[0] & 0xfe00) === 0xfc00 || // unique local fc00::/7
     (g[0] & 0xffc0) === 0xfe80 || // link-local fe80::/10
+    (g[0] & 0xffc0) === 0xfec0 || // site-local fec0::/10 (deprecated, still routed inside)
     (g[0] & 0xff00) === 0xff00 || // multicast
     (g[0] === 0x2001 && g[1] === 0x0db8) // documentation
   );

@@ -16,6 +16,10 @@ describe("SSRF guard", () => {
     "http://[fd00::1]/",
     "http://[fe80::1]/",
     "http://[64:ff9b::a00:1]/",
+    "http://[2002:a9fe:a9fe::]/", // 6to4 wrapping of 169.254.169.254
+    "http://[2002:7f00:1::1]/", // 6to4 wrapping of 127.0.0.1
+    "http://[::ffff:0:a00:1]/", // IPv4-translated 10.0.0.1
+    "http://[fec0::1]/", // site-local
     "http://10.1.2.3/",
     "http://172.16.0.1/",
     "http://192.168.1.1/",
@@ -46,6 +50,7 @@ describe("SSRF guard", () => {
     "http://8.8.8.8/",
     "http://172.32.0.1/",
     "http://[2606:4700::1111]/",
+    "http://[2002:808:808::]/", // 6to4 of a public address
     "https://en.wikipedia.org/wiki/Momentum_(finance)",
   ];
   it.each(safe)("accepts %s", (url) => {
