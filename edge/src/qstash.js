@@ -89,6 +89,9 @@ export async function publishBatch(messages, config) {
           "Content-Type": "application/json",
         },
         body: payload,
+        // Followed, a 301 turns the POST into a GET and a redirect to https drops the
+        // Authorization header: QStash then answers 405/401 and the token gets the blame.
+        redirect: "manual",
       });
     } catch (err) {
       lastReason = `network error: ${err?.message ?? err}`;
@@ -102,6 +105,13 @@ export async function publishBatch(messages, config) {
         lastReason = `HTTP ${response.status} but reading its answer failed: ${err?.message ?? err}`;
       }
       if (text !== undefined) return parseBatchResponse(text, messages);
+    } else if (response && response.status >= 300 && response.status < 400) {
+      const location = response.headers.get("location") ?? "(no Location header)";
+      throw new HttpError(
+        502,
+        `QStash rejected the batch: HTTP ${response.status} redirect to ${location}; ` +
+          "QSTASH_URL must point at QStash itself (https)",
+      );
     } else if (response) {
       const retriable = response.status === 429 || response.status >= 500;
       const reason = `HTTP ${response.status} ${await snippet(response)}`.trim();

@@ -65,6 +65,7 @@ export function interceptNetwork() {
       url: request.url,
       headers: Object.fromEntries(request.headers),
       body: request.body ? await request.text() : "",
+      redirect: request.redirect,
     };
     calls.push(call);
     const route = routes.find((r) => r.remaining !== 0 && r.matches(call));

@@ -353,6 +353,19 @@ describe("QStash answers that cannot be used", () => {
     expect(await kvKeys()).toEqual([]);
   });
 
+  it("a redirect is not followed (it would drop the token): 502 naming the target", async () => {
+    net.route(QSTASH_BATCH, () => Response.redirect("https://qstash-eu.upstash.io/v2/batch", 308));
+    const response = await call(post({ concept: "momentum", urls: URLS }));
+    expect(net.batchCalls()[0].redirect).toBe("manual");
+    expect(response.status).toBe(502);
+    expect((await response.json()).error).toBe(
+      "QStash rejected the batch: HTTP 308 redirect to https://qstash-eu.upstash.io/v2/batch; " +
+        "QSTASH_URL must point at QStash itself (https)",
+    );
+    expect(net.batchCalls()).toHaveLength(1);
+    expect(await kvKeys()).toEqual([]);
+  });
+
   it("a non-JSON 200 is quoted in the error", async () => {
     net.route(QSTASH_BATCH, () => new Response("<html>captive portal</html>"));
     const response = await call(post({ concept: "momentum", urls: URLS }));
