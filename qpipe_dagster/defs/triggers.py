@@ -51,18 +51,36 @@ def max_concepts_per_day() -> int:
     return value
 
 
+CURSOR_RESET_HINT = (
+    "reset it with `dagster sensor cursor qstash_inbox_sensor --delete` (or the sensor's page in "
+    "the UI): messages already run are not run again (their run keys are known), only today's "
+    "count of new concepts starts again at 0"
+)
+
+
 def _read_cursor(raw: str | None) -> dict:
+    """The cursor this sensor wrote. Shapes are checked, not coerced: an "emitted" string used to
+    be read as one message id per character, and a negative "new_today" lifted the daily cap."""
     if not raw:
         return {"day": "", "new_today": 0, "emitted": []}
     try:
         data = json.loads(raw)
-        return {
-            "day": str(data["day"]),
-            "new_today": int(data["new_today"]),
-            "emitted": [str(m) for m in data["emitted"]],
-        }
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        day, new_today, emitted = data["day"], data["new_today"], data["emitted"]
+        if not isinstance(day, str):
+            raise TypeError(f"day is {day!r}, not a date string")
+        if isinstance(new_today, bool) or not isinstance(new_today, int) or new_today < 0:
+            raise TypeError(f"new_today is {new_today!r}, not a whole number >= 0")
+        if not isinstance(emitted, list) or not all(isinstance(m, str) for m in emitted):
+            raise TypeError(f"emitted is {str(emitted)[:40]}, not a list of message ids")
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"qstash_inbox_sensor cursor {raw[:80]!r} is not readable: {exc}") from exc
+        reason = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ValueError(
+            f"qstash_inbox_sensor cursor {raw[:80]!r} is not readable ({reason}): "
+            + CURSOR_RESET_HINT
+        ) from exc
+    return {"day": day, "new_today": new_today, "emitted": emitted}
 
 
 def concept_of(msg: InboxMessage) -> Concept:
@@ -117,7 +135,15 @@ def build_qstash_inbox_sensor(
         runs: list[RunRequest] = []
         deferred: list[str] = []
         rejected: list[str] = []
-        for msg in inbox.pending(batch_size, skip_deferred_on=today, exclude=state["emitted"]):
+        try:
+            batch = inbox.pending(batch_size, skip_deferred_on=today, exclude=state["emitted"])
+        except (ValueError, TypeError) as exc:  # e.g. a hand-edited row's seed_urls: '["http'
+            raise ValueError(
+                f"qstash_inbox_sensor cannot read the pending messages of inbox "
+                f"{inbox.describe()}: a stored row is damaged ({type(exc).__name__}: {exc}); no "
+                "message runs until that row is repaired or marked consumed"
+            ) from exc
+        for msg in batch:
             try:
                 concept = concept_of(msg)
             except ConceptError as exc:

@@ -307,3 +307,43 @@ def test_long_name_collision_is_rejected_not_merged(dagster_home, instance, inbo
     assert [r.run_key for r in data.run_requests] == ["long-1"]
     assert ConceptRegistry.default().get(first.slug).name == first.name
     assert inbox.get("long-2").status == "consumed"
+
+
+@pytest.mark.parametrize(
+    ("cursor", "reason"),
+    [
+        # Old code read the string as one message id per character.
+        ('{"day": "2026-11-23", "new_today": 1, "emitted": "m1"}', "not a list of message ids"),
+        # Old code took it, and let 5 more new concepts past the daily cap.
+        ('{"day": "2026-11-23", "new_today": -5, "emitted": []}', "new_today is -5"),
+        ('{"day": "2026-11-23", "new_today": true, "emitted": []}', "new_today is True"),
+        ("[]", "a JSON list, not an object"),
+        ('{"day": "2026-11-23", "emitted": []}', "no 'new_today'"),
+    ],
+)
+def test_cursor_of_another_shape_is_refused_with_the_way_out(
+    dagster_home, instance, inbox_target, cursor, reason
+):
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox_target, daily_cap=10)
+    with pytest.raises(ValueError) as info:
+        tick(sensor, instance, cursor)
+    message = str(info.value)
+    assert "is not readable" in message and reason in message
+    assert "dagster sensor cursor qstash_inbox_sensor --delete" in message
+
+
+def test_damaged_inbox_row_names_the_inbox(dagster_home, instance, inbox_target, backend):
+    """Old code: json.JSONDecodeError 'Unterminated string starting at: line 1 column 2'."""
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL stores seed_urls as JSONB: it cannot hold broken JSON")
+    import sqlite3
+
+    open_inbox(inbox_target).append_many([record("d1", "damaged-row"), record("d2", "fine-row")])
+    with sqlite3.connect(inbox_target) as db:
+        db.execute("UPDATE messages SET seed_urls = '[\"http' WHERE message_id = 'd1'")
+    sensor = build_qstash_inbox_sensor(inbox_path=inbox_target, daily_cap=10)
+    with pytest.raises(ValueError) as info:
+        tick(sensor, instance, None)
+    message = str(info.value)
+    assert f"pending messages of inbox {inbox_target}" in message
+    assert "a stored row is damaged (JSONDecodeError" in message
