@@ -45,6 +45,10 @@ function httpsUrlVar(env, name, { required, base = false }) {
     if (required) throw new ConfigError(`${name} is not set`);
     return undefined;
   }
+  if (typeof raw !== "string") {
+    // String(["https://a"]) is "https://a": a list or table here is a mistake, not a URL.
+    throw new ConfigError(`${name} must be a URL string, got ${JSON.stringify(raw)}`);
+  }
   let url;
   try {
     url = new URL(String(raw));
@@ -171,9 +175,12 @@ function standingVar(env) {
 
 /** @returns {EdgeConfig} */
 export function loadConfig(env) {
-  const delay = String(env.QSTASH_DELAY ?? DEFAULTS.QSTASH_DELAY).trim();
-  if (delay !== "" && !DELAY_PATTERN.test(delay)) {
-    throw new ConfigError(`QSTASH_DELAY must look like "30s", "5m", "2h" or "1d", got "${delay}"`);
+  const rawDelay = env.QSTASH_DELAY ?? DEFAULTS.QSTASH_DELAY;
+  const delay = typeof rawDelay === "string" ? rawDelay.trim() : null;
+  if (delay === null || (delay !== "" && !DELAY_PATTERN.test(delay))) {
+    throw new ConfigError(
+      `QSTASH_DELAY must look like "30s", "5m", "2h" or "1d", got ${JSON.stringify(rawDelay)}`,
+    );
   }
   const qstashToken = env.QSTASH_TOKEN;
   if (typeof qstashToken !== "string" || qstashToken.trim() === "") {

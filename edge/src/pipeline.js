@@ -32,6 +32,14 @@ export async function publishConcept(request, config, kv) {
   let candidates = request.urls;
   let discoveryErrors;
   if (candidates === undefined) {
+    if (!config.sources.length) {
+      // Otherwise the caller reads "nothing discovered" and blames the concept.
+      throw new HttpError(
+        422,
+        "no urls given and no discovery sources are configured (DISCOVERY_SOURCES is empty); " +
+          "send urls explicitly",
+      );
+    }
     const found = await discoverUrls(concept, symbol, config);
     candidates = found.urls;
     if (found.errors.length) discoveryErrors = found.errors;

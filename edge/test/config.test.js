@@ -39,6 +39,17 @@ describe("config errors name the variable", () => {
       { MAX_URLS: [20] },
       /MAX_URLS must be a whole number, got \[20\]/,
     ],
+    [
+      "a URL var given as a list",
+      { RECEIVER_URL: ["https://a.example/x"] },
+      /RECEIVER_URL must be a URL string, got \["https/,
+    ],
+    [
+      "a delay given as a list",
+      { QSTASH_DELAY: ["30s"] },
+      /QSTASH_DELAY must look like .*got \["30s"\]/,
+    ],
+    ["a delay given as a number", { QSTASH_DELAY: 30 }, /QSTASH_DELAY must look like .*got 30$/],
     ["a number var given as true", { MAX_URLS: true }, /MAX_URLS must be a whole number, got true/],
     // "/v2/batch" would have been appended to the query string and posted to the root.
     [
@@ -110,5 +121,17 @@ describe("domain lists match the hosts the URL parser produces", () => {
     });
     expect(response.status).toBe(200);
     expect((await response.json()).urls).toEqual(["https://xn--bcher-kva.de/a"]);
+  });
+});
+
+describe("blank discovery sources", () => {
+  it("a request without urls is told that no sources are configured, not that none were found", async () => {
+    const response = await call(post({ concept: "momentum" }), { DISCOVERY_SOURCES: "" });
+    expect(response.status).toBe(422);
+    expect((await response.json()).error).toBe(
+      "no urls given and no discovery sources are configured (DISCOVERY_SOURCES is empty); " +
+        "send urls explicitly",
+    );
+    expect(net.calls).toEqual([]);
   });
 });
