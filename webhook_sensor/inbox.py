@@ -17,7 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -99,6 +99,29 @@ class InboxMessage:
     received_at: float
     deliveries: int
     status: str
+    # Why a stored row could not be read back whole (a hand edit, a damaged file), else None.
+    # Such a message comes back with empty seed_urls/headers so one bad row never blocks the
+    # inbox; the sensor rejects it alone, naming the message id and this reason.
+    fault: str | None = None
+
+
+def seed_urls_fault(value: object) -> str | None:
+    """Why a decoded `seed_urls` value is not a list of strings, or None."""
+    if not isinstance(value, list):
+        return f"seed_urls is {type(value).__name__}, not a list of URLs"
+    for i, url in enumerate(value):
+        if not isinstance(url, str):
+            return f"seed_urls[{i}] is {type(url).__name__}, not a URL string"
+    return None
+
+
+def headers_fault(value: object) -> str | None:
+    """Why a decoded `headers` value is not an object of strings, or None."""
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        return f"headers is {type(value).__name__}, not an object of strings"
+    return None
 
 
 class BatchSink(Protocol):
@@ -247,21 +270,34 @@ _COLUMNS = (
 )
 
 
+def _json_column(name: str, raw: object, check: Callable[[object], str | None]) -> tuple:
+    """(value, fault) for a JSON text column; a damaged value is reported, never raised."""
+    try:
+        value = json.loads(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:  # not text, not JSON, bad UTF-8
+        return None, f"{name} is not valid JSON ({type(exc).__name__}: {exc})"[:300]
+    return value, check(value)
+
+
 def _row(row: Sequence) -> InboxMessage:
+    seed_urls, fault = _json_column("seed_urls", row[4], seed_urls_fault)
+    headers, headers_bad = _json_column("headers", row[9], headers_fault)
+    fault = fault or headers_bad
     return InboxMessage(
         id=row[0],
         message_id=row[1],
         slug=row[2],
         concept_name=row[3],
-        seed_urls=tuple(json.loads(row[4])),
+        seed_urls=() if fault else tuple(seed_urls),
         symbol=row[5],
         retried=row[6],
         schedule_id=row[7],
         caller_ip=row[8],
-        headers=json.loads(row[9]),
+        headers={} if fault else headers,
         received_at=row[10],
         deliveries=row[11],
         status=row[12],
+        fault=fault,
     )
 
 

@@ -28,6 +28,8 @@ from webhook_sensor.inbox import (
     InboxMessage,
     InboxRecord,
     InboxUnavailable,
+    headers_fault,
+    seed_urls_fault,
 )
 
 TABLE = "qpipe_inbox_messages"
@@ -159,20 +161,23 @@ class _Pool:
 
 
 def _message(row: Sequence) -> InboxMessage:
+    # JSONB comes back decoded; a hand-edited number or string is reported, not iterated
+    fault = seed_urls_fault(row[4]) or headers_fault(row[9])
     return InboxMessage(
         id=row[0],
         message_id=row[1],
         slug=row[2],
         concept_name=row[3],
-        seed_urls=tuple(row[4]),
+        seed_urls=() if fault else tuple(row[4]),
         symbol=row[5],
         retried=row[6],
         schedule_id=row[7],
         caller_ip=row[8],
-        headers=dict(row[9]),
+        headers={} if fault else dict(row[9]),
         received_at=row[10],
         deliveries=row[11],
         status=row[12],
+        fault=fault,
     )
 
 

@@ -90,6 +90,8 @@ def concept_of(msg: InboxMessage) -> Concept:
     hand edit: an unchecked slug became a partition key no asset accepts, and an unchecked seed
     URL was merged into the registry, where every later crawl of the concept refused it.
     """
+    if msg.fault:
+        raise ConceptError(f"stored row is damaged: {msg.fault}")
     validate_slug(msg.slug)
     if not isinstance(msg.concept_name, str):
         raise ConceptError(f"concept name must be a string, got {type(msg.concept_name).__name__}")

@@ -332,18 +332,72 @@ def test_cursor_of_another_shape_is_refused_with_the_way_out(
     assert "dagster sensor cursor qstash_inbox_sensor --delete" in message
 
 
-def test_damaged_inbox_row_names_the_inbox(dagster_home, instance, inbox_target, backend):
-    """Old code: json.JSONDecodeError 'Unterminated string starting at: line 1 column 2'."""
-    if backend != "sqlite":
-        pytest.skip("PostgreSQL stores seed_urls as JSONB: it cannot hold broken JSON")
-    import sqlite3
+def _damage(inbox_target, backend: str, message_id: str, column: str, value: str) -> None:
+    """Overwrite one stored column by hand, as an operator's edit or a damaged file would."""
+    if backend == "sqlite":
+        import sqlite3
 
-    open_inbox(inbox_target).append_many([record("d1", "damaged-row"), record("d2", "fine-row")])
-    with sqlite3.connect(inbox_target) as db:
-        db.execute("UPDATE messages SET seed_urls = '[\"http' WHERE message_id = 'd1'")
+        with sqlite3.connect(inbox_target) as db:
+            db.execute(
+                f"UPDATE messages SET {column} = ? WHERE message_id = ?", (value, message_id)
+            )
+        return
+    import psycopg2
+
+    from webhook_sensor.inbox_postgres import TABLE
+
+    conn = psycopg2.connect(inbox_target)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                f"UPDATE {TABLE} SET {column} = %s::jsonb WHERE message_id = %s",
+                (value, message_id),
+            )
+    finally:
+        conn.close()
+
+
+# What a hand edit can leave: SQLite holds any text, PostgreSQL's JSONB any JSON value.
+_DAMAGE = {
+    "sqlite": [
+        ("seed_urls", '["http', "seed_urls is not valid JSON (JSONDecodeError"),
+        ("seed_urls", '"https://example.com/a"', "seed_urls is str, not a list of URLs"),
+        ("headers", "[1, 2]", "headers is list, not an object of strings"),
+    ],
+    "postgres": [
+        ("seed_urls", "42", "seed_urls is int, not a list of URLs"),
+        ("seed_urls", '"https://example.com/a"', "seed_urls is str, not a list of URLs"),
+        ("seed_urls", '["https://example.com/a", 7]', "seed_urls[1] is int, not a URL string"),
+        ("headers", '"x"', "headers is str, not an object of strings"),
+    ],
+}
+
+
+def test_damaged_inbox_rows_are_rejected_alone(
+    dagster_home, instance, inbox_target, backend, capfd
+):
+    """Old code: one damaged row failed every tick (SQLite: a bare JSONDecodeError; PostgreSQL: a
+    JSONB number raised TypeError, a JSONB string became one seed URL per character), so no
+    message ran until someone repaired the row by hand."""
+    cases = _DAMAGE[backend]
+    inbox = open_inbox(inbox_target)
+    ids = [f"damaged-{i}" for i in range(len(cases))]
+    inbox.append_many(
+        [record(mid, f"damaged-row-{i}") for i, mid in enumerate(ids)]
+        + [record("fine", "fine-after-damage")]
+    )
+    for mid, (column, value, _why) in zip(ids, cases, strict=True):
+        _damage(inbox_target, backend, mid, column, value)
     sensor = build_qstash_inbox_sensor(inbox_path=inbox_target, daily_cap=10)
-    with pytest.raises(ValueError) as info:
-        tick(sensor, instance, None)
-    message = str(info.value)
-    assert f"pending messages of inbox {inbox_target}" in message
-    assert "a stored row is damaged (JSONDecodeError" in message
+    capfd.readouterr()
+    data = tick(sensor, instance, None)
+    log = capfd.readouterr().err
+    assert [r.run_key for r in data.run_requests] == ["fine"]
+    for mid, (_column, _value, why) in zip(ids, cases, strict=True):
+        assert (
+            f"message {mid} rejected (marked consumed, no run): stored row is damaged: {why}" in log
+        )
+        assert inbox.get(mid).status == "consumed"
+        assert inbox.get(mid).fault is not None and inbox.get(mid).seed_urls == ()
+    assert ConceptRegistry.default().get("damaged-row-0") is None
+    assert inbox.get("fine").fault is None
