@@ -1,25 +1,47 @@
 """A small QStash REST client (httpx): publish, batch, schedules and the dead-letter queue.
 
 Pure of Dagster so the CLI can use it; `QStashResource` wraps it for assets. 429 answers are
-retried with backoff (honouring Retry-After / Burst-RateLimit-Reset), as are network errors.
+retried with backoff (honouring Retry-After / Burst-RateLimit-Reset), as are 5xx answers and
+network errors. Options, cron expressions and ids are checked before anything is sent
+(QStashInputError names the field), and an answer that is not the JSON QStash documents is a
+QStashError, never a string handed on to callers.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from qpipe_dagster.qstash.checks import (
+    MAX_UNIX_S,
+    QStashInputError,
+    check_cron,
+    delay_header,
+    destination,
+    header_name,
+    header_value,
+    http_url,
+    retry_after_s,
+    whole_number,
+)
+
+__all__ = ["DEFAULT_BASE_URL", "PublishOptions", "QStashClient", "QStashError", "QStashInputError"]
+
 DEFAULT_BASE_URL = "https://qstash.upstash.io"
+MAX_WAIT_S = 60.0  # one backoff or Retry-After wait, at most
 
 
 class QStashError(RuntimeError):
-    """QStash refused a request; the message carries its status and answer."""
+    """QStash refused a request, could not be reached, or answered something unreadable; the
+    message carries its status and answer."""
 
 
 @dataclass(frozen=True)
@@ -39,10 +61,39 @@ class PublishOptions:
     label: str | None = None
     forward_headers: Mapping[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Refuse at construction what QStash would refuse (or httpx could not send): a negative
+        or unit-less delay used to go out as '-5s' / 'soon', a newline in an id was retried as a
+        network error, a rate without a flow-control key was dropped without a word."""
+        if self.delay is not None:
+            delay_header(self.delay)
+        if self.not_before is not None:
+            whole_number("not_before (unix seconds)", self.not_before, 0, MAX_UNIX_S)
+        if self.retries is not None:
+            whole_number("retries", self.retries, 0)
+        for name in ("deduplication_id", "flow_control_key", "label"):
+            if getattr(self, name):
+                header_value(name, getattr(self, name))
+        for name in ("callback", "failure_callback"):
+            if getattr(self, name):
+                http_url(name, getattr(self, name))
+        for name in ("flow_control_parallelism", "flow_control_rate"):
+            if getattr(self, name) is not None:
+                whole_number(name, getattr(self, name), 1)
+                if not self.flow_control_key:
+                    raise QStashInputError(f"{name} needs flow_control_key")
+        if self.content_based_deduplication is not None and not isinstance(
+            self.content_based_deduplication, bool
+        ):
+            raise QStashInputError("content_based_deduplication must be True or False")
+        for k, v in self.forward_headers.items():
+            header_name("forward_headers", k)
+            header_value(f"forward_headers[{k!r}]", str(v))
+
     def headers(self) -> dict[str, str]:
         h: dict[str, str] = {}
         if self.delay is not None:
-            h["Upstash-Delay"] = f"{self.delay}s" if isinstance(self.delay, int) else self.delay
+            h["Upstash-Delay"] = delay_header(self.delay)
         if self.not_before is not None:
             h["Upstash-Not-Before"] = str(int(self.not_before))
         if self.retries is not None:
@@ -80,11 +131,27 @@ class QStashClient:
         backoff_s: float = 0.5,
         timeout_s: float = 30.0,
     ) -> None:
+        """Blank or padded tokens and a base URL httpx cannot use fail here, naming the setting:
+        they used to surface as 'cannot reach QStash' after every retry (or a traceback)."""
+        token = token.strip() if isinstance(token, str) else ""
         if not token:
-            raise ValueError("QSTASH_TOKEN is empty; set it to publish through QStash")
-        self.base_url = base_url.rstrip("/")
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
+            raise QStashInputError("QSTASH_TOKEN is empty; set it to publish through QStash")
+        if not re.fullmatch(r"[\x21-\x7e]+", token):
+            raise QStashInputError(
+                "QSTASH_TOKEN contains spaces or characters that are not printable ASCII;"
+                " copy it again from the Upstash console"
+            )
+        self.base_url = http_url("QStash URL (QSTASH_URL)", base_url).rstrip("/")
+        self.max_retries = whole_number("max_retries", max_retries, 0)
+        for name, value in (("backoff_s", backoff_s), ("timeout_s", timeout_s)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value >= 0)
+            ):
+                raise QStashInputError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        self.backoff_s = float(backoff_s)
+        self.timeout_s = float(timeout_s)
         self._http = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {token}"})
 
     def close(self) -> None:
@@ -101,20 +168,32 @@ class QStashClient:
         content: bytes | None = None, params: Mapping[str, str] | None = None,
     ) -> Any:  # fmt: skip
         url = self.base_url + path
-        for attempt in range(self.max_retries + 1):
-            wait = self.backoff_s * (2**attempt)
+        tries = self.max_retries + 1
+        for attempt in range(tries):
+            wait = min(self.backoff_s * (2 ** min(attempt, 32)), MAX_WAIT_S)
             try:
                 resp = self._http.request(
                     method, url, headers=dict(headers or {}), content=content, params=params
                 )
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
+                # our request is malformed: sending it again cannot help
+                raise QStashError(f"request to QStash at {self.base_url} not sent: {exc}") from exc
+            except httpx.TimeoutException as exc:
+                if attempt == self.max_retries:
+                    raise QStashError(
+                        f"QStash at {self.base_url} did not answer within {self.timeout_s:g}s"
+                        f" ({tries} attempt(s); {type(exc).__name__})"
+                    ) from exc
             except httpx.TransportError as exc:
                 if attempt == self.max_retries:
-                    raise QStashError(f"cannot reach QStash at {self.base_url}: {exc}") from exc
+                    raise QStashError(
+                        f"cannot reach QStash at {self.base_url} ({tries} attempt(s)): {exc}"
+                    ) from exc
             else:
                 if resp.status_code != 429 and resp.status_code < 500:
                     return _result(resp)
                 if attempt == self.max_retries:
-                    _result(resp)
+                    _result(resp, attempts=tries)
                 if resp.status_code == 429:
                     wait = _rate_limit_wait(resp, wait)
             time.sleep(wait)
@@ -126,78 +205,209 @@ class QStashClient:
         options: PublishOptions | None = None,
     ) -> dict:  # fmt: skip
         """Publish one message to `url`; returns QStash's answer ({"messageId": ...})."""
-        headers = {"Content-Type": content_type, **(options or PublishOptions()).headers()}
-        return self._request("POST", f"/v2/publish/{url}", headers=headers, content=body)
+        destination("destination", url)
+        headers = {
+            "Content-Type": header_value("content_type", content_type),
+            **(options or PublishOptions()).headers(),
+        }
+        answer = self._request("POST", f"/v2/publish/{url}", headers=headers, content=body)
+        if isinstance(answer, list) and not url.startswith(("http://", "https://")):
+            for item in answer:  # a URL group: one result per endpoint
+                _expect_message(item, "publish to a URL group")
+            return answer  # type: ignore[return-value]
+        return _expect_message(answer, "publish")
 
     def publish_json(self, url: str, payload: Any, options: PublishOptions | None = None) -> dict:
         return self.publish(url, json.dumps(payload).encode(), options=options)
 
     def batch(self, messages: Sequence[tuple[str, bytes, PublishOptions | None]]) -> list:
-        """Publish several (url, body, options) messages in one request."""
-        items = [
-            {
-                "destination": url,
-                "headers": {
-                    "Content-Type": "application/json",
-                    **(opts or PublishOptions()).headers(),
-                },
-                "body": body.decode("utf-8"),
-            }
-            for url, body, opts in messages
-        ]
-        return self._request(
+        """Publish several (url, body, options) messages in one request.
+
+        All or nothing on our side: every item is checked before the request, and a bad one
+        (named by its index) means nothing is sent. QStash answers one result per item; if it
+        reports an error for some, QStashError lists those and the message ids of the rest.
+        """
+        if not messages:
+            raise QStashInputError("batch is empty: nothing to publish")
+        items = []
+        for i, (url, body, opts) in enumerate(messages):
+            try:
+                destination("destination", url)
+                text = body.decode("utf-8")
+            except QStashInputError as exc:
+                raise QStashInputError(f"batch item {i}: {exc}; nothing was sent") from None
+            except UnicodeDecodeError as exc:
+                raise QStashInputError(
+                    f"batch item {i} ({url}): body is not UTF-8 (bad byte at offset {exc.start})"
+                    "; QStash batches carry text bodies. Nothing was sent"
+                ) from None
+            headers = {"Content-Type": "application/json", **(opts or PublishOptions()).headers()}
+            items.append({"destination": url, "headers": headers, "body": text})
+        answer = self._request(
             "POST", "/v2/batch", headers={"Content-Type": "application/json"},
             content=json.dumps(items).encode(),
         )  # fmt: skip
+        return _batch_results(answer, [url for url, _, _ in messages])
 
     # --- schedules ------------------------------------------------------------------------
     def create_schedule(
         self, url: str, cron: str, body: bytes, *, schedule_id: str | None = None,
         options: PublishOptions | None = None,
     ) -> dict:  # fmt: skip
-        headers = {"Content-Type": "application/json", "Upstash-Cron": cron}
+        """Create (or, with `schedule_id`, replace) a schedule; the cron is checked first."""
+        destination("destination", url)
+        headers = {"Content-Type": "application/json", "Upstash-Cron": check_cron(cron)}
         headers.update((options or PublishOptions()).headers())
-        if schedule_id:
-            headers["Upstash-Schedule-Id"] = schedule_id
-        return self._request("POST", f"/v2/schedules/{url}", headers=headers, content=body)
+        if schedule_id is not None:
+            headers["Upstash-Schedule-Id"] = _id("schedule id", schedule_id)
+        answer = self._request("POST", f"/v2/schedules/{url}", headers=headers, content=body)
+        if not isinstance(answer, dict) or not isinstance(answer.get("scheduleId"), str):
+            raise _shape_error("create schedule", answer, '{"scheduleId": "..."}')
+        return answer
 
-    def list_schedules(self) -> list:
-        return self._request("GET", "/v2/schedules")
+    def list_schedules(self) -> list[dict]:
+        answer = self._request("GET", "/v2/schedules")
+        if answer is None:
+            return []
+        if not isinstance(answer, list) or not all(isinstance(s, dict) for s in answer):
+            raise _shape_error("list schedules", answer, "a JSON array of schedule objects")
+        return answer
 
     def delete_schedule(self, schedule_id: str) -> None:
-        self._request("DELETE", f"/v2/schedules/{quote(schedule_id, safe='')}")
+        self._request("DELETE", f"/v2/schedules/{quote(_id('schedule id', schedule_id), safe='')}")
 
     # --- dead-letter queue ----------------------------------------------------------------
     def list_dlq(self, cursor: str | None = None, count: int | None = None) -> dict:
+        """One page: {"messages": [...], "cursor": next page or absent}."""
         params = {k: str(v) for k, v in (("cursor", cursor), ("count", count)) if v is not None}
-        return self._request("GET", "/v2/dlq", params=params)
+        page = self._request("GET", "/v2/dlq", params=params)
+        if page is None:
+            return {"messages": []}
+        if (
+            not isinstance(page, dict)
+            or not isinstance(page.get("messages", []), list)
+            or not all(isinstance(m, dict) for m in page.get("messages", []))
+            or not isinstance(page.get("cursor") or "", str | int)
+        ):
+            raise _shape_error("list DLQ", page, '{"messages": [{...}], "cursor": "..."}')
+        return page
+
+    def iter_dlq(self) -> Iterator[dict]:
+        """Every dead-lettered message, following cursors; a cursor QStash repeats is an error
+        (following it again would loop for ever, printing the same pages)."""
+        seen: set[str] = set()
+        cursor: str | None = None
+        while True:
+            page = self.list_dlq(cursor=cursor)
+            yield from page.get("messages", [])
+            nxt = page.get("cursor")
+            if nxt is None or nxt == "":
+                return
+            cursor = str(nxt)
+            if cursor in seen:
+                raise QStashError(
+                    f"QStash returned DLQ cursor {cursor!r} twice; stopped listing to avoid a loop"
+                )
+            seen.add(cursor)
 
     def retry_dlq(self, dlq_id: str) -> dict:
-        return self._request("POST", f"/v2/dlq/retry/{quote(dlq_id, safe='')}")
+        answer = self._request("POST", f"/v2/dlq/retry/{quote(_id('DLQ id', dlq_id), safe='')}")
+        if answer is None:
+            return {}
+        if not isinstance(answer, dict):
+            raise _shape_error("retry DLQ message", answer, '{"messageId": "..."}')
+        return answer
 
     def delete_dlq(self, dlq_id: str) -> None:
-        self._request("DELETE", f"/v2/dlq/{quote(dlq_id, safe='')}")
+        self._request("DELETE", f"/v2/dlq/{quote(_id('DLQ id', dlq_id), safe='')}")
+
+
+def _id(field: str, value: object) -> str:
+    """A schedule or DLQ id: an empty one used to hit the collection URL (/v2/schedules/)."""
+    return header_value(field, value, max_len=512)
 
 
 def _rate_limit_wait(resp: httpx.Response, default: float) -> float:
+    """Wait the server asked for (Retry-After in seconds or as an HTTP-date, or Upstash's
+    reset timestamps), capped at MAX_WAIT_S; `default` when none is usable (e.g. 'nan')."""
     for name in ("retry-after", "burst-ratelimit-reset", "ratelimit-reset"):
-        raw = resp.headers.get(name, "")
-        try:
-            value = float(raw)
-        except ValueError:
-            continue
-        if value > 1e9:  # a unix timestamp (seconds or ms), not a delay
-            value = (value / 1000 if value > 1e11 else value) - time.time()
-        return min(max(value, 0.0), 60.0)
+        value = retry_after_s(resp.headers.get(name))
+        if value is not None:
+            return min(value, MAX_WAIT_S)
     return default
 
 
-def _result(resp: httpx.Response) -> Any:
+def _shape_error(call: str, answer: object, expected: str) -> QStashError:
+    shown = answer if isinstance(answer, str) else json.dumps(answer)
+    return QStashError(
+        f"QStash's answer to {call} is not what its API returns (expected {expected}):"
+        f" {_snippet(shown)}"
+    )
+
+
+def _expect_message(answer: object, call: str) -> dict:
+    if not isinstance(answer, dict) or not isinstance(answer.get("messageId"), str):
+        raise _shape_error(call, answer, '{"messageId": "..."}')
+    return answer
+
+
+def _batch_results(answer: object, urls: list[str]) -> list:
+    """One result per item, in order; items QStash reports as failed are named, with the ids of
+    those it accepted, so a partial batch is never mistaken for a complete one."""
+    if not isinstance(answer, list) or len(answer) != len(urls):
+        raise _shape_error("batch", answer, f"a JSON array of {len(urls)} results")
+    failed = [
+        f"item {i} ({urls[i]}): {r['error'] if isinstance(r, dict) else repr(r)}"
+        for i, r in enumerate(answer)
+        if not isinstance(r, dict | list) or (isinstance(r, dict) and "error" in r)
+    ]
+    if failed:
+        accepted = [
+            f"item {i}: {r.get('messageId')}"
+            for i, r in enumerate(answer)
+            if isinstance(r, dict) and "error" not in r
+        ]
+        raise QStashError(
+            f"QStash refused {len(failed)} of {len(urls)} batch items: {'; '.join(failed)}."
+            f" Published: {', '.join(accepted) or 'none'}"
+        )
+    return answer
+
+
+def _snippet(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _error_detail(resp: httpx.Response) -> str:
+    """What QStash said, readably: its JSON {"error": ...}, or what kind of page came back."""
+    ctype = resp.headers.get("content-type", "")
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return data["error"]
+    if "html" in ctype or resp.text.lstrip()[:15].lower().startswith(("<!doctype", "<html")):
+        title = re.search(r"<title[^>]*>(.*?)</title>", resp.text, re.I | re.S)
+        shown = f" ({_snippet(title.group(1), 120)})" if title else ""
+        return (
+            f"an HTML page{shown}, not QStash's JSON API; check QSTASH_URL (now"
+            f" {resp.request.url.scheme}://{resp.request.url.netloc.decode()})"
+        )
+    return _snippet(resp.text) if resp.text.strip() else "(empty body)"
+
+
+def _result(resp: httpx.Response, attempts: int = 1) -> Any:
     if resp.is_success:
-        if not resp.content:
+        if not resp.content.strip():
             return None
         try:
             return resp.json()
         except ValueError:
-            return resp.text
-    raise QStashError(f"QStash answered {resp.status_code}: {resp.text[:300]}")
+            raise QStashError(
+                f"QStash answered {resp.status_code} with a body that is not JSON:"
+                f" {_error_detail(resp)}"
+            ) from None
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
+    raise QStashError(f"QStash answered {resp.status_code}{tried}: {_error_detail(resp)}")

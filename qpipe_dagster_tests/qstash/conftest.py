@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from qpipe_dagster_tests.qstash.scripted import scripted  # noqa: F401  (fixture)
 from qpipe_dagster_tests.receiver.conftest import (
     CURRENT,
     Receiver,
