@@ -43,14 +43,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    user_errors = _user_errors()
+    """Run one command. Ctrl-C exits 130 with one line (it used to print a traceback from
+    wherever it landed, e.g. a retry's sleep); what was printed before it stands."""
     try:
-        return int(args.handler(args) or 0)
-    except user_errors as exc:
-        print(f"qpipe: error: {exc}", file=sys.stderr)
-        return 2
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        user_errors = _user_errors()
+        try:
+            return int(args.handler(args) or 0)
+        except user_errors as exc:
+            print(f"qpipe: error: {exc}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print("qpipe: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,16 +12,39 @@ import argparse
 import json
 import math
 import os
+from collections.abc import Callable
 
 from qpipe_dagster.cli import CliError
+from qpipe_dagster.qstash.checks import (
+    QStashInputError,
+    check_cron,
+    delay_header,
+    header_value,
+    http_url,
+)
 from qpipe_dagster.qstash.client import DEFAULT_BASE_URL, PublishOptions, QStashClient, QStashError
-from qpipe_dagster.qstash.local import DeliveryError, deliver_locally
+from qpipe_dagster.qstash.local import (
+    MAX_MESSAGE_ID_LEN,
+    MAX_RETRIES,
+    DeliveryError,
+    deliver_locally,
+)
 from webhook_sensor.payload import PayloadError, parse_concept_message
 from webhook_sensor.settings import DEFAULT_RECEIVER_URL, DEV_CURRENT_SIGNING_KEY
 
 
 def _receiver_url(args: argparse.Namespace) -> str:
-    return args.receiver_url or os.environ.get("QPIPE_RECEIVER_URL") or DEFAULT_RECEIVER_URL
+    """--receiver-url, else QPIPE_RECEIVER_URL (blank means unset), else the local default.
+    A bad env value used to reach httpx: retried as "cannot reach", or a traceback."""
+    if args.receiver_url:
+        return args.receiver_url
+    raw = os.environ.get("QPIPE_RECEIVER_URL", "").strip()
+    if not raw:
+        return DEFAULT_RECEIVER_URL
+    try:
+        return http_url("QPIPE_RECEIVER_URL", raw)
+    except QStashInputError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _client() -> QStashClient:
@@ -31,7 +54,7 @@ def _client() -> QStashClient:
             "QSTASH_TOKEN is not set: the DLQ and schedules live in QStash (cloud, or the dev"
             " server `npx @upstash/qstash-cli dev` with QSTASH_URL=http://127.0.0.1:8080)"
         )
-    return QStashClient(token, os.environ.get("QSTASH_URL") or DEFAULT_BASE_URL)
+    return QStashClient(token, os.environ.get("QSTASH_URL", "").strip() or DEFAULT_BASE_URL)
 
 
 def _message_body(args: argparse.Namespace) -> bytes:
@@ -61,7 +84,7 @@ def _submit(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         print(json.dumps({"mode": "qstash", "destination": url, **(result or {})}))
         return 0
-    if args.delay:
+    if args.delay is not None:
         raise CliError("--delay needs QStash (set QSTASH_TOKEN); local mode delivers at once")
     key = os.environ.get("QSTASH_CURRENT_SIGNING_KEY", "").strip() or DEV_CURRENT_SIGNING_KEY
     try:
@@ -80,15 +103,9 @@ def _dlq(args: argparse.Namespace) -> int:
     try:
         with _client() as client:
             if args.dlq_command == "list":
-                cursor = None
-                while True:
-                    page = client.list_dlq(cursor=cursor)
-                    for m in page.get("messages", []):
-                        print(json.dumps({k: m.get(k) for k in (
-                            "dlqId", "messageId", "url", "responseStatus", "createdAt", "body")}))  # fmt: skip
-                    cursor = page.get("cursor")
-                    if not cursor:
-                        break
+                for m in client.iter_dlq():
+                    print(json.dumps({k: m.get(k) for k in (
+                        "dlqId", "messageId", "url", "responseStatus", "createdAt", "body")}))  # fmt: skip
             elif args.dlq_command == "retry":
                 for dlq_id in args.dlq_ids:
                     print(json.dumps({"dlqId": dlq_id, **(client.retry_dlq(dlq_id) or {})}))
@@ -105,7 +122,7 @@ def _schedules(args: argparse.Namespace) -> int:
     try:
         with _client() as client:
             if args.schedules_command == "list":
-                for s in client.list_schedules() or []:
+                for s in client.list_schedules():
                     print(json.dumps({k: s.get(k) for k in (
                         "scheduleId", "cron", "destination", "body", "isPaused")}))  # fmt: skip
             elif args.schedules_command == "create":
@@ -126,12 +143,42 @@ def _add_message_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("concept", help="concept name, e.g. 'Bitcoin halving momentum'")
     p.add_argument("--url", action="append", metavar="URL", help="seed URL (repeatable)")
     p.add_argument("--symbol", help="market symbol, e.g. BTC-USD")
-    p.add_argument("--receiver-url", help=f"receiver URL (default $QPIPE_RECEIVER_URL or {DEFAULT_RECEIVER_URL})")  # fmt: skip
+    p.add_argument("--receiver-url", type=_checked(http_url),
+                   help=f"receiver URL (default $QPIPE_RECEIVER_URL or {DEFAULT_RECEIVER_URL})")  # fmt: skip
+
+
+def _checked(check: Callable[..., object], **kw: object) -> Callable[[str], str]:
+    """An argparse type from a qstash.checks function: refused values are usage errors (exit 2)
+    naming the option, before any request is made."""
+
+    def convert(text: str) -> str:
+        try:
+            check("value", text, **kw)
+        except QStashInputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return convert
+
+
+def _delay(text: str) -> str:
+    try:
+        return delay_header(text, field="value")
+    except QStashInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cron(text: str) -> str:
+    try:
+        return check_cron(text, field="value")
+    except QStashInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    """0..MAX_RETRIES: a huge count overflowed the exponential backoff (a traceback)."""
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_RETRIES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to {MAX_RETRIES}")
     return int(text)
 
 
@@ -153,8 +200,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_message_args(submit)
     submit.add_argument("--mode", choices=("auto", "qstash", "local"), default="auto",
                         help="auto: QStash when QSTASH_TOKEN is set, else local")  # fmt: skip
-    submit.add_argument("--delay", help="QStash only: deliver later, e.g. 30s, 10m")
-    submit.add_argument("--dedup-id", help="deduplication / message id")
+    submit.add_argument("--delay", type=_delay, help="QStash only: deliver later, e.g. 30s, 10m")
+    submit.add_argument("--dedup-id", type=_checked(header_value, max_len=MAX_MESSAGE_ID_LEN),
+                        help="deduplication / message id (printable ASCII)")  # fmt: skip
     submit.add_argument("--retries", type=_positive_int, default=3, help="local mode retries")
     submit.add_argument(
         "--backoff", type=_backoff_seconds, default=0.5, help="local mode first backoff (s)"
@@ -166,7 +214,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dlq_sub.add_parser("list", help="list dead-lettered messages").set_defaults(handler=_dlq)
     for name in ("retry", "delete"):
         p = dlq_sub.add_parser(name, help=f"{name} DLQ messages by dlqId")
-        p.add_argument("dlq_ids", nargs="+", metavar="DLQ_ID")
+        p.add_argument("dlq_ids", nargs="+", metavar="DLQ_ID", type=_checked(header_value))
         p.set_defaults(handler=_dlq)
 
     sched = subparsers.add_parser("schedules", help="QStash schedules for recurring concepts")
@@ -174,9 +222,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sched_sub.add_parser("list", help="list schedules").set_defaults(handler=_schedules)
     create = sched_sub.add_parser("create", help="publish a concept on a cron schedule")
     _add_message_args(create)
-    create.add_argument("--cron", required=True, help="cron expression, e.g. '0 6 * * *'")
-    create.add_argument("--schedule-id", help="id to create or update")
+    create.add_argument("--cron", required=True, type=_cron,
+                        help="cron expression, e.g. '0 6 * * *' (CRON_TZ=Zone/Name first for a time zone)")  # fmt: skip
+    create.add_argument("--schedule-id", type=_checked(header_value), help="id to create or update")
     create.set_defaults(handler=_schedules)
     delete = sched_sub.add_parser("delete", help="delete a schedule")
-    delete.add_argument("schedule_id")
+    delete.add_argument("schedule_id", type=_checked(header_value))
     delete.set_defaults(handler=_schedules)

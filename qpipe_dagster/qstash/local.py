@@ -1,19 +1,35 @@
 """Local mode: deliver a message straight to the receiver, signed as QStash would sign it.
 
 Mirrors QStash's behaviour: one message id for all attempts, `Upstash-Retried` counting them,
-a fresh signature each attempt, retries on any non-2xx except a 489 marked non-retryable, and
-429/503 `Retry-After` honoured.
+a fresh signature each attempt, retries on network errors and 5xx, and 429/503 `Retry-After`
+honoured (seconds or HTTP-date). Unlike QStash, which retries every non-2xx, a 4xx other than
+408/425/429 ends it at once: the same body signed with the same key is refused again (401
+wrong key, 413 too large, 489 bad payload), so retrying only delayed the answer at the terminal. Each wait is capped at MAX_WAIT_S and the
+URL, message id and retry settings are checked before the first attempt.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass
 
 import httpx
 
+from qpipe_dagster.qstash.checks import (
+    QStashInputError,
+    header_value,
+    http_url,
+    retry_after_s,
+    whole_number,
+)
 from qpipe_dagster.qstash.signing import sign_delivery
+
+MAX_WAIT_S = 30.0  # one backoff or Retry-After wait, at most
+MAX_RETRIES = 10
+RETRYABLE_4XX = frozenset({408, 425, 429})  # timeout, too early, rate limited
+MAX_MESSAGE_ID_LEN = 200  # the receiver refuses longer ids (489 invalid_message_id)
 
 
 class DeliveryError(RuntimeError):
@@ -33,8 +49,8 @@ def new_message_id() -> str:
 
 
 def _retry_after(resp: httpx.Response, default: float) -> float:
-    raw = resp.headers.get("retry-after", "")
-    return min(float(raw), 30.0) if raw.isdigit() else default
+    value = retry_after_s(resp.headers.get("retry-after"))
+    return default if value is None else min(value, MAX_WAIT_S)
 
 
 def deliver_locally(
@@ -48,7 +64,22 @@ def deliver_locally(
     timeout_s: float = 10.0,
     client: httpx.Client | None = None,
 ) -> LocalDelivery:
-    """POST `body` to the receiver at `url`; raise DeliveryError when it never answers 2xx."""
+    """POST `body` to the receiver at `url`; raise DeliveryError when it never answers 2xx.
+
+    A bad URL, message id, retry count or backoff raises QStashInputError (a ValueError) before
+    any attempt: an unsendable id used to be retried as "cannot reach the receiver", and a large
+    retry count overflowed the backoff.
+    """
+    http_url("receiver URL", url)
+    if message_id is not None:
+        header_value("message id", message_id, max_len=MAX_MESSAGE_ID_LEN)
+    whole_number("retries", retries, 0, MAX_RETRIES)
+    if (
+        isinstance(backoff_s, bool)
+        or not isinstance(backoff_s, int | float)
+        or not (math.isfinite(backoff_s) and backoff_s >= 0)
+    ):
+        raise QStashInputError(f"backoff must be a number of seconds >= 0, got {backoff_s!r}")
     message_id = message_id or new_message_id()
     own = client is None
     http = client or httpx.Client(timeout=timeout_s)
@@ -61,9 +92,11 @@ def deliver_locally(
                 "Upstash-Message-Id": message_id,
                 "Upstash-Retried": str(attempt),
             }
-            wait = backoff_s * (2**attempt)
+            wait = min(backoff_s * (2**attempt), MAX_WAIT_S)
             try:
                 resp = http.post(url, content=body, headers=headers)
+            except httpx.TimeoutException as exc:
+                last = f"the receiver at {url} did not answer in time ({type(exc).__name__})"
             except httpx.HTTPError as exc:
                 last = f"cannot reach the receiver at {url}: {exc}"
             else:
@@ -73,6 +106,8 @@ def deliver_locally(
                 last = f"receiver answered {resp.status_code}: {detail.get('detail') or detail}"
                 if resp.headers.get("upstash-nonretryable-error", "").lower() == "true":
                     break
+                if 400 <= resp.status_code < 500 and resp.status_code not in RETRYABLE_4XX:
+                    break
                 if resp.status_code in (429, 503):
                     wait = _retry_after(resp, wait)
             if attempt < retries:
@@ -80,7 +115,7 @@ def deliver_locally(
     finally:
         if own:
             http.close()
-    raise DeliveryError(f"message {message_id} not accepted: {last}")
+    raise DeliveryError(f"message {message_id} not accepted after {attempt + 1} attempt(s): {last}")
 
 
 def _body(resp: httpx.Response) -> dict:
