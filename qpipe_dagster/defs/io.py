@@ -19,7 +19,21 @@ def asset_storage_dir() -> Path:
 
 
 def partition_folder(base_dir: str | None, asset_name: str, partition_key: str | None) -> Path:
+    """`base/asset/partition`; a key that is not one plain folder name is refused.
+
+    Dagster accepts any partition key, so `../crawled_pages/x` would otherwise read or
+    overwrite another asset's files, whichever asset (or future asset) is being stored.
+    """
     base = Path(base_dir) if base_dir else asset_storage_dir()
+    if partition_key is not None and (
+        partition_key in ("", ".", "..", "__all__")
+        or any(c in partition_key for c in "/\\\0")
+        or partition_key != partition_key.strip()
+    ):
+        raise ValueError(
+            f"partition key {partition_key!r} of {asset_name} cannot be stored: a partition key"
+            " must be one plain folder name (no '/', '\\', NUL, surrounding spaces, '.' or '..')"
+        )
     return base / asset_name / (partition_key or "__all__")
 
 

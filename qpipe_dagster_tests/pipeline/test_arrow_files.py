@@ -73,3 +73,47 @@ def test_parts_of_two_schemas_are_named(tmp_path) -> None:
     (other / "part-00000.arrows").replace(folder / "part-00001.arrows")
     with pytest.raises(StoredTableError, match=r"part-00001.arrows has another schema"):
         read_table(folder)
+
+
+@pytest.mark.parametrize(
+    "key", ["../crawled_pages/victim", "a/b", "..", ".", "x\\y", " pad", "__all__"]
+)
+def test_partition_key_that_is_not_one_folder_is_refused(tmp_path, key) -> None:
+    """Old code joined any key onto the asset folder: `../crawled_pages/victim` reached
+    another asset's files, for every asset stored by the IO manager (prices, backtests too)."""
+    from qpipe_dagster.defs.io import partition_folder
+
+    with pytest.raises(ValueError, match="must be one plain folder name") as info:
+        partition_folder(str(tmp_path), "backtest_results", key)
+    assert repr(key) in str(info.value) and "backtest_results" in str(info.value)
+    assert partition_folder(str(tmp_path), "backtest_results", "btc-halving") == (
+        tmp_path / "backtest_results" / "btc-halving"
+    )
+
+
+def test_io_manager_refuses_an_escaping_partition_key(tmp_path) -> None:
+    """A real materialization: nothing is written outside the asset's own folder."""
+    from dagster import DynamicPartitionsDefinition, asset, instance_for_test, materialize
+
+    from qpipe_dagster.defs.io import ArrowIPCIOManager
+
+    parts = DynamicPartitionsDefinition(name="keys")
+
+    @asset(partitions_def=parts)
+    def stored() -> pa.Table:
+        return pa.table({"a": [1]})
+
+    (tmp_path / "home").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        instance.add_dynamic_partitions("keys", ["../elsewhere"])
+        result = materialize(
+            [stored],
+            partition_key="../elsewhere",
+            instance=instance,
+            resources={"io_manager": ArrowIPCIOManager(base_dir=str(tmp_path / "assets"))},
+            raise_on_error=False,
+        )
+    assert not result.success
+    error = result.get_step_failure_events()[0].event_specific_data.error
+    assert "partition key '../elsewhere' of stored cannot be stored" in error.cause.message
+    assert not (tmp_path / "assets" / "elsewhere").exists()
