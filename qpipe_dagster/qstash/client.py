@@ -13,6 +13,7 @@ import json
 import math
 import re
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +122,15 @@ class PublishOptions:
         return h
 
 
+def _once(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` with a fresh Upstash-Deduplication-Id when the caller set no deduplication."""
+    if "Upstash-Deduplication-Id" not in headers and (
+        headers.get("Upstash-Content-Based-Deduplication") != "true"
+    ):
+        headers["Upstash-Deduplication-Id"] = "qpipe-" + uuid.uuid4().hex
+    return headers
+
+
 class QStashClient:
     def __init__(
         self,
@@ -200,16 +210,19 @@ class QStashClient:
         raise AssertionError("unreachable")
 
     # --- messages -------------------------------------------------------------------------
+    # A publish whose answer was lost (timeout, 5xx after QStash stored it) is retried, so each
+    # message carries a deduplication id unless the caller chose one or content-based
+    # deduplication: QStash then keeps one copy, and the receiver never runs the concept twice.
     def publish(
         self, url: str, body: bytes, *, content_type: str = "application/json",
         options: PublishOptions | None = None,
     ) -> dict:  # fmt: skip
         """Publish one message to `url`; returns QStash's answer ({"messageId": ...})."""
         destination("destination", url)
-        headers = {
+        headers = _once({
             "Content-Type": header_value("content_type", content_type),
             **(options or PublishOptions()).headers(),
-        }
+        })  # fmt: skip
         answer = self._request("POST", f"/v2/publish/{url}", headers=headers, content=body)
         if isinstance(answer, list) and not url.startswith(("http://", "https://")):
             for item in answer:  # a URL group: one result per endpoint
@@ -241,7 +254,9 @@ class QStashClient:
                     f"batch item {i} ({url}): body is not UTF-8 (bad byte at offset {exc.start})"
                     "; QStash batches carry text bodies. Nothing was sent"
                 ) from None
-            headers = {"Content-Type": "application/json", **(opts or PublishOptions()).headers()}
+            headers = _once(
+                {"Content-Type": "application/json", **(opts or PublishOptions()).headers()}
+            )
             items.append({"destination": url, "headers": headers, "body": text})
         answer = self._request(
             "POST", "/v2/batch", headers={"Content-Type": "application/json"},

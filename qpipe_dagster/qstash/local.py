@@ -1,10 +1,9 @@
 """Local mode: deliver a message straight to the receiver, signed as QStash would sign it.
 
-Mirrors QStash's behaviour: one message id for all attempts, `Upstash-Retried` counting them,
-a fresh signature each attempt, retries on network errors and 5xx, and 429/503 `Retry-After`
-honoured (seconds or HTTP-date). Unlike QStash, which retries every non-2xx, a 4xx other than
-408/425/429 ends it at once: the same body signed with the same key is refused again (401
-wrong key, 413 too large, 489 bad payload), so retrying only delayed the answer at the terminal. Each wait is capped at MAX_WAIT_S and the
+Mirrors QStash's behaviour, so what works locally works behind QStash: one message id for all
+attempts, `Upstash-Retried` counting them, a fresh signature each attempt, a retry on network
+errors and on every non-2xx answer except a 489 marked `Upstash-NonRetryable-Error: true`, and
+429/503 `Retry-After` honoured (seconds or HTTP-date). Each wait is capped at MAX_WAIT_S and the
 URL, message id and retry settings are checked before the first attempt.
 """
 
@@ -28,7 +27,6 @@ from qpipe_dagster.qstash.signing import sign_delivery
 
 MAX_WAIT_S = 30.0  # one backoff or Retry-After wait, at most
 MAX_RETRIES = 10
-RETRYABLE_4XX = frozenset({408, 425, 429})  # timeout, too early, rate limited
 MAX_MESSAGE_ID_LEN = 200  # the receiver refuses longer ids (489 invalid_message_id)
 
 
@@ -105,8 +103,6 @@ def deliver_locally(
                 detail = _body(resp)
                 last = f"receiver answered {resp.status_code}: {detail.get('detail') or detail}"
                 if resp.headers.get("upstash-nonretryable-error", "").lower() == "true":
-                    break
-                if 400 <= resp.status_code < 500 and resp.status_code not in RETRYABLE_4XX:
                     break
                 if resp.status_code in (429, 503):
                     wait = _retry_after(resp, wait)

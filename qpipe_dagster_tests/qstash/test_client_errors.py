@@ -316,3 +316,29 @@ def test_empty_batch_is_refused(scripted: ScriptedServer) -> None:
     with _client(scripted) as c, pytest.raises(QStashInputError, match="batch is empty"):
         c.batch([])
     assert scripted.seen == []
+
+
+def test_retried_publish_keeps_one_deduplication_id(scripted: ScriptedServer) -> None:
+    """Old: no deduplication id unless the caller gave one, so a publish QStash stored but whose
+    answer was lost (a 5xx from a proxy, a timeout) was retried as a second message: two runs."""
+    scripted.queue(Answer(502, b"bad gateway"), OK, OK, OK, OK)
+    with _client(scripted) as c:
+        c.publish_json(DEST, {"concept": "x"})
+        c.publish_json(DEST, {"concept": "x"})
+        c.publish_json(DEST, {"concept": "x"}, PublishOptions(deduplication_id="mine"))
+        c.publish_json(DEST, {"concept": "x"}, PublishOptions(content_based_deduplication=True))
+    ids = [s.headers.get("upstash-deduplication-id") for s in scripted.seen]
+    assert ids[0] == ids[1] and ids[0].startswith("qpipe-")  # one message, retried
+    assert ids[2] not in (None, ids[0])  # a second publish is a second message
+    assert ids[3] == "mine" and ids[4] is None  # the caller's choice wins
+
+
+def test_batch_items_each_get_their_own_deduplication_id(scripted: ScriptedServer) -> None:
+    import json
+
+    scripted.queue(json_answer(200, '[{"messageId": "a"}, {"messageId": "b"}]'))
+    with _client(scripted) as c:
+        c.batch([(DEST, b'{"concept":"a"}', None), (DEST, b'{"concept":"b"}', None)])
+    items = json.loads(scripted.seen[0].body)
+    ids = [item["headers"]["Upstash-Deduplication-Id"] for item in items]
+    assert len(set(ids)) == 2 and all(i.startswith("qpipe-") for i in ids)

@@ -68,7 +68,7 @@ def test_local_submit_with_wrong_keys_retries_then_fails_clearly(live_receiver, 
     with pytest.raises(DeliveryError, match="401.*bad_signature") as exc:
         deliver_locally(live_receiver.url, b'{"concept": "x"}', signing_key="sig_" + "z" * 28,
                         retries=2, backoff_s=0.01)  # fmt: skip
-    assert "not accepted" in str(exc.value)
+    assert "not accepted after 3 attempt(s)" in str(exc.value)
 
 
 def test_local_delivery_stops_on_non_retryable(live_receiver):
