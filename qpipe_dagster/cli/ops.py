@@ -93,6 +93,8 @@ def check_dagster_instance(env) -> object:  # noqa: ANN001 - Mapping[str, str] -
     from qpipe_dagster.ops.doctor import FAIL, OK, Check
 
     home = env.get("DAGSTER_HOME", "").strip()
+    if home and os.path.exists(home) and not os.path.isdir(home):
+        return Check("dagster instance", FAIL, f"DAGSTER_HOME={home} is a file, not a folder")
     if not home or not os.path.isfile(os.path.join(home, "dagster.yaml")):
         return Check(
             "dagster instance", FAIL, f"no dagster.yaml in DAGSTER_HOME={home or '(unset)'}"
@@ -104,6 +106,12 @@ def check_dagster_instance(env) -> object:  # noqa: ANN001 - Mapping[str, str] -
             runs = instance.get_runs_count()
             storage = type(instance.run_storage).__name__
     except Exception as exc:
+        import yaml
+
+        if isinstance(exc, yaml.YAMLError):  # the parser's message says where, not which file
+            detail = " ".join(str(exc).split())
+            where = os.path.join(home, "dagster.yaml")
+            return Check("dagster instance", FAIL, f"{where} is not valid YAML: {detail}")
         return Check("dagster instance", FAIL, f"{home}: {type(exc).__name__}: {exc}")
     return Check("dagster instance", OK, f"{home}: {storage}, {runs} runs")
 

@@ -100,3 +100,22 @@ def test_blank_weaviate_api_key_sends_no_credentials(weaviate_meta) -> None:
     assert check.status == OK, check.detail
     check_vector_store({"WEAVIATE_URL": url, "WEAVIATE_API_KEY": " key "})
     assert seen == [None, "Bearer key"]
+
+
+def test_dagster_instance_check_names_a_file_home_and_bad_yaml(tmp_path) -> None:
+    """Old: a DAGSTER_HOME that is a file was reported as 'no dagster.yaml in DAGSTER_HOME=…',
+    and an unparsable dagster.yaml as the YAML parser's bare 'ScannerError: …' with no file."""
+    from qpipe_dagster.cli.ops import check_dagster_instance
+
+    a_file = tmp_path / "home.txt"
+    a_file.write_text("not a folder")
+    check = check_dagster_instance({"DAGSTER_HOME": str(a_file)})
+    assert check.status == FAIL and check.detail == f"DAGSTER_HOME={a_file} is a file, not a folder"
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("run_launcher: [unclosed\n")
+    check = check_dagster_instance({"DAGSTER_HOME": str(home)})
+    assert check.status == FAIL
+    assert check.detail.startswith(f"{home / 'dagster.yaml'} is not valid YAML: ")
+    assert "line" in check.detail
