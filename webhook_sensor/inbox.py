@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from json.encoder import encode_basestring_ascii as _quote  # json's own C encoder
 from pathlib import Path
 from typing import Protocol
 
@@ -220,6 +221,17 @@ def _insert_sql(rows: int) -> str:
     )
 
 
+def _json_strings(items: Sequence[str]) -> str:
+    """`json.dumps(list(items))` for strings, without the encoder's Python-level dispatch: this
+    runs for every delivery on the writer thread while it holds the GIL."""
+    return "[" + ", ".join(map(_quote, items)) + "]"
+
+
+def _json_string_map(mapping: dict[str, str]) -> str:
+    """`json.dumps(mapping)` for a str -> str mapping (see `_json_strings`)."""
+    return "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in mapping.items()) + "}"
+
+
 def _write_batch(db: sqlite3.Connection, records: Sequence[InboxRecord]) -> list[bool]:
     """Commit `records` in one transaction; True for each one stored new, False for a repeat.
 
@@ -228,7 +240,6 @@ def _write_batch(db: sqlite3.Connection, records: Sequence[InboxRecord]) -> list
     loop serving requests on the other side of that lock feels under load.
     """
     now = time.time()
-    dumps = json.dumps
     db.execute("BEGIN IMMEDIATE")
     try:
         inserted: set[str] = set()
@@ -237,9 +248,9 @@ def _write_batch(db: sqlite3.Connection, records: Sequence[InboxRecord]) -> list
             params: list = []
             for rec in chunk:
                 params += (
-                    rec.message_id, rec.slug, rec.concept_name, dumps(list(rec.seed_urls)),
+                    rec.message_id, rec.slug, rec.concept_name, _json_strings(rec.seed_urls),
                     rec.symbol, rec.body, rec.retried, rec.schedule_id, rec.caller_ip,
-                    dumps(rec.headers), now, now,
+                    _json_string_map(rec.headers), now, now,
                 )  # fmt: skip
             inserted.update(row[0] for row in db.execute(_insert_sql(len(chunk)), params))
         results = []
