@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -66,7 +67,17 @@ def _number_claim(claims: dict, name: str, required: bool) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise VerifyError("invalid_claim", f"{name} is not a number")
-    return float(value)
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, 1e400
+        raise VerifyError("invalid_claim", f"{name} is not a finite number")
+    return value  # an int stays an int: float() of a 400-digit one overflows
+
+
+def _seconds(a: float, b: float) -> str:
+    """`a - b` for a rejection's detail; a time claim may be an int too large for a float."""
+    try:
+        return f"{a - b:.0f}s"
+    except OverflowError:
+        return "far"
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,10 @@ class SignatureVerifier:
             raise ValueError("QSTASH_CURRENT_SIGNING_KEY is empty")
         if not self.url:
             raise ValueError("the receiver's public URL (QPIPE_RECEIVER_URL) is empty")
-        if self.clock_tolerance_s < 0:
-            raise ValueError(f"clock tolerance must be >= 0 seconds, got {self.clock_tolerance_s}")
+        if not 0 <= self.clock_tolerance_s < math.inf:  # NaN would let every token through
+            raise ValueError(
+                f"clock tolerance must be a finite number >= 0 seconds, got {self.clock_tolerance_s}"
+            )
         keys = [self.current_key.encode("utf-8")]
         if self.next_key and self.next_key != self.current_key:
             keys.append(self.next_key.encode("utf-8"))
@@ -115,11 +128,17 @@ class SignatureVerifier:
             sig = _b64url_decode(sig_b64)
         except (ValueError, binascii.Error) as exc:
             raise VerifyError("malformed_token", "undecodable segment") from exc
+        except RecursionError as exc:  # e.g. "[[[[…" claims: unsigned input, so not a 500
+            raise VerifyError("malformed_token", "segment nested too deeply") from exc
         if not known_header:
             if not isinstance(header, dict):
                 raise VerifyError("malformed_token", "header or claims are not JSON objects")
             if header.get("alg") != "HS256":
                 raise VerifyError("unsupported_algorithm", f"alg={str(header.get('alg'))[:16]!r}")
+            # RFC 7515 4.1.11: extensions listed in "crit" must be understood, and we know none
+            # ("b64": false, RFC 7797, would change what was signed). PyJWT refuses them too.
+            if "crit" in header or header.get("b64", True) is not True:
+                raise VerifyError("unsupported_header", "crit/b64 header extensions")
         if not isinstance(claims, dict):
             raise VerifyError("malformed_token", "header or claims are not JSON objects")
         signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
@@ -147,12 +166,14 @@ class SignatureVerifier:
             exp = _number_claim(claims, "exp", required=True)
             nbf = _number_claim(claims, "nbf", required=False)
             iat = _number_claim(claims, "iat", required=False)
-        if now > exp + tol:  # type: ignore[operator]
-            raise VerifyError("expired", f"expired {now - exp:.0f}s ago")  # type: ignore[operator]
-        if nbf is not None and now < nbf - tol:
-            raise VerifyError("not_yet_valid", f"nbf is {nbf - now:.0f}s ahead")
-        if iat is not None and now < iat - tol:
-            raise VerifyError("issued_in_future", f"iat is {iat - now:.0f}s ahead")
+        # Compared as `now ± tol` against the claim: exact for ints of any size (`exp + tol`
+        # overflowed on a 400-digit exp and answered 500).
+        if now - tol > exp:  # type: ignore[operator]
+            raise VerifyError("expired", f"expired {_seconds(now, exp)} ago")  # type: ignore[arg-type]
+        if nbf is not None and now + tol < nbf:
+            raise VerifyError("not_yet_valid", f"nbf is {_seconds(nbf, now)} ahead")
+        if iat is not None and now + tol < iat:
+            raise VerifyError("issued_in_future", f"iat is {_seconds(iat, now)} ahead")
         sub = claims.get("sub")
         if not isinstance(sub, str) or normalize_url(sub) != self._url:  # type: ignore[attr-defined]
             raise VerifyError("wrong_subject", "sub does not match the receiver URL")
