@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -113,6 +114,26 @@ def _reject_constant(name: str) -> None:
 
 # Built once: `json.loads(..., parse_constant=...)` would build a new decoder for every body.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_MAX_DETAIL = 300  # jsonschema quotes the whole offending value, which may be ~1 MiB
+
+
+def _clip(text: str) -> str:
+    """A rejection detail short enough for a response body and one log line."""
+    if len(text) <= _MAX_DETAIL:
+        return text
+    return f"{text[:_MAX_DETAIL]}… ({len(text) - _MAX_DETAIL} more characters)"
+
+
+def _json_problem(text: str, exc: ValueError) -> str:
+    """Why `text` did not decode, in the sender's terms rather than the parser's advice."""
+    if text.startswith("\ufeff"):
+        return "body starts with a byte-order mark (U+FEFF); send UTF-8 JSON without one"
+    if "integer string conversion" in str(exc):  # int()'s limit, not a JSON syntax error
+        return (
+            f"body is not valid JSON for this receiver: a number has more than"
+            f" {sys.get_int_max_str_digits()} digits"
+        )
+    return _clip(f"body is not valid JSON: {exc}")
 
 
 def parse_concept_message(raw: bytes) -> ConceptMessage:
@@ -126,11 +147,17 @@ def parse_concept_message(raw: bytes) -> ConceptMessage:
     try:
         data = _DECODER.decode(text)
     except ValueError as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from None
+        raise PayloadError(_json_problem(text, exc)) from None
+    except RecursionError:  # was an unhandled 500, so QStash retried it for ever
+        raise PayloadError("body is not valid JSON for this receiver: nested too deeply") from None
     if not isinstance(data, dict):
         raise PayloadError(f"body must be a JSON object, got {type(data).__name__}")
     if not (fast_path_enabled() and surely_valid(data)):
-        error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
+        try:
+            error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
+            message = None if error is None else error.message  # repr of the value: may recurse
+        except RecursionError:
+            raise PayloadError("a field of the message is nested too deeply") from None
     else:
         error = None
     if error is not None:
@@ -139,12 +166,12 @@ def parse_concept_message(raw: bytes) -> ConceptMessage:
             raise PayloadError(
                 "concept: contains control characters (U+0000-U+001F, U+007F-U+009F)"
             )
-        raise PayloadError(f"{where}: {error.message}")
+        raise PayloadError(_clip(f"{where}: {message}"))
     urls = tuple(data.get("urls") or ())
     symbol = data.get("symbol")
     try:
         concept = Concept.create(data["concept"], urls, symbol)
     except ConceptError as exc:
-        raise PayloadError(str(exc)) from None
+        raise PayloadError(_clip(str(exc))) from None
     extra = {k: v for k, v in data.items() if k not in ("concept", "urls", "symbol")}
     return ConceptMessage(data["concept"], urls, symbol, concept, extra)
