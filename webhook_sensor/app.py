@@ -56,6 +56,7 @@ _NON_RETRYABLE_RAW = [
 _OUTCOMES = {200: "stored", 401: "unauthorized", 413: "too_large", 429: "rate_limited",
              489: "rejected", 499: "disconnected"}  # fmt: skip
 CLIENT_GONE = 499  # no response sent: the client disconnected mid-body (metrics only)
+MAX_MESSAGE_ID_LEN = 200
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -273,8 +274,15 @@ async def _deliver(state: ReceiverState, scope: Scope, receive: Receive, send: S
             detail=exc.detail,
         )  # fmt: skip
         return await _reply(send, 401, _json_bytes({"error": exc.reason}))
-    if not message_id or len(message_id) > 200:
-        return await _reply(send, 489, b'{"error":"invalid_message_id"}', _NON_RETRYABLE_RAW)
+    if not message_id or len(message_id) > MAX_MESSAGE_ID_LEN:
+        why = (
+            f"Upstash-Message-Id is {len(message_id)} characters; at most {MAX_MESSAGE_ID_LEN}"
+            if message_id
+            else "Upstash-Message-Id header is missing or empty"
+        )
+        log_event(log, logging.WARNING, "message_id_rejected", message_id=message_id, detail=why)
+        payload = _json_bytes({"error": "invalid_message_id", "detail": why})
+        return await _reply(send, 489, payload, _NON_RETRYABLE_RAW)
     try:
         msg = parse_concept_message(body)
     except PayloadError as exc:
@@ -331,16 +339,22 @@ def _check_dagster(state: ReceiverState) -> None:
 
 
 async def _readiness_problems(state: ReceiverState) -> list[str]:
-    problems = []
+    """Short problem names for the probe's answer; the full reasons (paths, the database's own
+    words) go to the log only, as /ready may be reachable from outside."""
+    problems, details = [], []
     try:
         await asyncio.to_thread(lambda: open_inbox(state.inbox_path).check_writable())
     except Exception as exc:
         problems.append(f"inbox not writable: {type(exc).__name__}")
+        details.append(f"inbox {describe_target(state.inbox_path)}: {type(exc).__name__}: {exc}")
     try:
         await asyncio.wait_for(asyncio.to_thread(_check_dagster, state), timeout=15)
     except Exception as exc:
         state.dagster_instance = None
         problems.append(f"dagster instance unreachable: {type(exc).__name__}")
+        details.append(f"DAGSTER_HOME {state.dagster_home}: {type(exc).__name__}: {exc}")
+    if details:
+        log_event(state.logger, logging.WARNING, "not_ready", problems=details)
     return problems
 
 

@@ -26,6 +26,8 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
                 logging.ERROR: "error", logging.CRITICAL: "critical"}  # fmt: skip
 LOGGER_NAME = "qpipe.receiver"
+# Rejection lines may carry the id of a request refused for it (a header of up to ~64 KiB).
+MAX_ID_CHARS = 256
 
 
 class JsonLogger:
@@ -55,7 +57,10 @@ class JsonLogger:
             **fields,
         }
         if "message_id" in fields:
-            record["correlation_id"] = fields["message_id"]
+            mid = fields["message_id"]
+            if isinstance(mid, str) and len(mid) > MAX_ID_CHARS:  # unchecked before the 489
+                mid = record["message_id"] = f"{mid[:MAX_ID_CHARS]}…(+{len(mid) - MAX_ID_CHARS})"
+            record["correlation_id"] = mid
         try:
             line = json.dumps(record, separators=(",", ":"), default=str)
         except ValueError:  # e.g. a circular structure: still log the event, never fail
