@@ -359,14 +359,27 @@ async def _readiness_problems(state: ReceiverState) -> list[str]:
 
 
 class _LazyApp:
-    """`webhook_sensor.app:app` reads the environment when uvicorn first calls it, not at import."""
+    """`webhook_sensor.app:app` reads the environment when uvicorn first calls it, not at import.
+
+    A setting it cannot use fails the server's start-up with the setting's own message. Raised
+    from the lifespan call instead, uvicorn took it for "lifespan unsupported", ran on, and
+    answered every request with a 500 and a traceback.
+    """
 
     def __init__(self) -> None:
         self._app: Starlette | None = None
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if self._app is None:
-            self._app = create_app()
+            try:
+                self._app = create_app()
+            except Exception as exc:
+                if scope["type"] != "lifespan":
+                    raise
+                await receive()  # lifespan.startup
+                why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                await send({"type": "lifespan.startup.failed", "message": f"qpipe receiver: {why}"})
+                return
         await self._app(scope, receive, send)
 
 

@@ -14,8 +14,8 @@ class TokenBucket:
     """`rate` requests per second with a burst of one second's worth; not thread-safe (one loop)."""
 
     def __init__(self, rate: float, burst: float | None = None) -> None:
-        if rate <= 0:
-            raise ValueError(f"rate limit must be positive, got {rate}")
+        if not 0 < rate < math.inf:  # a NaN rate never refilled yet never refused either
+            raise ValueError(f"rate limit must be a positive finite number, got {rate}")
         self.rate = float(rate)
         self.capacity = float(burst if burst is not None else max(1.0, rate))
         self._tokens = self.capacity

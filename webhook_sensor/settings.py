@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,44 @@ def env_number(env: Mapping[str, str], name: str, default: float, minimum: float
     if value < minimum:
         raise SettingsError(f"{name}={raw!r} must be at least {minimum:g}")
     return value
+
+
+def env_finite(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    """`env_number`, also refusing 'nan' and 'inf' (or '1e400'), which float() accepts: a NaN
+    clock tolerance let every expired token through and a NaN rate limit never limited."""
+    value = env_number(env, name, default, minimum)
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={env.get(name)!r} must be a finite number")
+    return value
+
+
+MAX_BODY_LIMIT = 1 << 30  # 1 GiB: the body is held in memory while it is verified
+
+
+def env_bytes(env: Mapping[str, str], name: str, default: int) -> int:
+    """A byte count in ASCII digits: '2.5' was truncated, '1e400' or 'nan' escaped as bare
+    OverflowError/ValueError from int()."""
+    from qpipe_dagster.settings import whole_number
+
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return whole_number(raw, 1, MAX_BODY_LIMIT)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is invalid: {exc} (bytes)") from None
+
+
+def receiver_url(raw: str) -> str:
+    """QPIPE_RECEIVER_URL by the rule `qpipe submit` applies to it (whitespace, no host, a bad
+    port or IPv6 literal, non-ASCII); such a URL used to start a receiver that refused every
+    delivery as wrong_subject."""
+    from qpipe_dagster.qstash.checks import QStashInputError, http_url
+
+    try:
+        return http_url("QPIPE_RECEIVER_URL", raw)
+    except QStashInputError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def default_inbox_path() -> Path:
@@ -124,6 +163,7 @@ class Settings:
         url = env.get("QPIPE_RECEIVER_URL", "").strip() or DEFAULT_RECEIVER_URL
         if not url.startswith(("http://", "https://")):
             raise SettingsError(f"QPIPE_RECEIVER_URL={url!r} must be an http(s) URL")
+        url = receiver_url(url)
         inbox_url = inbox_url_from_env(env)
         inbox = env.get("QPIPE_INBOX_PATH", "").strip()
         home = env.get("DAGSTER_HOME", "").strip()
@@ -134,8 +174,8 @@ class Settings:
             inbox_path=Path(inbox).resolve() if inbox else None,
             inbox_url=inbox_url,
             dagster_home=Path(home).resolve() if home else None,
-            clock_tolerance_s=env_number(env, "QPIPE_RECEIVER_CLOCK_TOLERANCE_S", 30.0, 0),
-            max_body_bytes=int(env_number(env, "QPIPE_RECEIVER_MAX_BODY_BYTES", 1024 * 1024, 1)),
-            rate_limit_per_s=env_number(env, "QPIPE_RECEIVER_RATE_LIMIT", 500.0, 0.001),
+            clock_tolerance_s=env_finite(env, "QPIPE_RECEIVER_CLOCK_TOLERANCE_S", 30.0, 0),
+            max_body_bytes=env_bytes(env, "QPIPE_RECEIVER_MAX_BODY_BYTES", 1024 * 1024),
+            rate_limit_per_s=env_finite(env, "QPIPE_RECEIVER_RATE_LIMIT", 500.0, 0.001),
             using_dev_keys=not current,
         )
