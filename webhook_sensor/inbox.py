@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -335,7 +336,7 @@ class Inbox:
         return _Conn(self.path)
 
     def open_writer(self) -> BatchSink:
-        return _SqliteSink(connect(self.path))
+        return _SqliteSink(connect(self.path), self.path)
 
     def append(self, record: InboxRecord) -> bool:
         """Store one delivery; True if new, False if this message id was already stored."""
@@ -413,15 +414,38 @@ class Inbox:
             db.execute("ROLLBACK")
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class _SqliteSink:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    """The writer's connection. An open SQLite connection keeps writing to its file after the
+    file is deleted or replaced (a restore, an operator's `rm`): those deliveries would be
+    acknowledged yet land where no sensor reads. So after each commit the path must still be
+    the file that was opened; if not, the batch fails (503, QStash redelivers) and the writer
+    reopens the path for the next one."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self.db = db
+        self.path = path
+        self.file_id = _file_id(path)
 
     def write(self, records: Sequence[InboxRecord]) -> list[bool]:
         try:
-            return _write_batch(self.db, records)
+            results = _write_batch(self.db, records)
         except _SQLITE_DATA_ERRORS as exc:
             raise InboxDataError(f"{type(exc).__name__}: {exc}") from exc
+        if _file_id(self.path) != self.file_id:
+            raise InboxUnavailable(
+                f"inbox {self.path} was deleted or replaced while the receiver had it open; "
+                "this batch went to the old file and will be redelivered, the next one opens "
+                "the new file"
+            )
+        return results
 
     def close(self) -> None:
         self.db.close()
