@@ -101,17 +101,6 @@ def _int(lo: int) -> Callable[[str], str | None]:
     return check
 
 
-def _number(lo: float) -> Callable[[str], str | None]:
-    def check(v: str) -> str | None:
-        try:
-            ok = float(v) >= lo
-        except ValueError:
-            ok = False
-        return None if ok else f"must be a number >= {lo:g}"
-
-    return check
-
-
 MAX_HOURS = 1_000_000.0  # about 114 years: longer windows are "never" and overflow timedelta
 
 
@@ -131,6 +120,25 @@ def _url(*schemes: str) -> Callable[[str], str | None]:
         p = urlsplit(v.strip())
         if p.scheme not in schemes or not (p.netloc or p.path):
             return f"must be a {'/'.join(schemes)} URL"
+        return None
+
+    return check
+
+
+def _receiver(name: str) -> Callable[[str], str | None]:
+    """The receiver's own rule for `name` (webhook_sensor.settings), so the start-up check
+    passes exactly what the receiver will accept (it used to let 'inf' and 'http:///x' by)."""
+
+    def check(v: str) -> str | None:
+        from webhook_sensor.settings import Settings, SettingsError
+
+        try:
+            Settings.from_env({name: v})
+        except SettingsError as exc:
+            text = str(exc)
+            prefix = f"{name}={v!r} "
+            text = text[len(prefix) :] if text.startswith(prefix) else text
+            return text.removeprefix("is invalid: ").removeprefix("is ")
         return None
 
     return check
@@ -221,9 +229,11 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
         else "must be a path, file://, s3:// or r2:// URL"
     ),
     "BACKUP_S3_ENDPOINT": _url("http", "https"),
-    "QPIPE_RECEIVER_URL": _url("http", "https"),
+    "QPIPE_RECEIVER_URL": _receiver("QPIPE_RECEIVER_URL"),
     "DAGSTER_PG_PORT": _int(1),
-    "QPIPE_RECEIVER_RATE_LIMIT": _number(0.001),
+    "QPIPE_RECEIVER_RATE_LIMIT": _receiver("QPIPE_RECEIVER_RATE_LIMIT"),
+    "QPIPE_RECEIVER_CLOCK_TOLERANCE_S": _receiver("QPIPE_RECEIVER_CLOCK_TOLERANCE_S"),
+    "QPIPE_RECEIVER_MAX_BODY_BYTES": _receiver("QPIPE_RECEIVER_MAX_BODY_BYTES"),
 }
 
 # Required per role in production (QPIPE_DEPLOY=prod).

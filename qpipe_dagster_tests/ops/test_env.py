@@ -63,6 +63,11 @@ def test_each_missing_required_variable_is_named(role: str, name: str) -> None:
         ("WEAVIATE_GRPC_PORT", "abc", "whole number from 1 to 65535"),
         # more digits than int() parses: Python's "Exceeds the limit (4300 digits)" leaked
         ("WEAVIATE_GRPC_PORT", "9" * 5000, "whole number from 1 to 65535"),
+        # the receiver refuses these at start-up; the start-up check used to pass them
+        ("QPIPE_RECEIVER_RATE_LIMIT", "inf", "must be a finite number"),
+        ("QPIPE_RECEIVER_CLOCK_TOLERANCE_S", "nan", "must be a finite number"),
+        ("QPIPE_RECEIVER_MAX_BODY_BYTES", "2.5", "whole number from 1 to 1073741824"),
+        ("QPIPE_RECEIVER_URL", "http:///x", "URL with a host"),
         ("QPIPE_ALLOW_MODEL_DOWNLOAD", "true", "one of 0, 1"),
         ("QPIPE_DEFAULT_SYMBOL", "BTC USD", "market symbol like BTC-USD"),
     ],
