@@ -127,9 +127,9 @@ def stale_parser_versions(parsed_pages: pa.Table, current: str) -> list[str]:
 def concept_key(context: AssetExecutionContext, asset_name: str) -> str:
     """The run's partition key, refused unless it is a concept slug.
 
-    Dagster accepts any dynamic partition key (the UI's "add partition" box included), and the IO
-    manager builds folders from it: a key like '../crawled_pages/x' would read and overwrite
-    another asset's files. Checked in each asset body, before its output is written.
+    Dagster accepts any dynamic partition key (the UI's "add partition" box included). The IO
+    manager refuses keys that are not one plain folder name ('../crawled_pages/x'); this refuses
+    every other non-slug key too, in concept terms, before the asset does any work.
     """
     from qpipe_dagster.concepts import ConceptError, validate_slug
 

@@ -139,7 +139,8 @@ def build_qstash_inbox_sensor(
         rejected: list[str] = []
         try:
             batch = inbox.pending(batch_size, skip_deferred_on=today, exclude=state["emitted"])
-        except (ValueError, TypeError) as exc:  # e.g. a hand-edited row's seed_urls: '["http'
+        except (ValueError, TypeError) as exc:  # a damaged JSON column comes back as msg.fault;
+            # this is the last line of defence for anything the inbox backend itself cannot read
             raise ValueError(
                 f"qstash_inbox_sensor cannot read the pending messages of inbox "
                 f"{inbox.describe()}: a stored row is damaged ({type(exc).__name__}: {exc}); no "
