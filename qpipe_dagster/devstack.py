@@ -268,8 +268,11 @@ class Child:
         self._lock = threading.Lock()
         # Its own process group: a terminal's Ctrl-C reaches only devstack, which passes on one
         # SIGINT. Two (the terminal's and ours) made uvicorn and click print tracebacks.
+        # Started through `with_parent`, so it gets that SIGINT from the kernel even when devstack
+        # is SIGKILLed (Linux). The kernel sends it when the creating *thread* ends: this runs on
+        # the main thread, which lives as long as devstack does.
         self.proc = subprocess.Popen(
-            argv,
+            [sys.executable, "-m", "qpipe_dagster.with_parent", str(os.getpid()), *argv],
             env=dict(env),
             cwd=cwd,
             stdout=subprocess.PIPE,

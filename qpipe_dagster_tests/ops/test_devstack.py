@@ -443,3 +443,23 @@ def test_stop_signal_stops_everything_without_tracebacks(
     out = stack.log()
     assert "Traceback" not in out and "Aborted!" not in out, out[-3000:]
     assert f"qpipe-dev: {reason}: stopping everything" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_sigkilled_devstack_leaves_no_servers_behind(launch: Callable[..., Stack]) -> None:
+    """Old: `kill -9` of make run (or the OOM killer) left dagster dev, its webserver, daemon and
+    code servers, and the receiver running, holding the ports and the SQLite files."""
+    ports = _ports()
+    stack = launch(**ports)
+    stack.wait_ready(ports["QPIPE_UI_PORT"], ports["QPIPE_RECEIVER_PORT"])
+    stack.find("dagster_webserver")
+    stack.find("webhook_sensor.app:app")
+    stack.proc.kill()  # the leader only: its children get no word from it
+    stack.proc.wait(10)
+    wait_for(lambda: not stack.survivors(), 60, "every server to stop after devstack's SIGKILL")
+    for port in ports.values():  # free again for the next `make run`
+        with socket.socket() as s:
+            # as the servers bind: a listener still blocks this, closed connections do not
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", int(port)))
