@@ -35,6 +35,9 @@ def _backup(args: argparse.Namespace) -> int:
         print(f"{c.name}: {c.rows} rows, {c.bytes} bytes", file=sys.stderr)
     if result.deleted_by_retention:
         print(f"retention removed: {', '.join(result.deleted_by_retention)}", file=sys.stderr)
+    if result.swept_incomplete:
+        removed = ", ".join(result.swept_incomplete)
+        print(f"interrupted backups removed (no manifest): {removed}", file=sys.stderr)
     print(f"backup written to {result.target}", file=sys.stderr)
     print(result.backup_id)
     return 0

@@ -208,7 +208,8 @@ def backup_stores(context: OpExecutionContext, config: BackupConfig) -> None:
         raise Failure(description=str(exc)) from exc
     context.log.info(
         f"backup {result.backup_id} written to {result.target}; "
-        f"retention removed {result.deleted_by_retention or 'nothing'}"
+        f"retention removed {result.deleted_by_retention or 'nothing'}; interrupted backups"
+        f" removed: {result.swept_incomplete or 'none'}"
     )
     context.log_event(
         AssetObservation(
@@ -220,6 +221,7 @@ def backup_stores(context: OpExecutionContext, config: BackupConfig) -> None:
                     {c.name: {"rows": c.rows, "bytes": c.bytes} for c in result.manifest.components}
                 ),
                 "deleted_by_retention": MetadataValue.json(result.deleted_by_retention),
+                "swept_incomplete": MetadataValue.json(result.swept_incomplete),
             },
         )
     )

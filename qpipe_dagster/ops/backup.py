@@ -70,6 +70,7 @@ class BackupResult:
     target: str
     manifest: Manifest
     deleted_by_retention: list[str] = field(default_factory=list)
+    swept_incomplete: list[str] = field(default_factory=list)  # interrupted backups removed
 
 
 @dataclass
@@ -147,8 +148,11 @@ def run_backup(
         )
         manifest.write(staging)
         target.upload(backup_id, staging)
-    deleted = apply_retention(target, retention_days, now=now) if retention_days is not None else []
-    return BackupResult(backup_id, target.url, manifest, deleted)
+    if retention_days is None:
+        return BackupResult(backup_id, target.url, manifest)
+    deleted = apply_retention(target, retention_days, now=now)
+    swept = sweep_incomplete(target, retention_days, now=now)
+    return BackupResult(backup_id, target.url, manifest, deleted, swept)
 
 
 def apply_retention(target: BackupTarget, keep_days: int, *, now: datetime) -> list[str]:
@@ -158,6 +162,22 @@ def apply_retention(target: BackupTarget, keep_days: int, *, now: datetime) -> l
     ids = target.list_ids()
     cutoff = now - timedelta(days=keep_days)
     doomed = [b for b in ids[:-1] if backup_time(b) < cutoff]
+    for backup_id in doomed:
+        target.delete(backup_id)
+    return doomed
+
+
+def sweep_incomplete(target: BackupTarget, keep_days: int, *, now: datetime) -> list[str]:
+    """Delete what interrupted backups left (no manifest) once older than keep_days.
+
+    A backup killed mid-upload is never listed, so retention never reached it and its files
+    stayed for good. Only ones past the retention window go: a backup that began within it may
+    still be uploading.
+    """
+    if keep_days < 1:
+        raise BackupError(f"retention must be at least 1 day, got {keep_days}")
+    cutoff = now - timedelta(days=keep_days)
+    doomed = [b for b in target.list_incomplete() if backup_time(b) < cutoff]
     for backup_id in doomed:
         target.delete(backup_id)
     return doomed

@@ -33,7 +33,13 @@ class BackupTarget(Protocol):
         """Fetch the manifest and the files it names into dest; returns the parsed manifest."""
         ...
 
-    def delete(self, backup_id: str) -> None: ...
+    def list_incomplete(self) -> list[str]:
+        """Ids with data but no manifest (an upload or a delete that was cut off), oldest first."""
+        ...
+
+    def delete(self, backup_id: str) -> None:
+        """Remove a backup, complete or not."""
+        ...
 
 
 class LocalTarget:
@@ -73,9 +79,27 @@ class LocalTarget:
             if BACKUP_ID_RE.match(p.name) and (p / MANIFEST_NAME).is_file()
         )
 
+    def list_incomplete(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        ids = set()
+        for p in self.root.iterdir():
+            name = p.name
+            if name.startswith(".") and name.endswith(".partial"):
+                name = name[1 : -len(".partial")]  # a copy killed before its rename
+            elif (p / MANIFEST_NAME).is_file():
+                continue
+            if BACKUP_ID_RE.match(name) and p.is_dir():
+                ids.add(name)
+        # a leftover `.partial` beside a complete backup of the same id is not that backup
+        return sorted(ids - set(self.list_ids()))
+
+    def _partial(self, backup_id: str) -> Path:
+        return self.root / f".{backup_id}.partial"
+
     def upload(self, backup_id: str, staging: Path) -> None:
         self._ensure_root()
-        partial = self.root / f".{backup_id}.partial"
+        partial = self._partial(backup_id)
         final = self.root / backup_id
         if final.exists():
             raise BackupError(f"backup {backup_id} already exists in {self.url}")
@@ -105,6 +129,7 @@ class LocalTarget:
         # manifest first: a half-deleted backup must not look complete
         (self.root / backup_id / MANIFEST_NAME).unlink(missing_ok=True)
         shutil.rmtree(self.root / backup_id, ignore_errors=True)
+        shutil.rmtree(self._partial(backup_id), ignore_errors=True)
 
 
 class S3Target:
@@ -151,8 +176,9 @@ class S3Target:
         except BotoCoreError as exc:
             raise BackupError(f"{self.url}: {what} failed ({exc})") from None
 
-    def list_ids(self) -> list[str]:
-        ids: list[str] = []
+    def _folders(self) -> dict[str, set[str]]:
+        """Backup id -> the file names stored under it."""
+        folders: dict[str, set[str]] = {}
         token = None
         base = self._key() + "/" if self.prefix else ""
         while True:
@@ -162,11 +188,17 @@ class S3Target:
             page = self._call("listing backups", self._client.list_objects_v2, **kwargs)
             for obj in page.get("Contents", []):
                 rest = obj["Key"][len(base) :].split("/")
-                if len(rest) == 2 and rest[1] == MANIFEST_NAME and BACKUP_ID_RE.match(rest[0]):
-                    ids.append(rest[0])
+                if len(rest) == 2 and BACKUP_ID_RE.match(rest[0]):
+                    folders.setdefault(rest[0], set()).add(rest[1])
             token = page.get("NextContinuationToken")
             if not token:
-                return sorted(ids)
+                return folders
+
+    def list_ids(self) -> list[str]:
+        return sorted(i for i, names in self._folders().items() if MANIFEST_NAME in names)
+
+    def list_incomplete(self) -> list[str]:
+        return sorted(i for i, names in self._folders().items() if MANIFEST_NAME not in names)
 
     def upload(self, backup_id: str, staging: Path) -> None:
         if backup_id in self.list_ids():

@@ -164,6 +164,49 @@ def test_retention_keeps_last_days_and_the_newest(dagster_home: Path, tmp_path: 
         apply_retention(target, 0, now=now)
 
 
+def test_interrupted_backups_are_swept_once_past_retention(
+    dagster_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Old: a backup killed mid-copy (`.ID.partial`) or mid-delete (a folder without its
+    manifest) was never listed, so retention never removed it: its files stayed for good."""
+    sources = Sources.from_env()
+    target = LocalTarget(tmp_path / "backups")
+    now = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+    old = run_backup(sources, target, now=now - timedelta(days=1), retention_days=None).backup_id
+    killed_copy = target.root / ".qpipe-20261110-030000.partial"
+    killed_copy.mkdir()
+    (killed_copy / "inbox.sqlite").write_bytes(b"x" * 1000)
+    half_deleted = target.root / "qpipe-20261111-030000"
+    half_deleted.mkdir()
+    (half_deleted / "concepts.sqlite").write_bytes(b"x")
+    recent = target.root / ".qpipe-20261119-220000.partial"  # may still be uploading: kept
+    recent.mkdir()
+    beside_complete = target.root / f".{old}.partial"  # not the complete backup it shadows
+    beside_complete.mkdir()
+    not_ours = target.root / "holiday-photos"
+    not_ours.mkdir()
+    assert target.list_incomplete() == [
+        "qpipe-20261110-030000", "qpipe-20261111-030000", "qpipe-20261119-220000"
+    ]  # fmt: skip
+
+    result = run_backup(sources, target, now=now, retention_days=3)
+    assert result.swept_incomplete == ["qpipe-20261110-030000", "qpipe-20261111-030000"]
+    assert not killed_copy.exists() and not half_deleted.exists()
+    assert recent.is_dir() and beside_complete.is_dir() and not_ours.is_dir()
+    assert target.list_ids() == [old, result.backup_id]  # complete ones: retention's business
+
+    from qpipe_dagster.cli import main as cli_main
+
+    later = (now + timedelta(days=5)).strftime("%Y%m%d")
+    recent.rename(target.root / f".qpipe-{later}-010000.partial")  # fresh again
+    (target.root / ".qpipe-20261112-030000.partial").mkdir()
+    code = cli_main(["backup", "--target", str(target.root), "--keep-days", "3"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "interrupted backups removed (no manifest): qpipe-20261112-030000" in err
+    assert (target.root / f".qpipe-{later}-010000.partial").is_dir()
+
+
 def test_backup_is_consistent_while_writes_continue(filled: Path, tmp_path: Path) -> None:
     """The snapshot pins one table version: a write during export is not half-included."""
     sources = Sources.from_env()

@@ -65,3 +65,16 @@ def test_s3_round_trip_and_refusals(dagster_home: Path, s3_env: dict[str, str]) 
 
     target.delete(result.backup_id)
     assert target.list_ids() == []
+
+    # An upload cut off before its manifest: never listed, so retention never reached it.
+    # Old: it stayed in the bucket for good. Now the next backup sweeps it once past retention.
+    for name in ("inbox.sqlite", "concepts.sqlite"):
+        target._client.put_object(
+            Bucket="qpipe-backups", Key=f"nightly/qpipe-20200101-030000/{name}", Body=b"x"
+        )
+    assert target.list_incomplete() == ["qpipe-20200101-030000"]
+    assert target.list_ids() == []
+    later = run_backup(sources, target, retention_days=7)
+    assert later.swept_incomplete == ["qpipe-20200101-030000"]
+    assert target.list_incomplete() == []
+    assert target.list_ids() == [later.backup_id]
