@@ -62,6 +62,19 @@ def embed_device(env: Mapping[str, str] | None = None) -> str:
         ) from None
 
 
+def crawl_private_addresses_allowed(env: Mapping[str, str] | None = None) -> bool:
+    """QPIPE_CRAWL_PRIVATE_ADDRESSES: allow (the default: `make run`'s demo site is on loopback)
+    or refuse (production: crawls connect to public addresses only)."""
+    value = env_value("QPIPE_CRAWL_PRIVATE_ADDRESSES", env)
+    if value is None or value.lower() == "allow":
+        return True
+    if value.lower() == "refuse":
+        return False
+    raise SettingError(
+        f"QPIPE_CRAWL_PRIVATE_ADDRESSES={value!r} is invalid: must be allow or refuse"
+    )
+
+
 MAX_TRUNCATE_DIM = 65_536
 
 

@@ -28,7 +28,8 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")  # the shipped local config
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    for var in ("WEAVIATE_URL", "QPIPE_ASSET_DIR", "QPIPE_LANCE_PATH", "QPIPE_PRICES_DIR"):
+    for var in ("WEAVIATE_URL", "QPIPE_ASSET_DIR", "QPIPE_LANCE_PATH", "QPIPE_PRICES_DIR",
+                "QPIPE_CRAWL_PRIVATE_ADDRESSES"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     return home
 

@@ -138,6 +138,17 @@ def _attempts(n: int) -> str:
     return f"{n} attempt" if n == 1 else f"{n} attempts"
 
 
+REFUSED_ADDRESS = "refused"
+
+
+def refused_address(reason: str) -> str:
+    """The row error for a host that resolved only to non-public addresses."""
+    return (
+        f"{REFUSED_ADDRESS}: {reason}; this crawl connects to public addresses only"
+        " (QPIPE_CRAWL_PRIVATE_ADDRESSES=refuse)"
+    )
+
+
 def describe_failure(exc: BaseException, *, attempts: int, timeout_s: float, max_bytes: int) -> str:
     """Short, stable reason for a request that produced no usable response."""
     if isinstance(exc, UncrawlableRedirect):

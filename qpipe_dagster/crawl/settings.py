@@ -52,6 +52,9 @@ class CrawlSettings:
     autothrottle_start_delay_s: float = 1.0
     """AutoThrottle's initial per-domain delay before it has latency samples."""
     concurrency_per_domain: int = 4
+    allow_private_addresses: bool = True
+    """False: connect to public addresses only (no loopback, private, link-local or reserved
+    ones, whatever the URL or DNS says). Production sets it with QPIPE_CRAWL_PRIVATE_ADDRESSES."""
     user_agent: str = "qpipe/0.1 (+https://github.com/qpipe/qpipe)"
 
     def __post_init__(self) -> None:
@@ -60,7 +63,7 @@ class CrawlSettings:
         _check_int("max_bytes", self.max_bytes, minimum=1)
         _check_float("timeout_s", self.timeout_s, minimum=0.0, strict=True)
         _check_int("retries", self.retries, minimum=0)
-        for name in ("obey_robots", "autothrottle"):
+        for name in ("obey_robots", "autothrottle", "allow_private_addresses"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ValueError(f"CrawlSettings.{name} must be a bool, got {value!r}")

@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import scrapy
 from scrapy import signals
@@ -30,8 +31,10 @@ from qpipe_dagster.crawl.outcomes import (
     http_error,
     is_html_mime,
     parse_content_type,
+    refused_address,
     skipped_non_html,
 )
+from qpipe_dagster.crawl.resolver import refusal
 from qpipe_dagster.crawl.settings import CrawlSettings
 from qpipe_dagster.crawl.urls import dedupe_key, filter_links, redirect_fault, site_of
 
@@ -80,6 +83,11 @@ def scrapy_settings(settings: CrawlSettings) -> dict[str, Any]:
         "DEPTH_PRIORITY": 1,
         "SCHEDULER_DISK_QUEUE": "scrapy.squeues.PickleFifoDiskQueue",
         "SCHEDULER_MEMORY_QUEUE": "scrapy.squeues.FifoMemoryQueue",
+        **(
+            {}
+            if settings.allow_private_addresses
+            else {"DNS_RESOLVER": "qpipe_dagster.crawl.resolver.PublicAddressResolver"}
+        ),
     }
 
 
@@ -293,9 +301,14 @@ class SiteSpider(scrapy.Spider):
             ))  # fmt: skip
             return
         attempts = int(request.meta.get("retry_times", 0)) + 1
+        refused = None if self.crawl_settings.allow_private_addresses else refusal(
+            urlsplit(request.url).hostname
+        )  # fmt: skip
         self._emit(
             request,
-            error=describe_failure(
+            error=refused_address(refused)
+            if refused
+            else describe_failure(
                 exc,
                 attempts=attempts,
                 timeout_s=self.crawl_settings.timeout_s,

@@ -199,6 +199,7 @@ def crawled_pages(
     from qpipe_dagster.concepts import ConceptError, validate_url
     from qpipe_dagster.crawl.runner import pipes_command, pipes_extras, read_crawled_pages
     from qpipe_dagster.crawl.settings import CrawlSettings
+    from qpipe_dagster.settings import SettingError, crawl_private_addresses_allowed
 
     extra = []
     for i, url in enumerate(config.extra_seed_urls):
@@ -215,7 +216,12 @@ def crawled_pages(
             f"concept {concept.slug!r} has no seed URLs: add some with "
             f"`qpipe concepts add {concept.slug} --url https://...`"
         )
+    try:
+        allow_private = crawl_private_addresses_allowed()
+    except SettingError as exc:
+        raise Failure(description=str(exc)) from None
     settings = CrawlSettings(
+        allow_private_addresses=allow_private,
         max_depth=config.max_depth,
         max_pages=config.max_pages,
         max_bytes=config.max_bytes,

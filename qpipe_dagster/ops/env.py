@@ -172,6 +172,16 @@ def _device(v: str) -> str | None:
     return None
 
 
+def _private_addresses(v: str) -> str | None:
+    from qpipe_dagster.settings import SettingError, crawl_private_addresses_allowed
+
+    try:  # the crawl asset's own rule
+        crawl_private_addresses_allowed({"QPIPE_CRAWL_PRIVATE_ADDRESSES": v})
+    except SettingError:
+        return "must be allow or refuse"
+    return None
+
+
 def _whole(lo: int, hi: int) -> Callable[[str], str | None]:
     from qpipe_dagster.settings import whole_number
 
@@ -220,6 +230,7 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "QPIPE_ALLOW_MODEL_DOWNLOAD": _choice("0", "1"),
     "QPIPE_BACKEND": _choice("auto", "cpu", "gpu"),
     "QPIPE_DEFAULT_SYMBOL": _symbol,
+    "QPIPE_CRAWL_PRIVATE_ADDRESSES": _private_addresses,
     "WEAVIATE_URL": _weaviate_url,
     "WEAVIATE_GRPC_PORT": _whole(1, 65_535),
     "WEAVIATE_BACKUP_BACKEND": _choice("filesystem", "s3", "gcs", "azure"),

@@ -70,6 +70,7 @@ def test_each_missing_required_variable_is_named(role: str, name: str) -> None:
         ("QPIPE_RECEIVER_URL", "http:///x", "URL with a host"),
         ("QPIPE_ALLOW_MODEL_DOWNLOAD", "true", "one of 0, 1"),
         ("QPIPE_DEFAULT_SYMBOL", "BTC USD", "market symbol like BTC-USD"),
+        ("QPIPE_CRAWL_PRIVATE_ADDRESSES", "no", "must be allow or refuse"),
     ],
 )
 def test_invalid_values_are_named(name: str, value: str, why: str) -> None:

@@ -178,3 +178,36 @@ def test_unusable_concept_registry_fails_the_run_naming_the_file(dagster_home: P
         result, message = _run(instance, "crawled_pages", "anything")
     assert not result.success
     assert message.startswith(f"concept registry {registry} is not a usable concepts database")
+
+
+def test_production_crawl_refuses_loopback_seeds(
+    dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QPIPE_CRAWL_PRIVATE_ADDRESSES=refuse reaches the crawler child through the real asset:
+    a seed on loopback becomes a refused row (nothing listens there: nothing may connect)."""
+    ConceptRegistry(dagster_home / "qpipe" / "concepts.sqlite").upsert(
+        Concept.create("inside job", ["http://127.0.0.1:9/admin", "http://[::1]:9/"])
+    )
+    monkeypatch.setenv("QPIPE_CRAWL_PRIVATE_ADDRESSES", "refuse")
+    with DagsterInstance.get() as instance:
+        result, failure = _run(instance, "crawled_pages", "inside-job", {"retries": 0})
+    assert failure is None
+    table = result.output_for_node("crawled_pages")
+    errors = sorted(table.column("error").to_pylist())
+    assert errors == [
+        f"refused: {host} is a loopback address; this crawl connects to public addresses only"
+        " (QPIPE_CRAWL_PRIVATE_ADDRESSES=refuse)"
+        for host in ("127.0.0.1", "::1")
+    ]
+
+
+def test_bad_private_addresses_setting_fails_the_crawl_naming_it(
+    dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ConceptRegistry(dagster_home / "qpipe" / "concepts.sqlite").upsert(
+        Concept.create("inside job", ["http://127.0.0.1:9/admin"])
+    )
+    monkeypatch.setenv("QPIPE_CRAWL_PRIVATE_ADDRESSES", "no")
+    with DagsterInstance.get() as instance:
+        _, failure = _run(instance, "crawled_pages", "inside-job")
+    assert failure == "QPIPE_CRAWL_PRIVATE_ADDRESSES='no' is invalid: must be allow or refuse"

@@ -1,0 +1,74 @@
+"""Scrapy DNS resolver that refuses non-public addresses (CrawlSettings.allow_private_addresses
+False, set in production by QPIPE_CRAWL_PRIVATE_ADDRESSES=refuse).
+
+Twisted's HostnameEndpoint asks the reactor's name resolver for every connection, IP literals
+included, so filtering the resolved addresses here covers seeds, links, redirects and
+robots.txt alike, and a public name that resolves to 10.0.0.5 is caught where it connects.
+A refused host fails as a DNS error; `refusal(host)` gives the spider the reason for its row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scrapy.resolver import CachingHostnameResolver
+from twisted.internet.interfaces import IResolutionReceiver
+from zope.interface import implementer
+
+from qpipe_dagster.crawl.addresses import address_fault
+
+# host -> why it was refused. One crawl per process (the Pipes child), so module state is enough;
+# a host's answer does not change within a crawl.
+_REFUSED: dict[str, str] = {}
+
+
+def refusal(host: str | None) -> str | None:
+    """The reason `host` was refused in this process, or None."""
+    return _REFUSED.get((host or "").lower())
+
+
+@implementer(IResolutionReceiver)
+class _PublicOnly:
+    """Passes public addresses on; remembers why others were dropped."""
+
+    def __init__(self, receiver: Any, host: str) -> None:
+        self._receiver = receiver
+        self._host = host.lower()
+        self._passed = 0
+        self._faults: list[str] = []
+
+    def resolutionBegan(self, resolution: Any) -> None:  # noqa: N802 - Twisted's interface
+        self._receiver.resolutionBegan(resolution)
+
+    def addressResolved(self, address: Any) -> None:  # noqa: N802
+        fault = address_fault(getattr(address, "host", ""))
+        if fault is None:
+            self._passed += 1
+            self._receiver.addressResolved(address)
+        else:
+            self._faults.append(fault)
+
+    def resolutionComplete(self) -> None:  # noqa: N802
+        if not self._passed and self._faults:
+            _REFUSED[self._host] = self._faults[0]
+        self._receiver.resolutionComplete()
+
+
+class PublicAddressResolver(CachingHostnameResolver):
+    """Scrapy's caching resolver, minus every loopback, private, link-local or reserved address."""
+
+    def resolveHostName(  # noqa: N802 - Twisted's interface
+        self,
+        resolutionReceiver: Any,  # noqa: N803
+        hostName: str,  # noqa: N803
+        portNumber: int = 0,  # noqa: N803
+        addressTypes: Any = None,  # noqa: N803
+        transportSemantics: str = "TCP",  # noqa: N803
+    ) -> Any:
+        return super().resolveHostName(
+            _PublicOnly(resolutionReceiver, hostName),
+            hostName,
+            portNumber,
+            addressTypes,
+            transportSemantics,
+        )
