@@ -1,7 +1,8 @@
 """Receiver throughput: signed deliveries through verification + durable inbox vs a bare endpoint.
 
 One uvicorn worker serves `POST /api/qstash` (the real receiver: verify, validate, group-
-committed SQLite WAL with synchronous=FULL), `POST /bare` (a Starlette route returning 200: the
+committed SQLite WAL with synchronous=FULL, in its inbox writer process; server CPU figures
+include that process), `POST /bare` (a Starlette route returning 200: the
 issue's anchor) and `POST /bare-asgi` (a raw ASGI callable returning 200, dispatched ahead of
 Starlette exactly as the receiver's delivery path is: the stricter anchor) on loopback. A raw-socket asyncio load client (keep-alive, pre-signed requests, unique message ids)
 drives each for a few seconds. The three phases run in turn, several rounds over: this machine's
@@ -84,6 +85,9 @@ def _serve(port: int, inbox: str, home: str) -> None:
             return True
 
         def close(self) -> None:
+            pass
+
+        async def aclose(self) -> None:
             pass
 
     # The same delivery endpoint (verify, validate, log, metrics) minus the inbox: the ceiling
@@ -224,12 +228,22 @@ def _phase(port: int, path: str, tag: str, clients: int, conns: int, seconds: fl
 
 
 def _cpu_s(pid: int) -> float:
-    """utime + stime of a process (all threads), from /proc; 0 where /proc is absent."""
+    """utime + stime of the server and its children (the inbox writer process), all threads."""
+    import psutil
+
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.Error:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _verify_timings(iterations: int) -> tuple[float, float]:

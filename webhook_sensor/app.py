@@ -32,13 +32,13 @@ from starlette.routing import BaseRoute, Route
 
 from qpipe_dagster.paths import dagster_home as env_dagster_home
 from webhook_sensor.inbox import (
-    GroupCommitWriter,
     InboxRecord,
     InboxTarget,
     InboxUnavailable,
     describe_target,
     open_inbox,
 )
+from webhook_sensor.inbox_process import ProcessCommitWriter
 from webhook_sensor.jsonlog import JsonLogger, get_logger, log_event
 from webhook_sensor.limits import BodyTooLarge, ClientDisconnected, TokenBucket, read_body
 from webhook_sensor.metrics import Metrics
@@ -72,7 +72,7 @@ class ReceiverState:
     bucket: TokenBucket
     metrics: Metrics
     logger: JsonLogger
-    writer: GroupCommitWriter | None = None
+    writer: ProcessCommitWriter | None = None
     dagster_instance: object | None = None
     loop: asyncio.AbstractEventLoop | None = None  # the server's loop, known from the lifespan
 
@@ -114,7 +114,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        state.writer = GroupCommitWriter(inbox_path)
+        # Commits run in a child process with its own GIL (see inbox_process).
+        state.writer = ProcessCommitWriter(inbox_path)
         state.loop = asyncio.get_running_loop()
         log_event(
             state.logger,
@@ -127,7 +128,7 @@ def create_app(
         try:
             yield
         finally:
-            state.writer.close()
+            await state.writer.aclose()
             state.logger.flush()
 
     async def health(_request: Request) -> Response:

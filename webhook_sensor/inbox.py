@@ -465,6 +465,14 @@ class _Conn:
 _STOP = object()
 
 
+class BatchCommitter(Protocol):
+    """What the writer thread commits through: `Committer` here, `ProcessCommitter` in a child."""
+
+    def commit(self, records: list[InboxRecord]) -> list[tuple[bool | None, Exception | None]]: ...
+
+    def close(self) -> None: ...
+
+
 class GroupCommitWriter:
     """One writer thread; every delivery waiting when it wakes is committed in one transaction.
 
@@ -484,7 +492,7 @@ class GroupCommitWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: dict[asyncio.AbstractEventLoop, list] = {}  # per loop, not yet handed over
         self._closed = False
-        self._sink: BatchSink | None = None
+        self._committer = Committer(self.target)
         self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         self._thread.start()
 
@@ -526,12 +534,6 @@ class GroupCommitWriter:
                         _resolve_all, [(fut, None, InboxUnavailable("inbox closed"))]
                     )
 
-    def _open(self) -> BatchSink:
-        if self._sink is None:
-            # Creates the file/table if needed, or raises InboxUnavailable.
-            self._sink = open_inbox(self.target).open_writer()
-        return self._sink
-
     def _run(self) -> None:
         while True:
             items = self._queue.get()
@@ -551,8 +553,37 @@ class GroupCommitWriter:
             self._commit(batch)
             if stop:
                 break
-        if self._sink is not None:
-            self._sink.close()
+        self._committer.close()
+
+    def _commit(self, batch: list) -> None:
+        outcomes = self._committer.commit([rec for rec, _, _ in batch])
+        # One wake-up per event loop per batch, not one per delivery.
+        by_loop: dict = {}
+        for (_, loop, fut), (result, error) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((fut, result, error))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed: no one is waiting
+                loop.call_soon_threadsafe(_resolve_all, items)
+
+
+class Committer:
+    """Commits batches to one inbox target: in `GroupCommitWriter`'s thread, or in the child of
+    `inbox_process.ProcessCommitWriter` (what the receiver uses).
+
+    The store is opened on first use and reopened after a failure, so a transient problem heals
+    without a restart. A batch whose values the store refuses is retried record by record, so
+    only the record it cannot hold fails.
+    """
+
+    def __init__(self, target: InboxTarget) -> None:
+        self.target: InboxTarget = target if is_postgres_url(target) else Path(target)
+        self._sink: BatchSink | None = None
+
+    def _open(self) -> BatchSink:
+        if self._sink is None:
+            # Creates the file/table if needed, or raises InboxUnavailable.
+            self._sink = open_inbox(self.target).open_writer()
+        return self._sink
 
     def _drop_sink(self) -> None:
         if self._sink is not None:
@@ -560,6 +591,9 @@ class GroupCommitWriter:
             with contextlib.suppress(Exception):
                 self._sink.close()
             self._sink = None
+
+    def close(self) -> None:
+        self._drop_sink()
 
     def _write(self, records: list[InboxRecord]) -> tuple[list, list]:
         """(results, errors) per record; a failed write commits nothing of what it was given."""
@@ -571,8 +605,8 @@ class GroupCommitWriter:
             error = exc if isinstance(exc, InboxUnavailable) else InboxUnavailable(str(exc))
             return [None] * len(records), [error] * len(records)
 
-    def _commit(self, batch: list) -> None:
-        records = [rec for rec, _, _ in batch]
+    def commit(self, records: list[InboxRecord]) -> list[tuple[bool | None, Exception | None]]:
+        """(stored new?, error) per record, in order."""
         results, errors = self._write(records)
         if len(records) > 1 and isinstance(errors[0], InboxDataError):
             # Some record's values were refused: commit them one by one, so only that one fails.
@@ -586,13 +620,7 @@ class GroupCommitWriter:
                     break
                 results += result
                 errors += error
-        # One wake-up per event loop per batch, not one per delivery.
-        by_loop: dict = {}
-        for (_, loop, fut), result, error in zip(batch, results, errors, strict=True):
-            by_loop.setdefault(loop, []).append((fut, result, error))
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop has closed: no one is waiting
-                loop.call_soon_threadsafe(_resolve_all, items)
+        return list(zip(results, errors, strict=True))
 
 
 def _resolve_all(items: list) -> None:

@@ -1,4 +1,6 @@
-"""The inbox contract, run against both backends (SQLite file and a real PostgreSQL)."""
+"""The inbox contract, run against both backends (SQLite file and a real PostgreSQL), and the
+writer contract against both writers: `GroupCommitWriter` (commits in a thread) and
+`ProcessCommitWriter` (commits in a child process; what the receiver uses)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,11 @@ from webhook_sensor.inbox import (
     InboxUnavailable,
     is_postgres_url,
     open_inbox,
+)
+from webhook_sensor.inbox_process import ProcessCommitWriter
+
+WRITERS = pytest.mark.parametrize(
+    "writer_cls", [GroupCommitWriter, ProcessCommitWriter], ids=["thread", "process"]
 )
 
 
@@ -83,10 +90,11 @@ def test_consumed_marking_is_idempotent(inbox_target):
     inbox.check_writable()
 
 
-def test_two_writers_racing_on_the_same_ids_store_each_once(inbox_target):
+@WRITERS
+def test_two_writers_racing_on_the_same_ids_store_each_once(writer_cls, inbox_target):
     """Two writers (two connections, like two receiver processes) deliver the same 40 ids."""
     ids = [f"race{i}" for i in range(40)]
-    writers = [GroupCommitWriter(inbox_target), GroupCommitWriter(inbox_target)]
+    writers = [writer_cls(inbox_target), writer_cls(inbox_target)]
     results: dict[int, list[bool]] = {}
 
     def deliver(n: int) -> None:
@@ -143,9 +151,10 @@ def test_writers_opening_a_new_inbox_together_all_succeed(inbox_target, request,
         assert open_inbox(target).count() == 4
 
 
-def test_submit_returns_after_commit(inbox_target):
+@WRITERS
+def test_submit_returns_after_commit(writer_cls, inbox_target):
     """Once `submit` returns, another connection already sees the row (it was committed)."""
-    writer = GroupCommitWriter(inbox_target)
+    writer = writer_cls(inbox_target)
     other = open_inbox(inbox_target)
     try:
 
@@ -160,10 +169,11 @@ def test_submit_returns_after_commit(inbox_target):
         writer.close()
 
 
-def test_one_unstorable_record_fails_alone_not_its_whole_batch(inbox_target):
+@WRITERS
+def test_one_unstorable_record_fails_alone_not_its_whole_batch(writer_cls, inbox_target):
     """A value the store refuses (2**70 fits neither SQLite's nor PostgreSQL's INTEGER) used to
     fail the whole group commit: every delivery beside it got 503. Now only that one does."""
-    writer = GroupCommitWriter(inbox_target)
+    writer = writer_cls(inbox_target)
     other = open_inbox(inbox_target)
     try:
 
@@ -184,7 +194,8 @@ def test_one_unstorable_record_fails_alone_not_its_whole_batch(inbox_target):
     assert other.get("ok1").deliveries == 2
 
 
-def test_unreachable_inbox_is_unavailable_then_heals(inbox_target, request):
+@WRITERS
+def test_unreachable_inbox_is_unavailable_then_heals(writer_cls, inbox_target, request):
     """Writes fail with InboxUnavailable (the receiver's 503) and work once the store is back."""
     if is_postgres_url(inbox_target):
         cluster = request.getfixturevalue("postgres_cluster")
@@ -203,7 +214,7 @@ def test_unreachable_inbox_is_unavailable_then_heals(inbox_target, request):
     with pytest.raises(InboxUnavailable) as info:
         open_inbox(target)
     assert "secret" not in str(info.value)  # the URL's password never reaches a message
-    writer = GroupCommitWriter(target)
+    writer = writer_cls(target)
     try:
         with pytest.raises(InboxUnavailable):
             asyncio.run(writer.submit(rec("later")))
@@ -214,13 +225,14 @@ def test_unreachable_inbox_is_unavailable_then_heals(inbox_target, request):
     assert open_inbox(target).get("later") is not None
 
 
-def test_writer_outlives_an_event_loop_that_closed_mid_commit(tmp_path):
+@WRITERS
+def test_writer_outlives_an_event_loop_that_closed_mid_commit(writer_cls, tmp_path):
     """A caller's loop closing while its batch commits must not stop the writer for everyone."""
     import sqlite3
 
     target = tmp_path / "inbox.sqlite"
     open_inbox(target)  # create the file and table
-    writer = GroupCommitWriter(target)
+    writer = writer_cls(target)
     blocker = sqlite3.connect(target, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # the writer's next commit waits on this lock
     try:
