@@ -2,7 +2,7 @@
 
 Both run with real durability (SQLite WAL synchronous=FULL; PostgreSQL fsync=on and
 synchronous_commit=on). Write: `--concurrency` deliveries in flight at a time through
-`GroupCommitWriter` (the receiver's path; each resolves after its COMMIT), `--messages` in all,
+`ProcessCommitWriter` (the receiver's path; each resolves after its COMMIT), `--messages` in all,
 10% of them redeliveries. Read: the sensor's tick (pending batch of 100 + mark_consumed) until
 drained. PostgreSQL: QPIPE_BENCH_PG_URL (an empty database), else a throwaway local cluster
 (Debian's postgresql package). Last line: one JSON object with the figures.
@@ -26,12 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from webhook_sensor.inbox import (  # noqa: E402
-    GroupCommitWriter,
-    InboxRecord,
-    InboxTarget,
-    open_inbox,
-)
+from webhook_sensor.inbox import InboxRecord, InboxTarget, open_inbox  # noqa: E402
+from webhook_sensor.inbox_process import ProcessCommitWriter  # noqa: E402
 
 
 def _record(i: int) -> InboxRecord:
@@ -51,7 +47,7 @@ def _record(i: int) -> InboxRecord:
 
 async def _write(target: InboxTarget, n: int, concurrency: int) -> tuple[float, int]:
     ids = list(range(n)) + list(range(0, n, 10))  # 10% redeliveries
-    writer = GroupCommitWriter(target)
+    writer = ProcessCommitWriter(target)
     sem = asyncio.Semaphore(concurrency)
     new = 0
 
@@ -67,7 +63,7 @@ async def _write(target: InboxTarget, n: int, concurrency: int) -> tuple[float, 
         await asyncio.gather(*(one(i) for i in ids))
         return len(ids) / (time.perf_counter() - started), new
     finally:
-        writer.close()
+        await writer.aclose()
 
 
 def _drain(target: InboxTarget) -> float:

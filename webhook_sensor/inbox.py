@@ -3,20 +3,17 @@
 Two backends behind one interface (`InboxStore`), picked by `open_inbox(target)`: a SQLite file
 (WAL, synchronous=FULL; the default, under DAGSTER_HOME) or PostgreSQL when the target is a
 `postgresql://` URL (`webhook_sensor.inbox_postgres`). The receiver writes through
-`GroupCommitWriter`, which commits all deliveries waiting at that moment in one transaction
-(group commit) so throughput does not cost durability. The sensor reads and marks rows through
+`inbox_process.ProcessCommitWriter`, whose child process commits all deliveries waiting at that
+moment in one transaction (group commit) so throughput does not cost durability. The sensor reads and marks rows through
 the store. De-duplication is the UNIQUE message_id column.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -224,7 +221,7 @@ def _insert_sql(rows: int) -> str:
 
 def _json_strings(items: Sequence[str]) -> str:
     """`json.dumps(list(items))` for strings, without the encoder's Python-level dispatch: this
-    runs for every delivery on the writer thread while it holds the GIL."""
+    runs for every delivery in the writer."""
     return "[" + ", ".join(map(_quote, items)) + "]"
 
 
@@ -236,9 +233,8 @@ def _json_string_map(mapping: dict[str, str]) -> str:
 def _write_batch(db: sqlite3.Connection, records: Sequence[InboxRecord]) -> list[bool]:
     """Commit `records` in one transaction; True for each one stored new, False for a repeat.
 
-    One multi-row statement per 64 records rather than one per record: the writer thread then
-    takes the GIL a handful of times per batch instead of twice per row, which is what the event
-    loop serving requests on the other side of that lock feels under load.
+    One multi-row statement per 64 records rather than one per record: a handful of calls into
+    SQLite per batch instead of two per row.
     """
     now = time.time()
     db.execute("BEGIN IMMEDIATE")
@@ -462,113 +458,8 @@ class _Conn:
         self.db.close()
 
 
-_STOP = object()
-
-
-class BatchCommitter(Protocol):
-    """What the writer thread commits through: `Committer` here, `ProcessCommitter` in a child."""
-
-    def commit(self, records: list[InboxRecord]) -> list[tuple[bool | None, Exception | None]]: ...
-
-    def close(self) -> None: ...
-
-
-class GroupCommitWriter:
-    """One writer thread; every delivery waiting when it wakes is committed in one transaction.
-
-    `await writer.submit(record)` resolves only after the COMMIT (fsync) returns, so a 2xx sent
-    after it can never lose the message. Failures raise InboxUnavailable; the next batch retries
-    opening the database, so a transient problem heals without a restart. `target` is a SQLite
-    path or a postgresql:// URL (see `open_inbox`).
-
-    Records cross to the thread once per event-loop iteration, not once per delivery: waking a
-    thread blocked on a queue is a system call made while holding the GIL, and at thousands of
-    deliveries a second those wake-ups cost the event loop more than the records themselves.
-    """
-
-    def __init__(self, target: InboxTarget, max_batch: int = 256) -> None:
-        self.target: InboxTarget = target if is_postgres_url(target) else Path(target)
-        self.max_batch = max_batch
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._waiting: dict[asyncio.AbstractEventLoop, list] = {}  # per loop, not yet handed over
-        self._closed = False
-        self._committer = Committer(self.target)
-        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
-        self._thread.start()
-
-    async def submit(
-        self, record: InboxRecord, loop: asyncio.AbstractEventLoop | None = None
-    ) -> bool:
-        """Store `record`; True if new. `loop`: the caller's running loop, when it knows it
-        (asking asyncio costs a getpid() system call on every call)."""
-        loop = loop or asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
-        waiting = self._waiting.get(loop)
-        if waiting is None:
-            waiting = self._waiting[loop] = []
-            loop.call_soon(self._hand_over, loop)
-        waiting.append((record, loop, fut))
-        return await fut
-
-    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
-        items = self._waiting.pop(loop, [])
-        if self._closed:
-            closed = InboxUnavailable("inbox closed")
-            _resolve_all([(fut, None, closed) for _, _, fut in items])
-        elif items:
-            self._queue.put(items)
-
-    def close(self) -> None:
-        self._closed = True
-        self._queue.put(_STOP)
-        self._thread.join(timeout=10)
-        # Records handed over just after the stop marker: fail them, never leave them waiting.
-        while True:
-            try:
-                items = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            for _, loop, fut in () if items is _STOP else items:
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(
-                        _resolve_all, [(fut, None, InboxUnavailable("inbox closed"))]
-                    )
-
-    def _run(self) -> None:
-        while True:
-            items = self._queue.get()
-            if items is _STOP:
-                break
-            batch = list(items)
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is _STOP:
-                    stop = True
-                    break
-                batch += more
-            self._commit(batch)
-            if stop:
-                break
-        self._committer.close()
-
-    def _commit(self, batch: list) -> None:
-        outcomes = self._committer.commit([rec for rec, _, _ in batch])
-        # One wake-up per event loop per batch, not one per delivery.
-        by_loop: dict = {}
-        for (_, loop, fut), (result, error) in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(loop, []).append((fut, result, error))
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop has closed: no one is waiting
-                loop.call_soon_threadsafe(_resolve_all, items)
-
-
 class Committer:
-    """Commits batches to one inbox target: in `GroupCommitWriter`'s thread, or in the child of
-    `inbox_process.ProcessCommitWriter` (what the receiver uses).
+    """Commits batches to one inbox target (in the child of `inbox_process.ProcessCommitWriter`).
 
     The store is opened on first use and reopened after a failure, so a transient problem heals
     without a restart. A batch whose values the store refuses is retried record by record, so
@@ -621,14 +512,3 @@ class Committer:
                 results += result
                 errors += error
         return list(zip(results, errors, strict=True))
-
-
-def _resolve_all(items: list) -> None:
-    """Settle (future, result, error) triples: the error when there is one, else the result."""
-    for fut, result, error in items:
-        if fut.done():
-            continue
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(result)

@@ -1,14 +1,15 @@
 """The receiver's inbox writer: group commits in a child process with its own GIL.
 
-`GroupCommitWriter` commits in a thread of the receiver, and so shares its GIL: each SQLite (or
-psycopg) call re-takes the lock the event loop needs, and at thousands of deliveries a second the
-loop waits on it more than the writes themselves cost. `ProcessCommitWriter` keeps the same
-contract (`await submit(record)` resolves after the COMMIT; InboxUnavailable when it cannot
-store) but the event loop only pickles each loop iteration's records (plain tuples) down a pipe,
-and reads the answers back as loop I/O, with no thread to wake. The child runs the same
-`Committer` (synchronous=FULL for SQLite) and coalesces whatever has arrived into one
-transaction. Measured in session 5 beside a bare endpoint at 33-34k req/s on the same server: the
-thread writer stored 15.5k deliveries/s, this one 17.3-17.9k/s (`bench/receiver.py`).
+`await writer.submit(record)` resolves only after the COMMIT (synchronous=FULL for SQLite), so a
+2xx sent after it can never lose the message, and raises InboxUnavailable (a 503) when the
+message could not be stored. The event loop only pickles each loop iteration's records (plain
+tuples) down a pipe and reads the answers back as loop I/O; the child runs `inbox.Committer`
+and coalesces whatever has arrived into one transaction. Until session 5 the commits ran in a
+writer thread of the receiver, which shares its GIL: each SQLite (or psycopg) call re-took the
+lock the event loop needs. Side by side on one server, beside a bare endpoint at 33-34k req/s,
+that thread stored 15.5k deliveries/s and this child 17.3-17.9k/s (`bench/receiver.py`). Keeping
+the thread and moving only the SQLite calls into a child gained nothing: the extra wake-ups add
+latency, which a closed-loop sender feels as throughput.
 
 One child per event loop (the receiver has one). A child that dies fails its pending batch with
 InboxUnavailable (a 503: QStash redelivers, and de-duplication keeps the message once); the next

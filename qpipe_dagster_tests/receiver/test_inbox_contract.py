@@ -1,6 +1,5 @@
-"""The inbox contract, run against both backends (SQLite file and a real PostgreSQL), and the
-writer contract against both writers: `GroupCommitWriter` (commits in a thread) and
-`ProcessCommitWriter` (commits in a child process; what the receiver uses)."""
+"""The inbox contract, run against both backends (SQLite file and a real PostgreSQL), through
+the store and through the receiver's writer (`ProcessCommitWriter`, commits in a child)."""
 
 from __future__ import annotations
 
@@ -12,17 +11,12 @@ from pathlib import Path
 import pytest
 
 from webhook_sensor.inbox import (
-    GroupCommitWriter,
     InboxRecord,
     InboxUnavailable,
     is_postgres_url,
     open_inbox,
 )
 from webhook_sensor.inbox_process import ProcessCommitWriter
-
-WRITERS = pytest.mark.parametrize(
-    "writer_cls", [GroupCommitWriter, ProcessCommitWriter], ids=["thread", "process"]
-)
 
 
 def rec(mid: str, slug: str = "alpha", **kw) -> InboxRecord:
@@ -90,11 +84,10 @@ def test_consumed_marking_is_idempotent(inbox_target):
     inbox.check_writable()
 
 
-@WRITERS
-def test_two_writers_racing_on_the_same_ids_store_each_once(writer_cls, inbox_target):
+def test_two_writers_racing_on_the_same_ids_store_each_once(inbox_target):
     """Two writers (two connections, like two receiver processes) deliver the same 40 ids."""
     ids = [f"race{i}" for i in range(40)]
-    writers = [writer_cls(inbox_target), writer_cls(inbox_target)]
+    writers = [ProcessCommitWriter(inbox_target), ProcessCommitWriter(inbox_target)]
     results: dict[int, list[bool]] = {}
 
     def deliver(n: int) -> None:
@@ -151,10 +144,9 @@ def test_writers_opening_a_new_inbox_together_all_succeed(inbox_target, request,
         assert open_inbox(target).count() == 4
 
 
-@WRITERS
-def test_submit_returns_after_commit(writer_cls, inbox_target):
+def test_submit_returns_after_commit(inbox_target):
     """Once `submit` returns, another connection already sees the row (it was committed)."""
-    writer = writer_cls(inbox_target)
+    writer = ProcessCommitWriter(inbox_target)
     other = open_inbox(inbox_target)
     try:
 
@@ -169,11 +161,10 @@ def test_submit_returns_after_commit(writer_cls, inbox_target):
         writer.close()
 
 
-@WRITERS
-def test_one_unstorable_record_fails_alone_not_its_whole_batch(writer_cls, inbox_target):
+def test_one_unstorable_record_fails_alone_not_its_whole_batch(inbox_target):
     """A value the store refuses (2**70 fits neither SQLite's nor PostgreSQL's INTEGER) used to
     fail the whole group commit: every delivery beside it got 503. Now only that one does."""
-    writer = writer_cls(inbox_target)
+    writer = ProcessCommitWriter(inbox_target)
     other = open_inbox(inbox_target)
     try:
 
@@ -194,8 +185,7 @@ def test_one_unstorable_record_fails_alone_not_its_whole_batch(writer_cls, inbox
     assert other.get("ok1").deliveries == 2
 
 
-@WRITERS
-def test_unreachable_inbox_is_unavailable_then_heals(writer_cls, inbox_target, request):
+def test_unreachable_inbox_is_unavailable_then_heals(inbox_target, request):
     """Writes fail with InboxUnavailable (the receiver's 503) and work once the store is back."""
     if is_postgres_url(inbox_target):
         cluster = request.getfixturevalue("postgres_cluster")
@@ -214,7 +204,7 @@ def test_unreachable_inbox_is_unavailable_then_heals(writer_cls, inbox_target, r
     with pytest.raises(InboxUnavailable) as info:
         open_inbox(target)
     assert "secret" not in str(info.value)  # the URL's password never reaches a message
-    writer = writer_cls(target)
+    writer = ProcessCommitWriter(target)
     try:
         with pytest.raises(InboxUnavailable):
             asyncio.run(writer.submit(rec("later")))
@@ -225,14 +215,13 @@ def test_unreachable_inbox_is_unavailable_then_heals(writer_cls, inbox_target, r
     assert open_inbox(target).get("later") is not None
 
 
-@WRITERS
-def test_writer_outlives_an_event_loop_that_closed_mid_commit(writer_cls, tmp_path):
+def test_writer_outlives_an_event_loop_that_closed_mid_commit(tmp_path):
     """A caller's loop closing while its batch commits must not stop the writer for everyone."""
     import sqlite3
 
     target = tmp_path / "inbox.sqlite"
     open_inbox(target)  # create the file and table
-    writer = writer_cls(target)
+    writer = ProcessCommitWriter(target)
     blocker = sqlite3.connect(target, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # the writer's next commit waits on this lock
     try:
@@ -245,7 +234,7 @@ def test_writer_outlives_an_event_loop_that_closed_mid_commit(writer_cls, tmp_pa
             first.run_until_complete(task)
         first.close()
         blocker.execute("ROLLBACK")  # the commit goes through and answers a closed loop
-        # A dead writer thread would leave this waiting for ever: bound it.
+        # A writer stuck on the dead loop would leave this waiting for ever: bound it.
         assert asyncio.run(asyncio.wait_for(writer.submit(rec("after")), 15)) is True
     finally:
         blocker.close()
