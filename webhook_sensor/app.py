@@ -290,6 +290,14 @@ async def _deliver(state: ReceiverState, scope: Scope, receive: Receive, send: S
         log_event(log, logging.WARNING, "payload_rejected", message_id=message_id, detail=str(exc))
         payload = _json_bytes({"error": "invalid_payload", "detail": str(exc)})
         return await _reply(send, 489, payload, _NON_RETRYABLE_RAW)
+    if state.settings.public_seeds_only:
+        detail = _private_seed(msg.normalized.seed_urls)
+        if detail:
+            log_event(
+                log, logging.WARNING, "payload_rejected", message_id=message_id, detail=detail
+            )
+            payload = _json_bytes({"error": "invalid_payload", "detail": detail})
+            return await _reply(send, 489, payload, _NON_RETRYABLE_RAW)
     retried = headers.get(b"upstash-retried", b"0")
     schedule_id = headers.get(b"upstash-schedule-id")
     client = scope.get("client")
@@ -327,6 +335,21 @@ async def _deliver(state: ReceiverState, scope: Scope, receive: Receive, send: S
         f'{{"status":"{status}","message_id":{_quote(message_id)},"concept":{_quote(concept.slug)}}}'
         .encode("ascii"),
     )  # fmt: skip
+
+
+def _private_seed(urls: Sequence[str]) -> str | None:
+    """With QPIPE_CRAWL_PRIVATE_ADDRESSES=refuse: the first seed URL that is certainly not public
+    (an IP literal or a localhost name; other names are checked by the crawler's resolver)."""
+    from qpipe_dagster.crawl.addresses import seed_url_fault  # not paid unless the setting is on
+
+    for url in urls:
+        why = seed_url_fault(url)
+        if why:
+            return (
+                f"seed URL {url!r}: {why}; this receiver takes public addresses only"
+                " (QPIPE_CRAWL_PRIVATE_ADDRESSES=refuse)"
+            )
+    return None
 
 
 def _check_dagster(state: ReceiverState) -> None:

@@ -138,6 +138,15 @@ def inbox_target_from_env(env: Mapping[str, str]) -> Path | str:
     return Path(home).resolve() / "qpipe" / "inbox.sqlite"
 
 
+def _private_addresses_allowed(env: Mapping[str, str]) -> bool:
+    from qpipe_dagster.settings import SettingError, crawl_private_addresses_allowed
+
+    try:  # the crawler's own rule, so both read the variable alike
+        return crawl_private_addresses_allowed(env)
+    except SettingError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     current_signing_key: str = DEV_CURRENT_SIGNING_KEY
@@ -150,6 +159,9 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     rate_limit_per_s: float = 500.0
     using_dev_keys: bool = True
+    # QPIPE_CRAWL_PRIVATE_ADDRESSES=refuse: seed URLs on loopback/private IP literals get a 489
+    # here rather than refused rows at crawl time (names are checked by the crawler's resolver).
+    public_seeds_only: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -178,4 +190,5 @@ class Settings:
             max_body_bytes=env_bytes(env, "QPIPE_RECEIVER_MAX_BODY_BYTES", 1024 * 1024),
             rate_limit_per_s=env_finite(env, "QPIPE_RECEIVER_RATE_LIMIT", 500.0, 0.001),
             using_dev_keys=not current,
+            public_seeds_only=not _private_addresses_allowed(env),
         )

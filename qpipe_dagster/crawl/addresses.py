@@ -37,3 +37,18 @@ def address_fault(address: str) -> str | None:
         return None
     kind = next((words for attr, words in _KINDS if getattr(ip, attr)), None)
     return f"{ip} is {kind or 'not a public address'}"
+
+
+def seed_url_fault(url: str) -> str | None:
+    """Why a seed URL's host is certainly not public, decided without DNS: an IP literal of a
+    non-public range, or a `localhost` name (RFC 6761: always loopback). Other names are left to
+    the crawler's resolver, which checks what they resolve to."""
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:  # a malformed [IPv6] host: the URL rules name that elsewhere
+        return None
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"{host} is a loopback name"
+    return address_fault(host)

@@ -32,6 +32,7 @@ URL = "https://qpipe.example.com/api/qstash"
         ("QPIPE_RECEIVER_URL", "http:///api/qstash"),
         ("QPIPE_RECEIVER_URL", "http://[::1/api/qstash"),
         ("QPIPE_RECEIVER_URL", "https://q example.com/api/qstash"),
+        ("QPIPE_CRAWL_PRIVATE_ADDRESSES", "maybe"),
     ],
 )
 def test_unusable_settings_name_the_variable(name, value):
@@ -46,6 +47,8 @@ def test_usable_settings_still_parse():
     )  # fmt: skip
     assert (s.clock_tolerance_s, s.max_body_bytes, s.rate_limit_per_s) == (0, 2048, 0.5)
     assert s.receiver_url == URL + "/"
+    assert s.public_seeds_only is False  # the local default: make run's demo site is loopback
+    assert Settings.from_env({"QPIPE_CRAWL_PRIVATE_ADDRESSES": "refuse"}).public_seeds_only
 
 
 def test_rate_limit_bucket_refuses_a_non_finite_rate():
