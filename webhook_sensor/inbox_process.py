@@ -32,7 +32,7 @@ import pickle
 import select
 import subprocess
 import sys
-from pathlib import Path
+from collections.abc import Iterable
 
 from webhook_sensor.inbox import (
     Committer,
@@ -40,7 +40,6 @@ from webhook_sensor.inbox import (
     InboxRecord,
     InboxTarget,
     InboxUnavailable,
-    is_postgres_url,
 )
 
 _HEADER = 4
@@ -50,6 +49,24 @@ _OK, _UNAVAILABLE, _DATA = 0, 1, 2
 def _frame(obj: object) -> bytes:
     payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return len(payload).to_bytes(_HEADER, "big") + payload
+
+
+def _take_frames(buf: bytearray) -> list:
+    """Remove and decode every complete frame at the start of `buf`."""
+    frames = []
+    while len(buf) >= _HEADER:
+        size = int.from_bytes(buf[:_HEADER], "big")
+        if len(buf) < _HEADER + size:
+            break
+        frames.append(pickle.loads(buf[_HEADER : _HEADER + size]))
+        del buf[: _HEADER + size]
+    return frames
+
+
+def _fail_all(futures: Iterable[asyncio.Future], error: Exception) -> None:
+    for fut in futures:
+        if not fut.done():  # its request may have gone away (client disconnect, cancelled)
+            fut.set_exception(error)
 
 
 def _as_tuple(rec: InboxRecord) -> tuple:
@@ -65,14 +82,8 @@ class _Replies(asyncio.Protocol):
         self.buf = bytearray()
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        while len(buf) >= _HEADER:
-            size = int.from_bytes(buf[:_HEADER], "big")
-            if len(buf) < _HEADER + size:
-                break
-            reply = pickle.loads(buf[_HEADER : _HEADER + size])
-            del buf[: _HEADER + size]
+        self.buf += data
+        for reply in _take_frames(self.buf):
             self.channel.settle(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -121,10 +132,9 @@ class _Channel:
         if not items:
             return
         if self.broken or self.out is None or self.out.is_closing():
-            error = InboxUnavailable("the inbox writer process stopped")
-            for _, fut in items:
-                if not fut.done():
-                    fut.set_exception(error)
+            _fail_all(
+                (fut for _, fut in items), InboxUnavailable("the inbox writer process stopped")
+            )
             return
         self.inflight.append([fut for _, fut in items])
         self.out.write(_frame([_as_tuple(rec) for rec, _ in items]))
@@ -143,16 +153,11 @@ class _Channel:
         self.broken = True
         error = InboxUnavailable(why)
         while self.inflight:
-            for fut in self.inflight.popleft():
-                if not fut.done():
-                    fut.set_exception(error)
+            _fail_all(self.inflight.popleft(), error)
 
     def _end_input(self) -> None:
         self.broken = True
-        closed = InboxUnavailable("inbox closed")
-        for _, fut in self.waiting:
-            if not fut.done():
-                fut.set_exception(closed)
+        _fail_all((fut for _, fut in self.waiting), InboxUnavailable("inbox closed"))
         self.waiting = []
         if self.out is not None and not self.loop.is_closed():
             self.out.close()  # flushes what was written, then closes: the loop must keep running
@@ -186,7 +191,7 @@ class ProcessCommitWriter:
     after the COMMIT, and raises InboxUnavailable when the message could not be stored."""
 
     def __init__(self, target: InboxTarget) -> None:
-        self.target: InboxTarget = target if is_postgres_url(target) else Path(target)
+        self.target = target  # the child's Committer reads it as a path or a postgresql:// URL
         self._channels: dict[asyncio.AbstractEventLoop, _Channel] = {}
         self._closed = False
 
@@ -236,14 +241,9 @@ class ProcessCommitWriter:
 
 def _read_frames(fd: int, buf: bytearray) -> list | None:
     """Every frame that has arrived on fd, waiting for at least one; None at end of input."""
-    frames = []
+    frames: list = []
     while True:
-        while len(buf) >= _HEADER:
-            size = int.from_bytes(buf[:_HEADER], "big")
-            if len(buf) < _HEADER + size:
-                break
-            frames.append(pickle.loads(buf[_HEADER : _HEADER + size]))
-            del buf[: _HEADER + size]
+        frames += _take_frames(buf)
         if frames and not select.select([fd], [], [], 0)[0]:
             return frames
         chunk = os.read(fd, 1 << 20)

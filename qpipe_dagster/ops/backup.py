@@ -157,11 +157,7 @@ def run_backup(
 
 def apply_retention(target: BackupTarget, keep_days: int, *, now: datetime) -> list[str]:
     """Delete backups older than keep_days; the newest backup is always kept."""
-    if keep_days < 1:
-        raise BackupError(f"retention must be at least 1 day, got {keep_days}")
-    ids = target.list_ids()
-    cutoff = now - timedelta(days=keep_days)
-    doomed = [b for b in ids[:-1] if backup_time(b) < cutoff]
+    doomed = _past_retention(target.list_ids()[:-1], keep_days, now)
     for backup_id in doomed:
         target.delete(backup_id)
     return doomed
@@ -174,13 +170,17 @@ def sweep_incomplete(target: BackupTarget, keep_days: int, *, now: datetime) -> 
     stayed for good. Only ones past the retention window go: a backup that began within it may
     still be uploading.
     """
-    if keep_days < 1:
-        raise BackupError(f"retention must be at least 1 day, got {keep_days}")
-    cutoff = now - timedelta(days=keep_days)
-    doomed = [b for b in target.list_incomplete() if backup_time(b) < cutoff]
+    doomed = _past_retention(target.list_incomplete(), keep_days, now)
     for backup_id in doomed:
         target.delete(backup_id)
     return doomed
+
+
+def _past_retention(ids: list[str], keep_days: int, now: datetime) -> list[str]:
+    if keep_days < 1:
+        raise BackupError(f"retention must be at least 1 day, got {keep_days}")
+    cutoff = now - timedelta(days=keep_days)
+    return [b for b in ids if backup_time(b) < cutoff]
 
 
 def _verify_files(manifest: Manifest, folder: Path) -> None:
