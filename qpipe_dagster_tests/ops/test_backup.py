@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lancedb
 import pytest
+import time_machine
 
 from qpipe_dagster.ops import snapshot
 from qpipe_dagster.ops.backup import Sources, apply_retention, restore_backup, run_backup
@@ -197,14 +198,15 @@ def test_interrupted_backups_are_swept_once_past_retention(
 
     from qpipe_dagster.cli import main as cli_main
 
-    later = (now + timedelta(days=5)).strftime("%Y%m%d")
-    recent.rename(target.root / f".qpipe-{later}-010000.partial")  # fresh again
+    later = now + timedelta(days=5)
+    recent.rename(target.root / f".qpipe-{later:%Y%m%d}-010000.partial")  # fresh again
     (target.root / ".qpipe-20261112-030000.partial").mkdir()
-    code = cli_main(["backup", "--target", str(target.root), "--keep-days", "3"])
+    with time_machine.travel(later.replace(hour=3), tick=False):  # the CLI reads the wall clock
+        code = cli_main(["backup", "--target", str(target.root), "--keep-days", "3"])
     assert code == 0
     err = capsys.readouterr().err
     assert "interrupted backups removed (no manifest): qpipe-20261112-030000" in err
-    assert (target.root / f".qpipe-{later}-010000.partial").is_dir()
+    assert (target.root / f".qpipe-{later:%Y%m%d}-010000.partial").is_dir()
 
 
 def test_backup_is_consistent_while_writes_continue(filled: Path, tmp_path: Path) -> None:

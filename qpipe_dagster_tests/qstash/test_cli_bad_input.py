@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from qpipe_dagster.cli import main
+from qpipe_dagster.cli import qstash as cli_qstash
 from qpipe_dagster_tests.qstash.scripted import Answer, ScriptedServer, json_answer
 
 ENV = ("QSTASH_TOKEN", "QSTASH_URL", "QSTASH_CURRENT_SIGNING_KEY", "QPIPE_RECEIVER_URL")
@@ -92,12 +94,15 @@ def test_blank_receiver_url_env_means_the_default(
     local_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Old: '  ' was used as the URL ('missing an http:// or https:// protocol')."""
-    monkeypatch.setenv("QPIPE_RECEIVER_URL", "  ")
-    assert main(["submit", "x", "--retries", "0", "--receiver-url", "http://127.0.0.1:9/"]) == 2
-    capsys.readouterr()
-    monkeypatch.setenv("QPIPE_RECEIVER_URL", "  ")
-    assert main(["submit", "x", "--retries", "0"]) == 2
-    assert "http://127.0.0.1:8766/api/qstash" in capsys.readouterr().err
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        default = f"http://127.0.0.1:{closed.getsockname()[1]}/api/qstash"
+        monkeypatch.setattr(cli_qstash, "DEFAULT_RECEIVER_URL", default)
+        monkeypatch.setenv("QPIPE_RECEIVER_URL", "  ")
+        assert main(["submit", "x", "--retries", "0", "--receiver-url", default + "x"]) == 2
+        assert default + "x" in capsys.readouterr().err  # the option still wins
+        assert main(["submit", "x", "--retries", "0"]) == 2
+        assert default in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value", ["qstash.upstash.io", "http://[::1"])
