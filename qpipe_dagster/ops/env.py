@@ -241,14 +241,20 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     ),
     "BACKUP_S3_ENDPOINT": _url("http", "https"),
     "QPIPE_RECEIVER_URL": _receiver("QPIPE_RECEIVER_URL"),
-    "DAGSTER_PG_PORT": _int(1),
+    "DAGSTER_PG_PORT": _whole(1, 65_535),
     "QPIPE_RECEIVER_RATE_LIMIT": _receiver("QPIPE_RECEIVER_RATE_LIMIT"),
     "QPIPE_RECEIVER_CLOCK_TOLERANCE_S": _receiver("QPIPE_RECEIVER_CLOCK_TOLERANCE_S"),
     "QPIPE_RECEIVER_MAX_BODY_BYTES": _receiver("QPIPE_RECEIVER_MAX_BODY_BYTES"),
 }
 
 # Required per role in production (QPIPE_DEPLOY=prod).
-_PG = ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
+_PG = (
+    "DAGSTER_PG_HOST",
+    "DAGSTER_PG_PORT",
+    "DAGSTER_PG_USER",
+    "DAGSTER_PG_PASSWORD",
+    "DAGSTER_PG_DB",
+)
 PROD_REQUIRED: dict[str, tuple[str, ...]] = {
     "code-location": ("DAGSTER_HOME", *_PG, "WEAVIATE_URL"),
     "webserver": ("DAGSTER_HOME", *_PG),
@@ -266,6 +272,7 @@ PROD_REQUIRED: dict[str, tuple[str, ...]] = {
 _DESCRIPTIONS = {
     "DAGSTER_HOME": "the instance directory holding dagster.yaml",
     "DAGSTER_PG_HOST": "Postgres host for Dagster's run/event storage",
+    "DAGSTER_PG_PORT": "Postgres port read by deploy/dagster.prod.yaml (5432 for the compose service)",
     "DAGSTER_PG_USER": "Postgres user",
     "DAGSTER_PG_PASSWORD": "Postgres password",
     "DAGSTER_PG_DB": "Postgres database name",

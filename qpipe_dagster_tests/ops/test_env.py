@@ -13,6 +13,7 @@ PROD_OK = {
     "QPIPE_DEPLOY": "prod",
     "DAGSTER_HOME": "/opt/dagster/home",
     "DAGSTER_PG_HOST": "postgres",
+    "DAGSTER_PG_PORT": "5432",
     "DAGSTER_PG_USER": "dagster",
     "DAGSTER_PG_PASSWORD": "pw",
     "DAGSTER_PG_DB": "dagster",
