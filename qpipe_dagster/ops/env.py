@@ -256,7 +256,9 @@ _PG = (
     "DAGSTER_PG_DB",
 )
 PROD_REQUIRED: dict[str, tuple[str, ...]] = {
-    "code-location": ("DAGSTER_HOME", *_PG, "WEAVIATE_URL"),
+    # WEAVIATE_URL is optional: unset, the code location uses the local LanceDB store on its
+    # volume (QPIPE_LANCE_PATH), as on a laptop.
+    "code-location": ("DAGSTER_HOME", *_PG),
     "webserver": ("DAGSTER_HOME", *_PG),
     "daemon": ("DAGSTER_HOME", *_PG),
     "receiver": (
@@ -276,7 +278,6 @@ _DESCRIPTIONS = {
     "DAGSTER_PG_USER": "Postgres user",
     "DAGSTER_PG_PASSWORD": "Postgres password",
     "DAGSTER_PG_DB": "Postgres database name",
-    "WEAVIATE_URL": "the production vector store, e.g. http://weaviate:8080",
     "QSTASH_CURRENT_SIGNING_KEY": "from the Upstash console; without it the public dev key is used",
     "QSTASH_NEXT_SIGNING_KEY": "from the Upstash console (key rotation)",
     "QPIPE_RECEIVER_URL": "the public URL QStash delivers to (signatures are bound to it)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,31 @@ def test_values_that_used_to_crash_or_pass_are_named(name: str, value: str, why:
 def test_cron_validator_keeps_accepting_what_runs() -> None:
     for ok in ("0 0 29 2 *", "0 3 31 4 1", "5-1 3 * * *", "0 3 31 4-6 *", "0 3 10/05 * *"):
         assert cron_problem(ok) is None, ok
+
+
+def test_prod_code_location_runs_on_the_local_store_without_weaviate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Old: WEAVIATE_URL was required for the code role, so production could not use LanceDB."""
+    env = {k: v for k, v in PROD_OK.items() if k != "WEAVIATE_URL"}
+    assert env_problems("code-location", env) == []
+    proc = subprocess.run(
+        [sys.executable, "-m", "qpipe_dagster.ops.env", "--role", "code-location"],
+        env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    # and the code location's resources then open the local store, on the configured path
+    from qpipe_dagster.defs.resources import default_resources
+
+    lance = tmp_path / "state" / "vectors"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("WEAVIATE_URL", raising=False)
+    monkeypatch.setenv("QPIPE_LANCE_PATH", str(lance))
+    store = default_resources()["vector_store"].open("all-MiniLM-L6-v2", 384)
+    try:
+        assert type(store).__name__ == "LanceStore"
+    finally:
+        getattr(store, "close", lambda: None)()
+    assert lance.is_dir()
