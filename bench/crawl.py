@@ -52,7 +52,7 @@ def serve(pages: dict[str, bytes], latency_s: float) -> tuple[ThreadingHTTPServe
     routes = {"/": b"<html><body>" + index + b"</body></html>", **pages}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             time.sleep(latency_s)
             if self.path == "/robots.txt":
                 body, ctype, status = b"User-agent: *\nAllow: /\n", "text/plain", 200

@@ -80,7 +80,7 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _port_type(spec: PortSpec):  # noqa: ANN202 - an argparse `type`
+def _port_type(spec: PortSpec):  # an argparse `type`
     def parse(text: str) -> int:
         try:
             return whole_number(text, spec.lowest, 65_535)

@@ -42,7 +42,7 @@ class JsonLogger:
         self._pending: list[str] = []
         atexit.register(self.flush)
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - mirrors logging.Logger
+    def isEnabledFor(self, level: int) -> bool:  # mirrors logging.Logger
         return level >= self.level
 
     def event(self, level: int, event: str, **fields: object) -> None:

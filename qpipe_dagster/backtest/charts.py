@@ -9,8 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: assets run in worker processes without a display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 DPI = 80
 

@@ -51,7 +51,7 @@ def cpu_name() -> str:
 def gpu_status() -> tuple[str | None, str | None]:
     """(GPU name, None) when a CUDA device is usable through CuPy, else (None, reason)."""
     try:
-        import cupy  # noqa: F401
+        import cupy
     except Exception as exc:  # ImportError, or a CUDA library failing to load
         return None, f"CuPy not importable ({type(exc).__name__}: {exc})"
     try:

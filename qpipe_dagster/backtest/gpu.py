@@ -378,7 +378,7 @@ BYTES_PER_SET = 8 * 4 + 8 * N_METRICS * 3  # params + outputs (3 segments at mos
 
 
 @cache
-def _kernel():  # noqa: ANN202 - a cupy.RawKernel; CuPy is optional
+def _kernel():  # a cupy.RawKernel; CuPy is optional
     import cupy as cp
 
     source = (

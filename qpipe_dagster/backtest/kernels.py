@@ -130,7 +130,7 @@ def gain_loss_sums(close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, inline="always")
-def _var_add(val, nobs, mean, m2, comp, unstable):  # noqa: ANN001, ANN202
+def _var_add(val, nobs, mean, m2, comp, unstable):
     """vectorbt ``_add_var_nb`` (pandas' Kahan-compensated Welford step)."""
     prev_m2 = m2
     nobs += 1.0
@@ -146,7 +146,7 @@ def _var_add(val, nobs, mean, m2, comp, unstable):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, inline="always")
-def _var_remove(val, nobs, mean, m2, comp, unstable):  # noqa: ANN001, ANN202
+def _var_remove(val, nobs, mean, m2, comp, unstable):
     """vectorbt ``_remove_var_nb``."""
     prev_m2 = m2
     nobs -= 1.0

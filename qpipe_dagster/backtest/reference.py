@@ -81,7 +81,7 @@ def vectorbt_ma_crossover(
 VBT_DIRECTION = {"longonly": "longonly", "longshort": "both"}
 
 
-def _metrics(pf) -> dict[str, np.ndarray]:  # noqa: ANN001 - a vectorbt Portfolio
+def _metrics(pf) -> dict[str, np.ndarray]:  # a vectorbt Portfolio
     """The metrics the kernels report, as flat float64 arrays (one value per column)."""
     out = {
         "total_return": pf.total_return(),

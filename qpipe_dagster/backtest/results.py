@@ -67,7 +67,7 @@ def split_index(ts: np.ndarray, fraction: float | None, date: str | None) -> int
         return None
     if not math.isfinite(fraction) or not 0 < fraction < 1:  # NaN would fail in int()
         raise ValueError(f"split_fraction must be in (0, 1), got {fraction!r}")
-    return int(round(len(ts) * fraction))
+    return round(len(ts) * fraction)
 
 
 def _table(runs: list[GridRun], direction: str) -> pa.Table:

@@ -244,7 +244,7 @@ def split_bounds(n_bars: int, split: float | int | None, min_warmup: int = 0) ->
     if isinstance(split, float | np.floating):
         if not math.isfinite(split) or not 0 < split < 1:
             raise ValueError(f"in-sample fraction must be in (0, 1), got {split!r}")
-        s = int(round(n_bars * float(split)))
+        s = round(n_bars * float(split))
     else:
         s = int(split)
     if s < 2 or n_bars - s < 2:

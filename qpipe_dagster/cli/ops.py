@@ -91,7 +91,7 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_dagster_instance(env) -> object:  # noqa: ANN001 - Mapping[str, str] -> Check
+def check_dagster_instance(env) -> object:  # Mapping[str, str] -> Check
     """The Dagster instance's storage answers (SQLite here, Postgres in production)."""
     from qpipe_dagster.ops.doctor import FAIL, OK, Check
 

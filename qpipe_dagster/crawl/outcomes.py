@@ -25,11 +25,11 @@ from twisted.web.client import ResponseNeverReceived
 from qpipe_dagster.crawl.schema import SKIPPED_PREFIX
 
 __all__ = [
-    "ROBOTS_DISALLOWED",
-    "REDIRECT_LOOP",
     "CORRUPT_ENCODING",
     "MALFORMED_RESPONSE",
     "NO_RESPONSE",
+    "REDIRECT_LOOP",
+    "ROBOTS_DISALLOWED",
     "UNCRAWLABLE_REDIRECT",
     "UncrawlableRedirect",
     "describe_failure",

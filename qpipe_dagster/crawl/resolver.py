@@ -37,10 +37,10 @@ class _PublicOnly:
         self._passed = 0
         self._faults: list[str] = []
 
-    def resolutionBegan(self, resolution: Any) -> None:  # noqa: N802 - Twisted's interface
+    def resolutionBegan(self, resolution: Any) -> None:  # Twisted's interface
         self._receiver.resolutionBegan(resolution)
 
-    def addressResolved(self, address: Any) -> None:  # noqa: N802
+    def addressResolved(self, address: Any) -> None:
         fault = address_fault(getattr(address, "host", ""))
         if fault is None:
             self._passed += 1
@@ -48,7 +48,7 @@ class _PublicOnly:
         else:
             self._faults.append(fault)
 
-    def resolutionComplete(self) -> None:  # noqa: N802
+    def resolutionComplete(self) -> None:
         if not self._passed and self._faults:
             _REFUSED[self._host] = self._faults[0]
         self._receiver.resolutionComplete()
@@ -57,13 +57,13 @@ class _PublicOnly:
 class PublicAddressResolver(CachingHostnameResolver):
     """Scrapy's caching resolver, minus every loopback, private, link-local or reserved address."""
 
-    def resolveHostName(  # noqa: N802 - Twisted's interface
+    def resolveHostName(  # Twisted's interface
         self,
-        resolutionReceiver: Any,  # noqa: N803
-        hostName: str,  # noqa: N803
-        portNumber: int = 0,  # noqa: N803
-        addressTypes: Any = None,  # noqa: N803
-        transportSemantics: str = "TCP",  # noqa: N803
+        resolutionReceiver: Any,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Any = None,
+        transportSemantics: str = "TCP",
     ) -> Any:
         return super().resolveHostName(
             _PublicOnly(resolutionReceiver, hostName),

@@ -88,7 +88,7 @@ def _env_hours(name: str, default: float, env: Mapping[str, str]) -> float:
 # -- recrawl -----------------------------------------------------------------------------
 
 
-def last_crawled(instance, slug: str) -> "datetime | None":  # noqa: ANN001 - DagsterInstance
+def last_crawled(instance, slug: str) -> "datetime | None":  # DagsterInstance
     """When `crawled_pages` was last materialized for a concept (None: never)."""
     result = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey("crawled_pages"), asset_partitions=[slug]), limit=1
@@ -277,7 +277,7 @@ def _optional_int(name: str, minimum: int) -> int | None:
     description="Last 24 h: concepts processed, messages received/failed, cost-cap usage "
     "(MAX_CONCEPTS_PER_DAY, QSTASH_DAILY_LIMIT) and the top backtest results.",
 )
-def daily_ops_report(context) -> MaterializeResult:  # noqa: ANN001 - AssetExecutionContext
+def daily_ops_report(context) -> MaterializeResult:  # AssetExecutionContext
     from qpipe_dagster.defs.triggers import max_concepts_per_day
     from qpipe_dagster.ops.report import (
         BacktestBest,

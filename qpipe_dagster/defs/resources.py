@@ -71,7 +71,7 @@ class VectorStoreResource(ConfigurableResource):
     lance_path: str | None = None
     batch_size: int = Field(default=2000, ge=1)
 
-    def open(self, model: str, dim: int, *, create: bool = True):  # noqa: ANN201 - a VectorStore
+    def open(self, model: str, dim: int, *, create: bool = True):  # a VectorStore
         from qpipe_dagster.store.base import open_store
 
         return open_store(

@@ -139,7 +139,7 @@ class Encoder:
         return int(self.model.max_seq_length)
 
     @property
-    def tokenizer(self):  # noqa: ANN201 - a Hugging Face tokenizer
+    def tokenizer(self):  # a Hugging Face tokenizer
         return self.model.tokenizer
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -136,7 +136,7 @@ def sqlite_digest(db: sqlite3.Connection, table: str, order_by: str) -> tuple[in
     """(rows, sha256 over every row in key order); blobs are hashed as hex."""
     h = hashlib.sha256()
     n = 0
-    for row in db.execute(f"SELECT * FROM {table} ORDER BY {order_by}"):  # noqa: S608 - constants
+    for row in db.execute(f"SELECT * FROM {table} ORDER BY {order_by}"):  # constants
         values = [v.hex() if isinstance(v, bytes | memoryview) else v for v in row]
         h.update(json.dumps(values, default=str).encode() + b"\n")
         n += 1
@@ -157,7 +157,7 @@ def sqlite_rows(path: Path, component: str) -> int | None:
     try:
         if not _has_table(db, table):
             return None
-        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     finally:
         db.close()
 
@@ -179,8 +179,7 @@ def sqlite_table_rows(path: Path, component: str) -> dict[str, int]:
             ]
             quoted = {n: '"' + n.replace('"', '""') + '"' for n in names}
             return {
-                n: db.execute(f"SELECT COUNT(*) FROM {q}").fetchone()[0]  # noqa: S608
-                for n, q in quoted.items()
+                n: db.execute(f"SELECT COUNT(*) FROM {q}").fetchone()[0] for n, q in quoted.items()
             }
         finally:
             db.close()
@@ -210,7 +209,7 @@ def snapshot_sqlite(path: Path, component: str, out_dir: Path) -> Component | No
             counts: dict[str, int] = {}
             if group_by:
                 counts = dict(
-                    dst.execute(f"SELECT {group_by}, COUNT(*) FROM {table} GROUP BY {group_by}")  # noqa: S608
+                    dst.execute(f"SELECT {group_by}, COUNT(*) FROM {table} GROUP BY {group_by}")
                 )
         finally:
             dst.close()

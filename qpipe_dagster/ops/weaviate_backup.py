@@ -36,7 +36,7 @@ def _client(sources: Sources) -> Iterator[object]:
         client.close()  # type: ignore[attr-defined]
 
 
-def _storage(sources: Sources):  # noqa: ANN202
+def _storage(sources: Sources):
     from weaviate.backup.backup import BackupStorage
 
     try:
@@ -48,7 +48,7 @@ def _storage(sources: Sources):  # noqa: ANN202
         ) from None
 
 
-def _collection_digest(client, name: str) -> tuple[int, str, dict[str, int]]:  # noqa: ANN001
+def _collection_digest(client, name: str) -> tuple[int, str, dict[str, int]]:
     col = client.collections.get(name)
     pairs = []
     concepts: Counter[str] = Counter()
@@ -59,7 +59,7 @@ def _collection_digest(client, name: str) -> tuple[int, str, dict[str, int]]:  #
     return len(pairs), h.hexdigest(), dict(concepts)
 
 
-def _qpipe_collections(client) -> list[str]:  # noqa: ANN001
+def _qpipe_collections(client) -> list[str]:
     return sorted(
         n for n in client.collections.list_all(simple=True) if n.startswith(COLLECTION_PREFIX)
     )

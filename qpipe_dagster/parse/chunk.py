@@ -275,7 +275,7 @@ def _plain_backend(tokenizer: Any) -> Any | None:
         plain = Tokenizer.from_str(backend.to_str())
         plain.no_truncation()
         plain.no_padding()
-    except Exception:  # noqa: BLE001 - any odd backend: use the public __call__ path instead
+    except Exception:  # any odd backend: use the public __call__ path instead
         return None
     return plain
 

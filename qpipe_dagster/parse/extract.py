@@ -217,7 +217,7 @@ def _fallback_text(tree: HtmlElement) -> str:
 def _run_trafilatura(tree: HtmlElement, url: str, fast: bool) -> str:
     try:
         text = trafilatura.extract(tree, url=url, fast=fast, **_TRAFILATURA_OPTIONS)
-    except Exception:  # noqa: BLE001 - third-party parser on hostile input: fall back instead
+    except Exception:  # third-party parser on hostile input: fall back instead
         return ""
     return text or ""
 
@@ -252,7 +252,7 @@ def extract_article(html: str | bytes, url: str, declared_encoding: str | None =
     """
     try:
         return _extract(html, url, declared_encoding)
-    except Exception as exc:  # noqa: BLE001 - contract: a bad page must not stop a batch
+    except Exception as exc:  # contract: a bad page must not stop a batch
         return _failed(f"extraction failed: {type(exc).__name__}: {exc}")
 
 

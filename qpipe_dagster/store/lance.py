@@ -347,7 +347,7 @@ class LanceStore:
         return rows.combine_chunks()
 
 
-def _table_names(db) -> list[str]:  # noqa: ANN001 - a lancedb connection
+def _table_names(db) -> list[str]:  # a lancedb connection
     """Every table of a LanceDB connection (list_tables may page; table_names is deprecated)."""
     names: list[str] = []
     token = None

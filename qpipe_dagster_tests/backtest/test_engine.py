@@ -31,7 +31,7 @@ def test_bad_env_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_bad_backend_argument_is_named() -> None:
-    with pytest.raises(ValueError, match="backend must be one of .* got 'fpga'"):
+    with pytest.raises(ValueError, match=r"backend must be one of .* got 'fpga'"):
         run_ma_sweep(CLOSE, FAST, SLOW, backend="fpga", periods_per_year=8760)
 
 

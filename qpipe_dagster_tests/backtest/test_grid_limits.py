@@ -43,9 +43,9 @@ def test_grid_over_the_limit_is_refused_with_its_count(make, message: str) -> No
 
 
 def test_grids_up_to_the_limit_and_a_raised_limit_still_build() -> None:
-    fast, slow = ma_crossover_grid(range(1, 1415), range(1, 1415))
+    fast, _slow = ma_crossover_grid(range(1, 1415), range(1, 1415))
     assert fast.size == 1413 * 1414 // 2 <= 1_000_000
-    fast, slow = ma_crossover_grid(range(1, 1416), range(1, 1416), max_sets=2_000_000)
+    fast, _slow = ma_crossover_grid(range(1, 1416), range(1, 1416), max_sets=2_000_000)
     assert fast.size == 1_000_405
 
 

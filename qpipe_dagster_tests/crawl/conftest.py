@@ -65,7 +65,7 @@ class Site:
 
 def _handler_for(site: Site) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        def do_GET(self) -> None:  # http.server API
             with site.lock:
                 site.hits[self.path] += 1
                 n = site.hits[self.path]

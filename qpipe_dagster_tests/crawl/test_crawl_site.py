@@ -323,8 +323,17 @@ def test_sigterm_keeps_every_accepted_row(tmp_path: Path) -> None:
     fast = json.dumps({"autothrottle": False, "concurrency_per_domain": 2, "retries": 0})
     with serve(routes) as site:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "qpipe_dagster.crawl.runner", "--seed", site.url("/")]
-            + ["--out", str(out), "--settings-json", fast],
+            [
+                sys.executable,
+                "-m",
+                "qpipe_dagster.crawl.runner",
+                "--seed",
+                site.url("/"),
+                "--out",
+                str(out),
+                "--settings-json",
+                fast,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -72,7 +72,7 @@ def stack(
 
 
 @pytest.fixture
-def page(chromium: str, stack: DevStack):  # noqa: ANN201 - playwright.sync_api.Page
+def page(chromium: str, stack: DevStack):  # playwright.sync_api.Page
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

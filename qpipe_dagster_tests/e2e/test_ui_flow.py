@@ -19,10 +19,10 @@ import pytest
 pytest.importorskip(
     "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
 )
-from playwright.sync_api import Page, expect  # noqa: E402
+from playwright.sync_api import Page, expect
 
-from qpipe_dagster_tests.e2e import ui  # noqa: E402
-from qpipe_dagster_tests.e2e.stack import REPO, DevStack  # noqa: E402
+from qpipe_dagster_tests.e2e import ui
+from qpipe_dagster_tests.e2e.stack import REPO, DevStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -169,7 +169,7 @@ def _submit(stack: DevStack, concept: str) -> str:
     return reply["message_id"]
 
 
-def _wait_for_run_row(page: Page, ui_url: str, message_id: str, timeout_s: float):  # noqa: ANN202
+def _wait_for_run_row(page: Page, ui_url: str, message_id: str, timeout_s: float):
     """Reload the Runs page until a run tagged with this message id is listed; return its row.
 
     The runs list is a grid of divs, so the row is the innermost element that holds both the

@@ -171,7 +171,7 @@ def test_find_price_file_variants(tmp_path: Path) -> None:
     (tmp_path / "BTC_USD_hourly.csv").write_text("x")
     assert find_price_file("btc-usd", tmp_path).name == "BTC_USD_hourly.csv"
     assert find_price_file("ETH_USD", tmp_path).name == "ETH-USD.parquet"
-    with pytest.raises(PriceFileError, match="no price file for 'SOL-USD'.*found: .*BTC_USD.csv"):
+    with pytest.raises(PriceFileError, match=r"no price file for 'SOL-USD'.*found: .*BTC_USD.csv"):
         find_price_file("SOL-USD", tmp_path)
     with pytest.raises(PriceFileError, match="invalid symbol"):
         find_price_file("../etc", tmp_path)

@@ -115,7 +115,7 @@ def test_tampered_content_with_matching_checksum_is_refused(filled: Path, tmp_pa
     inbox.sha256 = sha256_file(folder / "inbox.sqlite")  # forge the file checksum only
     m.write(folder)
     shutil.rmtree(filled / "qpipe")
-    with pytest.raises(BackupError, match="inbox: snapshot holds 3 rows .* digest does not match"):
+    with pytest.raises(BackupError, match=r"inbox: snapshot holds 3 rows .* digest does not match"):
         restore_backup(backup_id, sources, target)
     assert not sources.inbox_path.exists()
 

@@ -29,18 +29,18 @@ def backed_up(dagster_home: Path, tmp_path: Path) -> tuple[str, LocalTarget]:
     return backup_id, target
 
 
-def _edit_manifest(target: LocalTarget, backup_id: str, edit) -> None:  # noqa: ANN001
+def _edit_manifest(target: LocalTarget, backup_id: str, edit) -> None:
     path = target.root / backup_id / MANIFEST_NAME
     data = json.loads(path.read_text())
     edit(data)
     path.write_text(json.dumps(data))
 
 
-def _add(component: dict):  # noqa: ANN202
+def _add(component: dict):
     return lambda d: d["components"].append(component)
 
 
-def _set(index: int, **fields):  # noqa: ANN202
+def _set(index: int, **fields):
     return lambda d: d["components"][index].update(fields)
 
 

@@ -59,7 +59,7 @@ def test_s3_round_trip_and_refusals(dagster_home: Path, s3_env: dict[str, str]) 
     key = f"nightly/{result.backup_id}/concepts.sqlite"
     target._client.put_object(Bucket="qpipe-backups", Key=key, Body=b"garbage")
     shutil.rmtree(dagster_home / "qpipe")
-    with pytest.raises(BackupError, match="checksum mismatch for concepts.sqlite"):
+    with pytest.raises(BackupError, match=r"checksum mismatch for concepts.sqlite"):
         restore_backup(result.backup_id, sources, target)
     assert not sources.inbox_path.exists()
 

@@ -71,7 +71,7 @@ def weaviate_meta() -> Iterator[tuple[str, list[str | None]]]:
     seen: list[str | None] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             seen.append(self.headers.get("Authorization"))
             body = json.dumps({"version": "1.30.0", "modules": {"backup-filesystem": {}}}).encode()
             self.send_response(200)
@@ -80,7 +80,7 @@ def weaviate_meta() -> Iterator[tuple[str, list[str | None]]]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -122,7 +122,7 @@ def test_bad_truncation_in_the_active_model_file_names_the_file(
 ) -> None:
     """Old code: {"truncate_dim": "abc"} reached the encoder and died comparing str < int."""
     active_model_file().write_text(json.dumps({"name": "all-MiniLM-L6-v2", "truncate_dim": dim}))
-    with pytest.raises(ValueError, match="active_model.json is not a valid model choice"):
+    with pytest.raises(ValueError, match=r"active_model.json is not a valid model choice"):
         active_model()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -47,14 +48,14 @@ def test_packs_whole_sentences_within_limit(tokenizer: Any) -> None:
     for chunk in chunks:
         assert chunk.text.startswith("Sentence ") and chunk.text.endswith("markets.")
     # no overlap: consecutive chunks are disjoint
-    assert all(a.char_end <= b.char_start for a, b in zip(chunks, chunks[1:], strict=False))
+    assert all(a.char_end <= b.char_start for a, b in itertools.pairwise(chunks))
 
 
 def test_overlap_in_tokens(tokenizer: Any) -> None:
     chunker = Chunker(tokenizer, max_tokens=60, overlap_tokens=20)
     chunks = chunker.chunk(PROSE)
     _check_invariants(tokenizer, chunker, PROSE, chunks)
-    for prev, nxt in zip(chunks, chunks[1:], strict=False):
+    for prev, nxt in itertools.pairwise(chunks):
         assert nxt.char_start < prev.char_end, "consecutive chunks must overlap"
         shared = PROSE[nxt.char_start : prev.char_end]
         assert 0 < len(_model_tokens(tokenizer, shared)) <= 20
@@ -165,7 +166,7 @@ def test_sentence_spans() -> None:
 @settings(max_examples=25, deadline=None)
 @given(
     text=st.lists(
-        st.sampled_from(list("abc xyz.!?\n日本。é-") + ["word ", "token. ", "liquidity "]),
+        st.sampled_from([*"abc xyz.!?\n日本。é-", "word ", "token. ", "liquidity "]),
         max_size=300,
     ).map("".join),
     max_tokens=st.integers(min_value=4, max_value=40),

@@ -39,7 +39,7 @@ def test_missing_partition_reads_none(tmp_path) -> None:
     assert read_table(tmp_path / "nothing") is None
 
 
-def _two_part_folder(tmp_path):  # noqa: ANN001, ANN202
+def _two_part_folder(tmp_path):
     table = pa.table({"blob": [os.urandom(10_000) for _ in range(300)]})
     write_table(table, tmp_path / "parsed_pages" / "demo")
     return tmp_path / "parsed_pages" / "demo"

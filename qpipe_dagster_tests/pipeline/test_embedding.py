@@ -133,7 +133,7 @@ def test_odd_but_valid_texts_embed_to_unit_vectors() -> None:
 def test_truncate_dim_larger_than_the_model_is_refused() -> None:
     """Old code: truncate_dim 1000 on a 384-dim model gave 384-dim vectors stored under the
     model id 'all-MiniLM-L6-v2@1000' - a second collection of the same vectors."""
-    with pytest.raises(EmbeddingError, match="truncate_dim 1000 is larger than .* 384 dimensions"):
+    with pytest.raises(EmbeddingError, match=r"truncate_dim 1000 is larger than .* 384 dimensions"):
         _ = Encoder(truncate_dim=1000).dim
     assert Encoder(truncate_dim=384).dim == 384
     for bad in (True, 2.5, "256"):

@@ -25,7 +25,7 @@ def test_default_then_persisted_then_env_pin(dagster_home: Path, monkeypatch) ->
 def test_corrupt_choice_names_the_file(dagster_home: Path, monkeypatch) -> None:
     monkeypatch.delenv("QPIPE_EMBED_MODEL", raising=False)
     active_model_file().write_text("{not json")
-    with pytest.raises(ValueError, match="active_model.json"):
+    with pytest.raises(ValueError, match=r"active_model.json"):
         active_model()
 
 

@@ -13,7 +13,7 @@ from qpipe_dagster.store import open_store
 from qpipe_dagster_tests.store.store_testdata import make_objects
 
 
-def _run(table, store_dir: Path):  # noqa: ANN001, ANN202
+def _run(table, store_dir: Path):
     with build_asset_context(partition_key="alpha") as ctx:
         return weaviate_objects(
             ctx,

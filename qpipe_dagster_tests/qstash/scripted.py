@@ -75,7 +75,7 @@ def scripted() -> Iterator[ScriptedServer]:
 
         do_GET = do_POST = do_DELETE = do_PUT = _answer
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -233,7 +233,7 @@ def _qpipe(*args: str) -> subprocess.Popen:
 def test_invalid_receiver_url_exits_2_without_traceback() -> None:
     """Old: httpx.InvalidURL traceback, exit 1."""
     proc = _qpipe("submit", "x", "--receiver-url", "http://[::1")
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "Traceback" not in err
     assert "argument --receiver-url" in err
 
@@ -249,6 +249,6 @@ def test_ctrl_c_during_retries_exits_130_in_one_line(scripted: ScriptedServer) -
     assert len(scripted.seen) == 1
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "qpipe: interrupted" and "Traceback" not in err

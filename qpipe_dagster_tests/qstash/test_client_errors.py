@@ -137,7 +137,7 @@ def test_timeout_says_it_timed_out(scripted: ScriptedServer) -> None:
     """Old: 'cannot reach QStash ...: timed out', as if the host were down."""
     scripted.queue(Answer(200, b"{}", stall_s=1.0), Answer(200, b"{}", stall_s=1.0))
     client = _client(scripted, max_retries=1, timeout_s=0.3)
-    with client, pytest.raises(QStashError, match="did not answer within 0.3s \\(2 attempt"):
+    with client, pytest.raises(QStashError, match=r"did not answer within 0.3s \(2 attempt"):
         client.publish_json(DEST, {"concept": "x"})
 
 

@@ -65,7 +65,7 @@ def test_local_submit_rejects_bad_input_before_sending(tmp_path, no_qstash_env, 
 
 
 def test_local_submit_with_wrong_keys_retries_then_fails_clearly(live_receiver, no_qstash_env):
-    with pytest.raises(DeliveryError, match="401.*bad_signature") as exc:
+    with pytest.raises(DeliveryError, match=r"401.*bad_signature") as exc:
         deliver_locally(live_receiver.url, b'{"concept": "x"}', signing_key="sig_" + "z" * 28,
                         retries=2, backoff_s=0.01)  # fmt: skip
     assert "not accepted after 3 attempt(s)" in str(exc.value)

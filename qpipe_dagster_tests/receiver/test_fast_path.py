@@ -266,7 +266,7 @@ def test_client_gone_mid_body_stores_nothing_and_is_counted(tmp_path):
 
 def test_unexpected_failure_is_a_retryable_500_with_a_log_line(tmp_path, capfd):
     """Without its lifespan the receiver has no inbox writer: a bug-class failure, not a 4xx."""
-    server, rcv = start_receiver(tmp_path)
+    _server, rcv = start_receiver(tmp_path)
     port = int(rcv.base.rsplit(":", 1)[1])
     srv = uvicorn.Server(
         uvicorn.Config(create_app(rcv.settings), port=port, log_level="warning", lifespan="off")

@@ -132,7 +132,7 @@ def test_writers_opening_a_new_inbox_together_all_succeed(inbox_target, request,
             try:
                 gate.wait(timeout=30)
                 open_inbox(target).append(rec(f"open{i}"))
-            except BaseException as exc:  # noqa: BLE001 - reported below, with its round
+            except BaseException as exc:  # reported below, with its round
                 errors.append(exc)
 
         threads = [threading.Thread(target=open_and_write, args=(i,)) for i in range(4)]

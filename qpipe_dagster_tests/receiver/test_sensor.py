@@ -183,7 +183,7 @@ def test_batches_are_bounded(dagster_home, instance, inbox_target):
 
 def test_unreadable_cursor_is_a_clear_error(dagster_home, instance, inbox_target):
     sensor = build_qstash_inbox_sensor(inbox_path=inbox_target)
-    with pytest.raises(Exception, match="cursor .* is not readable"):
+    with pytest.raises(Exception, match=r"cursor .* is not readable"):
         tick(sensor, instance, "garbage")
 
 

@@ -213,7 +213,7 @@ FIXED_NOW = 1_795_000_000  # a fixed signing and checking instant for the claim-
         "nbf-string",
         "iat-list",
         "expired",
-    ],  # fmt: skip
+    ],
 )
 def test_time_claims_must_be_numbers(claims, verdict):
     """The verifier's integer fast path decides exactly as the full claim checks."""

@@ -395,7 +395,7 @@ def test_read_only_open_creates_nothing(backend) -> None:
         )
     else:
         kw.update(lance_path=backend.location)
-    with pytest.raises(VectorStoreError, match="no local vector store|has no collection"):
+    with pytest.raises(VectorStoreError, match=r"no local vector store|has no collection"):
         open_store(**kw)
     backend.open(model="other").upsert(make_objects("alpha", 3, DIM))
     with pytest.raises(VectorStoreError, match=r"has no collection .*readonly") as info:

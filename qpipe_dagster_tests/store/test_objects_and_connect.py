@@ -68,7 +68,7 @@ def test_weaviate_bad_urls() -> None:
 
 
 @pytest.mark.parametrize("blank", ["", "  "])
-def test_blank_lance_path_means_the_default(dagster_home, tmp_path, monkeypatch, blank) -> None:  # noqa: ANN001
+def test_blank_lance_path_means_the_default(dagster_home, tmp_path, monkeypatch, blank) -> None:
     """VectorStoreResource(lance_path='') from the launchpad: old code opened Path('') - the
     working directory - and wrote the store there."""
     cwd = tmp_path / "cwd"
