@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-__all__ = ["CRAWLED_PAGES_SCHEMA", "SKIPPED_PREFIX"]
+__all__ = ["CRAWLED_PAGES_SCHEMA", "SKIPPED_PREFIX", "empty_crawl_reason"]
 
 SKIPPED_PREFIX = "skipped: "
 """`error` values starting with this mark deliberate skips (non-HTML, too large)."""
@@ -27,3 +27,20 @@ CRAWLED_PAGES_SCHEMA: pa.Schema = pa.schema(
         pa.field("error", pa.string()),  # null on success; short reason otherwise
     ]
 )
+
+
+def empty_crawl_reason(table: pa.Table, *, examples: int = 3) -> str:
+    """Why a crawl fetched no page, for the failed run's message: the commonest row errors.
+
+    A run that stored 0 pages used to end green; the blocking `crawl_not_empty` check fails
+    it with this text, so the reason (e.g. a refused private address) is on the run itself.
+    """
+    if table.num_rows == 0:
+        return "no page was fetched: the crawl requested no URL"
+    counts: dict[str, int] = {}
+    for error in table.column("error").to_pylist():
+        counts[error or "no error"] = counts.get(error or "no error", 0) + 1
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:examples]
+    listed = "; ".join(f"{n} x {error}" for error, n in top)
+    more = f" (and {len(counts) - examples} other errors)" if len(counts) > examples else ""
+    return f"no page was fetched: {table.num_rows} URLs requested, {listed}{more}"

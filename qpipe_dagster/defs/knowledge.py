@@ -26,7 +26,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from qpipe_dagster.crawl.schema import CRAWLED_PAGES_SCHEMA
+from qpipe_dagster.crawl.schema import CRAWLED_PAGES_SCHEMA, empty_crawl_reason
 from qpipe_dagster.defs.io import partition_folder
 from qpipe_dagster.defs.partitions import concepts_partitions
 from qpipe_dagster.defs.resources import (
@@ -184,7 +184,9 @@ class CrawlConfig(Config):
         AssetCheckSpec(
             "crawl_not_empty",
             asset="crawled_pages",
-            description="At least one seed or linked page was fetched without an error.",
+            description="At least one seed or linked page was fetched without an error. "
+            "Blocking: a crawl that fetched nothing fails the run with the rows' errors.",
+            blocking=True,
         )
     ],
     description="Raw pages crawled with Scrapy from the concept's seed URLs (same-site links, "
@@ -252,9 +254,17 @@ def crawled_pages(
     yield AssetCheckResult(
         check_name="crawl_not_empty",
         passed=ok > 0,
+        severity=AssetCheckSeverity.ERROR,  # blocking + ERROR: the step, so the run, fails
         metadata={"pages_ok": ok, "pages_total": table.num_rows},
-        description="at least one page was fetched successfully",
+        description=(
+            f"{ok} of {table.num_rows} pages fetched" if ok else empty_crawl_reason(table)
+        ),
     )
+    if not ok:  # Dagster's own blocking error names the check but not why: say it on the run
+        raise Failure(
+            description=f"crawl_not_empty failed for concept {concept.slug!r}: "
+            f"{empty_crawl_reason(table)}. The rows are stored in crawled_pages for inspection."
+        )
 
 
 class ParseConfig(Config):
