@@ -50,6 +50,9 @@ def test_prod_instance_runs_a_job_on_postgres(
     with DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert _storage_url(instance).startswith("postgresql+psycopg2://")
+        pools = instance.get_concurrency_config().pool_config  # backtest steps only: see
+        assert pools.pool_granularity.value == "op"  # launcher/test_gpu_pool.py
+        assert pools.default_pool_limit == 1
         result = materialize([answer], instance=instance)
         assert result.success
         run_id = result.run_id
