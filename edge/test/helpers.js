@@ -10,7 +10,7 @@ import worker from "../src/index.js";
 
 export const EDGE_TOKEN = "test-edge-token";
 export const QSTASH_TOKEN = "test-qstash-token";
-export const RECEIVER = "https://qpipe.example.com/webhook/qstash";
+export const RECEIVER = "https://qpipe.example.com/api/qstash";
 export const QSTASH_BATCH = "https://qstash.upstash.io/v2/batch";
 
 /** Test env: the wrangler.toml vars plus fast retries and no discovery sources. */
