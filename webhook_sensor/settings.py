@@ -14,6 +14,13 @@ from qpipe_dagster.paths import qpipe_home
 # no keys are configured, so `qpipe submit` works locally with no account.
 DEV_CURRENT_SIGNING_KEY = "sig_7RvLjqfZBvP5KEUimQCE1pvpLuou"
 DEV_NEXT_SIGNING_KEY = "sig_7W3ZNbfKWk5NWwEs3U4ixuQ7fxwE"
+# What a blank key means, said the same way by the start-up check and the receiver itself.
+PROD_NEEDS_SIGNING_KEYS = (
+    "QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY are blank and QPIPE_DEPLOY=prod: "
+    "the receiver refuses to start (the public dev keys, used only outside production, would "
+    "let anyone sign deliveries). Copy both from the Upstash console (QStash > Signing Keys) "
+    "into .env"
+)
 DEFAULT_RECEIVER_URL = "http://127.0.0.1:8766/api/qstash"
 
 
@@ -172,6 +179,9 @@ class Settings:
             raise SettingsError(
                 "QSTASH_NEXT_SIGNING_KEY is set but QSTASH_CURRENT_SIGNING_KEY is not"
             )
+        if not current and env.get("QPIPE_DEPLOY", "").strip() == "prod":
+            # the public dev keys would let anyone sign deliveries: never in production
+            raise SettingsError(PROD_NEEDS_SIGNING_KEYS)
         url = env.get("QPIPE_RECEIVER_URL", "").strip() or DEFAULT_RECEIVER_URL
         if not url.startswith(("http://", "https://")):
             raise SettingsError(f"QPIPE_RECEIVER_URL={url!r} must be an http(s) URL")

@@ -278,8 +278,10 @@ _DESCRIPTIONS = {
     "DAGSTER_PG_USER": "Postgres user",
     "DAGSTER_PG_PASSWORD": "Postgres password",
     "DAGSTER_PG_DB": "Postgres database name",
-    "QSTASH_CURRENT_SIGNING_KEY": "from the Upstash console; without it the public dev key is used",
-    "QSTASH_NEXT_SIGNING_KEY": "from the Upstash console (key rotation)",
+    "QSTASH_CURRENT_SIGNING_KEY": "copy it from the Upstash console (QStash > Signing Keys); "
+    "production refuses to start without it (the public dev key is used only outside prod)",
+    "QSTASH_NEXT_SIGNING_KEY": "copy it from the Upstash console (QStash > Signing Keys; key "
+    "rotation); production refuses to start without it",
     "QPIPE_RECEIVER_URL": "the public URL QStash delivers to (signatures are bound to it)",
 }
 
