@@ -1,30 +1,58 @@
-"""IO manager that stores asset outputs (pyarrow Tables) as Arrow IPC parts under DAGSTER_HOME."""
+"""IO manager that stores asset outputs (pyarrow Tables) as Arrow IPC parts under DAGSTER_HOME,
+or in an S3-compatible bucket when QPIPE_ASSET_URL is set (so runs on several hosts share them)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
+from upath import UPath
 
 from qpipe_dagster.paths import qpipe_home
+from qpipe_dagster.settings import SettingError, env_value
 from qpipe_dagster.storage.arrow_files import read_table, write_table
+from qpipe_dagster.storage.object_tables import asset_root
+from qpipe_dagster.storage.s3_settings import S3_SCHEMES, S3SettingsError
 
 
-def asset_storage_dir() -> Path:
-    """QPIPE_ASSET_DIR, or DAGSTER_HOME/qpipe/assets."""
+def asset_storage_dir() -> Path | UPath:
+    """QPIPE_ASSET_URL (a bucket), else QPIPE_ASSET_DIR, else DAGSTER_HOME/qpipe/assets."""
+    url = env_value("QPIPE_ASSET_URL")
+    if url:
+        if env_value("QPIPE_ASSET_DIR"):
+            raise SettingError(
+                "QPIPE_ASSET_URL and QPIPE_ASSET_DIR are both set: asset tables live in one "
+                "place; unset one of them"
+            )
+        return _bucket(url)
     override = os.environ.get("QPIPE_ASSET_DIR")
     return Path(override) if override else qpipe_home() / "assets"
 
 
-def partition_folder(base_dir: str | None, asset_name: str, partition_key: str | None) -> Path:
+def asset_location(base: str) -> Path | UPath:
+    """A folder, or an s3:// / r2:// URL (credentials from QPIPE_ASSET_S3_* or R2_*) as a UPath."""
+    return _bucket(base) if urlsplit(base).scheme in S3_SCHEMES else Path(base)
+
+
+def _bucket(url: str) -> UPath:
+    try:
+        return asset_root(url, os.environ)
+    except S3SettingsError as exc:
+        raise SettingError(str(exc)) from None
+
+
+def partition_folder(
+    base_dir: str | None, asset_name: str, partition_key: str | None
+) -> Path | UPath:
     """`base/asset/partition`; a key that is not one plain folder name is refused.
 
     Dagster accepts any partition key, so `../crawled_pages/x` would otherwise read or
     overwrite another asset's files, whichever asset (or future asset) is being stored.
     """
-    base = Path(base_dir) if base_dir else asset_storage_dir()
+    base = asset_location(base_dir) if base_dir else asset_storage_dir()
     if partition_key is not None and (
         partition_key in ("", ".", "..", "__all__")
         or any(c in partition_key for c in "/\\\0")
@@ -40,9 +68,9 @@ def partition_folder(base_dir: str | None, asset_name: str, partition_key: str |
 class ArrowIPCIOManager(ConfigurableIOManager):
     """One folder per asset partition, each part an Arrow IPC stream of at most 1 MB."""
 
-    base_dir: str | None = None
+    base_dir: str | None = None  # a folder or s3://bucket/prefix; None: asset_storage_dir()
 
-    def _folder(self, context: OutputContext | InputContext) -> Path:
+    def _folder(self, context: OutputContext | InputContext) -> Path | UPath:
         partition = context.asset_partition_key if context.has_asset_partitions else None
         return partition_folder(self.base_dir, context.asset_key.path[-1], partition)
 

@@ -162,6 +162,13 @@ def _weaviate_url(v: str) -> str | None:
     return None
 
 
+def _asset_url(v: str) -> str | None:
+    parts = urlsplit(v)  # keys and endpoint are checked by the bucket on first use
+    if parts.scheme not in ("s3", "r2") or not parts.netloc:
+        return "must be s3://bucket/prefix or r2://bucket/prefix (a local folder: QPIPE_ASSET_DIR)"
+    return None
+
+
 def _device(v: str) -> str | None:
     from qpipe_dagster.embed.encoder import EmbeddingError, normalize_device
 
@@ -240,6 +247,8 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
         else "must be a path, file://, s3:// or r2:// URL"
     ),
     "BACKUP_S3_ENDPOINT": _url("http", "https"),
+    "QPIPE_ASSET_URL": _asset_url,
+    "QPIPE_ASSET_S3_ENDPOINT": _url("http", "https"),
     "QPIPE_RECEIVER_URL": _receiver("QPIPE_RECEIVER_URL"),
     "DAGSTER_PG_PORT": _whole(1, 65_535),
     "QPIPE_RECEIVER_RATE_LIMIT": _receiver("QPIPE_RECEIVER_RATE_LIMIT"),

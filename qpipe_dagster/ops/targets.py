@@ -16,6 +16,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from qpipe_dagster.ops.manifest import BACKUP_ID_RE, MANIFEST_NAME, BackupError, Manifest
+from qpipe_dagster.storage.s3_settings import S3SettingsError, s3_settings_from_url
 
 
 class BackupTarget(Protocol):
@@ -277,29 +278,17 @@ def target_from_url(url: str, env: Mapping[str, str] | None = None) -> BackupTar
             f"backup target {url!r}: unsupported scheme {parts.scheme!r}; use a path, file://, "
             "s3://bucket/prefix or r2://bucket/prefix"
         )
-    if not parts.netloc:
-        raise BackupError(f"backup target {url!r} names no bucket")
-    if parts.scheme == "r2":
-        missing = [
-            v for v in ("R2_ACCOUNT_ID", "R2_KEY", "R2_SECRET") if not env.get(v, "").strip()
-        ]
-        if missing:
-            raise BackupError(f"backup target {url!r} needs {', '.join(missing)} to be set")
-        return S3Target(
-            parts.netloc,
-            parts.path,
-            endpoint_url=f"https://{env['R2_ACCOUNT_ID'].strip()}.r2.cloudflarestorage.com",
-            access_key=env["R2_KEY"].strip(),
-            secret_key=env["R2_SECRET"].strip(),
-            region="auto",
-        )
+    try:
+        s3 = s3_settings_from_url(url, env, var_prefix="BACKUP_S3_", what="backup target")
+    except S3SettingsError as exc:
+        raise BackupError(str(exc)) from None
     return S3Target(
-        parts.netloc,
-        parts.path,
-        endpoint_url=env.get("BACKUP_S3_ENDPOINT", "").strip() or None,
-        access_key=env.get("BACKUP_S3_KEY", "").strip() or None,
-        secret_key=env.get("BACKUP_S3_SECRET", "").strip() or None,
-        region=env.get("BACKUP_S3_REGION", "").strip() or None,
+        s3.bucket,
+        s3.prefix,
+        endpoint_url=s3.endpoint_url,
+        access_key=s3.access_key,
+        secret_key=s3.secret_key,
+        region=s3.region,
     )
 
 

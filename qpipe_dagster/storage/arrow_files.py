@@ -3,6 +3,8 @@
 Small parts keep every stream cheap to ship (QStash bodies, object-store uploads) and let readers
 memory-map one part at a time. A partition's folder is replaced atomically: parts are written to a
 temporary folder that is renamed over the old one, so a crash never leaves a half-written table.
+A folder that is a UPath on object storage (QPIPE_ASSET_URL) goes to `object_tables`, which keeps
+the same guarantees with a manifest written last instead of a rename.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import math
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+
+from qpipe_dagster.storage import object_tables
 
 MAX_PART_BYTES = 1_000_000
 
@@ -28,7 +33,7 @@ _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 
 @dataclass(frozen=True)
 class WrittenTable:
-    path: Path
+    path: Path  # or a UPath on object storage
     rows: int
     parts: int
     total_bytes: int
@@ -60,18 +65,21 @@ def write_table(
     table: pa.Table, folder: Path, max_part_bytes: int = MAX_PART_BYTES
 ) -> WrittenTable:
     """Replace `folder` with the table's parts (part-00000.arrows, ...)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.tmp"
-    staging.mkdir()
     parts = split_into_parts(table, max_part_bytes)
-    for i, blob in enumerate(parts):
-        (staging / f"part-{i:05d}.arrows").write_bytes(blob)
-    old = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.old"
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    if object_tables.is_object_path(folder):
+        object_tables.write_parts(folder, parts, table.num_rows)
+    else:
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.tmp"
+        staging.mkdir()
+        for i, blob in enumerate(parts):
+            (staging / f"part-{i:05d}.arrows").write_bytes(blob)
+        old = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.old"
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(staging, folder)
+        shutil.rmtree(old, ignore_errors=True)
     sizes = [len(p) for p in parts]
     return WrittenTable(
         path=folder,
@@ -84,10 +92,12 @@ def write_table(
 
 
 def part_sizes(folder: Path) -> list[int]:
+    if object_tables.is_object_path(folder):
+        return object_tables.part_sizes(folder)
     return [p.stat().st_size for p in sorted(Path(folder).glob("part-*.arrows"))]
 
 
-def _redo(folder: Path) -> str:
+def redo_hint(folder: Path) -> str:
     """What to re-materialize for `folder` (laid out as <asset>/<partition> by the IO manager)."""
     return f"materialize {folder.parent.name} for partition {folder.name!r} again to rewrite it"
 
@@ -98,23 +108,37 @@ def read_table(folder: Path) -> pa.Table | None:
     A truncated or foreign part, or parts that disagree on the schema, raise StoredTableError
     naming the file: pyarrow's own words ("Expected to read 600 metadata bytes") name none.
     """
-    folder = Path(folder)
-    parts = sorted(folder.glob("part-*.arrows"))
-    if not parts:
-        return None
+    if object_tables.is_object_path(folder):
+        stored = object_tables.read_parts(folder)
+        if stored is None:
+            return None
+        names: list = [url for url, _ in stored]
+        loaders = [lambda blob=blob: blob for _, blob in stored]
+    else:
+        folder = Path(folder)
+        found = sorted(folder.glob("part-*.arrows"))
+        if not found:
+            return None
+        names, loaders = found, [p.read_bytes for p in found]
+    return _decode(folder, names, loaders)
+
+
+def _decode(folder: Path, parts: list, loaders: list[Callable[[], bytes]]) -> pa.Table:
+    """The parts as one table; a damaged part or a schema split raises naming the part."""
     tables = []
-    for part in parts:
+    for part, load in zip(parts, loaders, strict=True):
         try:
-            tables.append(pa.ipc.open_stream(part.read_bytes()).read_all())
+            tables.append(pa.ipc.open_stream(load()).read_all())
         except (pa.ArrowException, OSError) as exc:
             raise StoredTableError(
                 f"stored table part {part} is unreadable (truncated, damaged or not an Arrow "
-                f"IPC stream: {exc}): {_redo(folder)}"
+                f"IPC stream: {exc}): {redo_hint(folder)}"
             ) from exc
     for part, table in zip(parts[1:], tables[1:], strict=True):
         if not table.schema.equals(tables[0].schema):
+            first = str(parts[0]).rsplit("/", 1)[-1]
             raise StoredTableError(
-                f"stored table part {part} has another schema than {parts[0].name} (parts of "
-                f"two different writes?): {_redo(folder)}"
+                f"stored table part {part} has another schema than {first} (parts of "
+                f"two different writes?): {redo_hint(folder)}"
             )
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
