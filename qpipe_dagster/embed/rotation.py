@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,14 +31,15 @@ def active_model_file() -> Path:
     return qpipe_home() / "active_model.json"
 
 
-def active_model() -> ModelChoice:
+def active_model(env: Mapping[str, str] | None = None) -> ModelChoice:
     """QPIPE_EMBED_MODEL / QPIPE_EMBED_TRUNCATE_DIM pin the model; else the last rotation; else default.
 
     Blank variables count as unset; a truncation without a model, or one that is not a whole
-    number >= 1, is a SettingError naming the variable (never silently ignored).
+    number >= 1, is a SettingError naming the variable (never silently ignored). `env` (default
+    os.environ) also locates DAGSTER_HOME, so `qpipe doctor` checks the model in use.
     """
-    name = env_value("QPIPE_EMBED_MODEL")
-    truncate_dim = embed_truncate_dim()
+    name = env_value("QPIPE_EMBED_MODEL", env)
+    truncate_dim = embed_truncate_dim(env)
     if name is not None:
         return ModelChoice(name, truncate_dim)
     if truncate_dim is not None:
@@ -47,7 +48,11 @@ def active_model() -> ModelChoice:
             "truncation applies to a pinned model only; set QPIPE_EMBED_MODEL too (e.g. "
             f"{DEFAULT_MODEL}), or rotate with `qpipe reembed --model NAME --truncate-dim N`"
         )
-    path = active_model_file()
+    if env is None:
+        path = active_model_file()
+    else:
+        home = Path(env_value("DAGSTER_HOME", env) or ".dagster_home").resolve()
+        path = home / "qpipe" / "active_model.json"
     if path.exists():
         try:
             data = json.loads(path.read_text())

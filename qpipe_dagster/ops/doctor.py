@@ -105,45 +105,79 @@ def check_inbox(env: Mapping[str, str]) -> Check:
 
 
 def check_receiver(env: Mapping[str, str]) -> Check:
+    """/health and /ready through QPIPE_RECEIVER_HEALTH_URL (an internal address such as
+    http://receiver:8766; unreachable = FAIL), else the local port (QPIPE_RECEIVER_PORT, 8766;
+    unreachable = WARN, the receiver may run elsewhere). The public QPIPE_RECEIVER_URL is only
+    reported: a container often cannot reach its own public name (TLS proxy, hairpin NAT)."""
     import httpx
 
-    configured = (
-        env.get("QPIPE_RECEIVER_HEALTH_URL", "").strip()
-        or env.get("QPIPE_RECEIVER_URL", "").strip()
-    )
-    url = configured or "http://127.0.0.1:8766/api/qstash"
-    p = urlsplit(url)
-    base = urlunsplit((p.scheme, p.netloc, "", "", ""))
+    public = env.get("QPIPE_RECEIVER_URL", "").strip()
+    note = f"; public URL {public} (QPIPE_RECEIVER_URL) not probed from here" if public else ""
+    internal = env.get("QPIPE_RECEIVER_HEALTH_URL", "").strip()
+    if internal:
+        p = urlsplit(internal)
+        if p.scheme not in ("http", "https") or not p.hostname:
+            return Check(
+                "receiver",
+                FAIL,
+                f"QPIPE_RECEIVER_HEALTH_URL={internal!r} is not an http(s) URL with a host "
+                "(e.g. http://receiver:8766)",
+            )
+        base = urlunsplit((p.scheme, p.netloc, "", "", ""))
+    else:
+        raw_port = env.get("QPIPE_RECEIVER_PORT", "").strip()
+        port = int(raw_port) if raw_port.isascii() and raw_port.isdigit() else 8766
+        base = f"http://127.0.0.1:{port}"
     results = []
     for path in ("/health", "/ready"):
         try:
             r = httpx.get(base + path, timeout=5)
             results.append(f"{path} {r.status_code}" + ("" if r.is_success else f" {r.text[:120]}"))
             if not r.is_success:
-                return Check("receiver", FAIL, f"{base}: " + ", ".join(results))
+                return Check("receiver", FAIL, f"{base}: " + ", ".join(results) + note)
         except httpx.HTTPError as exc:
-            status = FAIL if configured else WARN
-            return Check("receiver", status, f"{base}{path} unreachable ({type(exc).__name__})")
-    return Check("receiver", OK, f"{base}: " + ", ".join(results))
+            if internal:
+                why = f"{base}{path} unreachable ({type(exc).__name__}; QPIPE_RECEIVER_HEALTH_URL)"
+                return Check("receiver", FAIL, why + note)
+            return Check(
+                "receiver",
+                WARN,
+                f"{base}{path} unreachable ({type(exc).__name__}): not running here; set "
+                "QPIPE_RECEIVER_HEALTH_URL to its internal address to check it" + note,
+            )
+    return Check("receiver", OK, f"{base}: " + ", ".join(results) + note)
 
 
 def check_model(env: Mapping[str, str]) -> Check:
+    """The model the pipeline and search actually use: QPIPE_EMBED_MODEL when pinned, else the
+    one `qpipe reembed` made active ($DAGSTER_HOME/qpipe/active_model.json), else the default."""
     from qpipe_dagster.embed.encoder import DEFAULT_MODEL, resolve_model
+    from qpipe_dagster.embed.rotation import active_model
 
-    name = env.get("QPIPE_EMBED_MODEL", "").strip() or DEFAULT_MODEL
+    try:
+        choice = active_model(env)
+    except ValueError as exc:  # SettingError included: names the variable or the file
+        return Check("embedding model", FAIL, str(exc))
+    name = choice.name
+    if env.get("QPIPE_EMBED_MODEL", "").strip():
+        source = "QPIPE_EMBED_MODEL"
+    elif name != DEFAULT_MODEL or (_home(env) / "qpipe" / "active_model.json").exists():
+        source = "active since qpipe reembed"
+    else:
+        source = "default"
     try:
         resolved = resolve_model(name)
     except Exception as exc:
-        return Check("embedding model", FAIL, f"{name}: {exc}")
+        return Check("embedding model", FAIL, f"{name} ({source}): {exc}")
     local = Path(resolved).is_dir()
     if local:
-        return Check("embedding model", OK, f"{name} -> {resolved}")
+        return Check("embedding model", OK, f"{name} ({source}) -> {resolved}")
     if env.get("QPIPE_ALLOW_MODEL_DOWNLOAD", "").strip() == "1":
-        return Check("embedding model", WARN, f"{name} will be downloaded on first use")
+        return Check("embedding model", WARN, f"{name} ({source}) will be downloaded on first use")
     return Check(
         "embedding model",
         FAIL,
-        f"{name} is not a local model and QPIPE_ALLOW_MODEL_DOWNLOAD is not 1",
+        f"{name} ({source}) is not a local model and QPIPE_ALLOW_MODEL_DOWNLOAD is not 1",
     )
 
 
