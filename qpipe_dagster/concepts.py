@@ -8,10 +8,11 @@ QStash sensor and the CLI all see the same concepts. No Dagster imports here.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,8 +184,28 @@ class Concept:
         return Concept(self.slug, self.name, urls, other.symbol or self.symbol)
 
 
+def merge_for_upsert(existing: Concept | None, concept: Concept) -> Concept:
+    """What an upsert of `concept` stores over `existing` (both registry backends use it).
+
+    Names longer than a slug holds are cut to the same slug when they agree on their first
+    64 key characters: merging those would silently make two concepts one, so it is refused.
+    """
+    if existing and _cut_apart(existing.name, concept.name):
+        raise ConceptError(
+            f"concept name {concept.name!r} makes the key {concept.slug!r}, already registered"
+            f" for the different name {existing.name!r} (keys keep the first {MAX_SLUG_CHARS}"
+            " characters): use a name that differs within them"
+        )
+    return existing.merged_with(concept) if existing else concept
+
+
 class ConceptRegistry:
-    """SQLite-backed registry of concepts, safe to share between processes (WAL)."""
+    """SQLite-backed registry of concepts, safe to share between processes (WAL).
+
+    `ConceptRegistry.default()` is this file under $DAGSTER_HOME/qpipe, or, when
+    QPIPE_CONCEPTS_URL is set, the PostgreSQL registry (qpipe_dagster.concepts_postgres) that
+    several hosts can share.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -202,7 +223,13 @@ class ConceptRegistry:
             )
 
     @classmethod
-    def default(cls) -> ConceptRegistry:
+    def default(cls, env: Mapping[str, str] | None = None) -> ConceptRegistry:
+        """The registry the UI, CLI, sensor and runs share (one setting: QPIPE_CONCEPTS_URL)."""
+        from qpipe_dagster.concepts_postgres import PostgresConceptRegistry, concepts_url_from_env
+
+        url = concepts_url_from_env(os.environ if env is None else env)
+        if url:
+            return PostgresConceptRegistry(url)
         return cls(qpipe_home() / "concepts.sqlite")
 
     @contextmanager
@@ -226,20 +253,16 @@ class ConceptRegistry:
             db.close()
 
     def upsert(self, concept: Concept) -> Concept:
-        """Store a concept, merging seed URLs with what is already registered.
-
-        Names longer than a slug holds are cut to the same slug when they agree on their first
-        64 key characters: merging those would silently make two concepts one, so it is refused.
-        """
-        existing = self.get(concept.slug)
-        if existing and _cut_apart(existing.name, concept.name):
-            raise ConceptError(
-                f"concept name {concept.name!r} makes the key {concept.slug!r}, already registered"
-                f" for the different name {existing.name!r} (keys keep the first {MAX_SLUG_CHARS}"
-                " characters): use a name that differs within them"
-            )
-        merged = existing.merged_with(concept) if existing else concept
+        """Store a concept, merging seed URLs with what is already registered
+        (see merge_for_upsert). Read and write are one write transaction (BEGIN IMMEDIATE):
+        two processes adding seeds to one concept used to lose one of them."""
         with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(
+                "SELECT slug, name, seed_urls, symbol FROM concepts WHERE slug = ?",
+                (concept.slug,),
+            ).fetchone()
+            merged = merge_for_upsert(self._row_to_concept(row) if row else None, concept)
             db.execute(
                 "INSERT INTO concepts (slug, name, seed_urls, symbol) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT(slug) DO UPDATE SET name=excluded.name, seed_urls=excluded.seed_urls,"

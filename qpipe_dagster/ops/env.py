@@ -216,6 +216,17 @@ def _symbol(v: str) -> str | None:
     return None
 
 
+def _concepts_url(v: str) -> str | None:
+    from qpipe_dagster.concepts import RegistryError
+    from qpipe_dagster.concepts_postgres import ENV_VAR, concepts_url_from_env
+
+    try:  # the registry's own rule
+        concepts_url_from_env({ENV_VAR: v})
+    except RegistryError as exc:
+        return str(exc).split(": ", 1)[-1] if str(exc).startswith(ENV_VAR) else str(exc)
+    return None
+
+
 def _absolute(v: str) -> str | None:
     return None if os.path.isabs(v.strip()) else "must be an absolute path"
 
@@ -251,6 +262,7 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "QPIPE_ASSET_S3_ENDPOINT": _url("http", "https"),
     "QPIPE_RECEIVER_URL": _receiver("QPIPE_RECEIVER_URL"),
     "DAGSTER_PG_PORT": _whole(1, 65_535),
+    "QPIPE_CONCEPTS_URL": _concepts_url,
     "QPIPE_RECEIVER_RATE_LIMIT": _receiver("QPIPE_RECEIVER_RATE_LIMIT"),
     "QPIPE_RECEIVER_CLOCK_TOLERANCE_S": _receiver("QPIPE_RECEIVER_CLOCK_TOLERANCE_S"),
     "QPIPE_RECEIVER_MAX_BODY_BYTES": _receiver("QPIPE_RECEIVER_MAX_BODY_BYTES"),

@@ -1,0 +1,135 @@
+"""The concept registry in PostgreSQL, used when QPIPE_CONCEPTS_URL is a postgresql:// URL.
+
+Several hosts (code location, daemon, receiver, GPU run containers) must see one registry; a
+SQLite file on one host's volume cannot be that. Same contract as the SQLite registry (see
+qpipe_dagster_tests/pipeline/test_registry_contract.py, run on both): upsert merges seed URLs,
+a name cut to another name's key is refused, damaged rows are named. An upsert holds a
+transaction-scoped advisory lock on its slug, so two writers of one concept never lose each
+other's seed URLs. Driver: psycopg2, the one qpipe uses everywhere (see pyproject's `prod`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from qpipe_dagster.concepts import Concept, ConceptRegistry, RegistryError, merge_for_upsert
+
+ENV_VAR = "QPIPE_CONCEPTS_URL"
+TABLE = "qpipe_concepts"
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    slug TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    seed_urls TEXT NOT NULL,
+    symbol TEXT,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+_SCHEMA_LOCK_KEY = 0x71706963  # "qpic": CREATE TABLE IF NOT EXISTS is not atomic between processes
+
+
+def redact(url: str) -> str:
+    """The URL without its password or query (for messages)."""
+    from webhook_sensor.inbox_postgres import redact as _redact
+
+    return _redact(url)
+
+
+def concepts_url_from_env(env: Mapping[str, str]) -> str | None:
+    """QPIPE_CONCEPTS_URL validated (a postgresql:// URL libpq parses), or None when unset."""
+    url = env.get(ENV_VAR, "").strip()
+    if not url:
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        scheme = url.split("://")[0] if "://" in url else url[:12]
+        raise RegistryError(
+            f"{ENV_VAR} starts with {scheme!r}: it must be a postgresql:// URL (unset it for "
+            "the SQLite registry under $DAGSTER_HOME/qpipe)"
+        )
+    try:
+        from psycopg2.extensions import parse_dsn
+    except ImportError:
+        raise RegistryError(
+            f"{ENV_VAR}={redact(url)!r} needs psycopg2: pip install 'qpipe[prod]'"
+        ) from None
+    try:
+        parse_dsn(url)
+    except Exception as exc:  # psycopg2.ProgrammingError: libpq's own message
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RegistryError(f"{ENV_VAR}={redact(url)!r} is not a valid URL: {first}") from None
+    return url
+
+
+class PostgresConceptRegistry(ConceptRegistry):
+    """ConceptRegistry's contract on a PostgreSQL table (`qpipe_concepts`)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = redact(url)  # type: ignore[assignment]  # what messages name
+        with self._pg() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+            cur.execute(_SCHEMA)
+
+    @contextmanager
+    def _pg(self) -> Iterator[Any]:
+        """A cursor in one transaction; driver errors become RegistryError naming the server."""
+        import psycopg2
+
+        try:
+            conn = psycopg2.connect(self.url, connect_timeout=10, application_name="qpipe-concepts")
+        except psycopg2.Error as exc:
+            raise RegistryError(
+                f"concept registry {self.path} ({ENV_VAR}) cannot be reached: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+            ) from exc
+        try:
+            with conn, conn.cursor() as cur:
+                yield cur
+        except psycopg2.Error as exc:
+            raise RegistryError(
+                f"concept registry {self.path} ({ENV_VAR}) failed: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+            ) from exc
+        finally:
+            conn.close()
+
+    def upsert(self, concept: Concept) -> Concept:
+        with self._pg() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"qpipe:{concept.slug}",))
+            cur.execute(
+                f"SELECT slug, name, seed_urls, symbol FROM {TABLE} WHERE slug = %s",
+                (concept.slug,),
+            )
+            row = cur.fetchone()
+            merged = merge_for_upsert(self._row_to_concept(row) if row else None, concept)
+            cur.execute(
+                f"INSERT INTO {TABLE} (slug, name, seed_urls, symbol) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (slug) DO UPDATE SET name = excluded.name,"
+                " seed_urls = excluded.seed_urls, symbol = excluded.symbol, updated_at = now()",
+                (merged.slug, merged.name, json.dumps(list(merged.seed_urls)), merged.symbol),
+            )
+        return merged
+
+    def get(self, slug: str) -> Concept | None:
+        with self._pg() as cur:
+            cur.execute(
+                f"SELECT slug, name, seed_urls, symbol FROM {TABLE} WHERE slug = %s", (slug,)
+            )
+            row = cur.fetchone()
+        return self._row_to_concept(row) if row else None
+
+    def list(self) -> list[Concept]:
+        with self._pg() as cur:
+            cur.execute(
+                f'SELECT slug, name, seed_urls, symbol FROM {TABLE} ORDER BY slug COLLATE "C"'
+            )
+            rows = cur.fetchall()
+        return [self._row_to_concept(r) for r in rows]
+
+    def remove(self, slug: str) -> bool:
+        with self._pg() as cur:
+            cur.execute(f"DELETE FROM {TABLE} WHERE slug = %s", (slug,))
+            return cur.rowcount > 0
