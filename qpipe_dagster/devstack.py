@@ -59,6 +59,7 @@ PORTS = (
     PortSpec("ui", "the Dagster UI", "--ui-port", "QPIPE_UI_PORT", 3000, 1),
     PortSpec("demo", "the demo site", "--demo-port", "QPIPE_DEMO_PORT", 8765, 0),
     PortSpec("receiver", "the QStash receiver", "--receiver-port", "QPIPE_RECEIVER_PORT", 8766, 1),
+    PortSpec("metrics", "the metrics endpoint", "--metrics-port", "QPIPE_METRICS_PORT", 9108, 1),
 )
 
 
@@ -474,6 +475,18 @@ def _run(settings: Settings) -> int:
                 REPO,
             )
         )
+        metrics_port = settings.ports["metrics"]
+        children.append(
+            Child(
+                "the metrics endpoint (qpipe metrics serve)",
+                [
+                    *(sys.executable, "-m", "qpipe_dagster.monitoring"),
+                    *("--host", host, "--port", str(metrics_port)),
+                ],
+                env,
+                REPO,
+            )
+        )
         print(
             f"\nqpipe is starting (DAGSTER_HOME={home}): Dagster UI {ui_url}, demo site"
             f" {base_url}, QStash receiver {receiver_url}.\nWhat to do next follows once"
@@ -501,11 +514,14 @@ def _run(settings: Settings) -> int:
             if failure:
                 break
             if not ready:
-                ready = _ready(f"http://{probe_host}:{settings.ports['ui']}/server_info") and (
-                    _ready(f"http://{probe_host}:{receiver_port}/health")
+                ready = (
+                    _ready(f"http://{probe_host}:{settings.ports['ui']}/server_info")
+                    and _ready(f"http://{probe_host}:{receiver_port}/health")
+                    and _ready(f"http://{probe_host}:{metrics_port}/metrics")
                 )
                 if ready:
-                    print(_banner(home, ui_url, base_url, receiver_url), flush=True)
+                    metrics_url = f"http://{probe_host}:{metrics_port}/metrics"
+                    print(_banner(home, ui_url, base_url, receiver_url, metrics_url), flush=True)
             time.sleep(0.5)
     except (KeyboardInterrupt, _Stop) as exc:
         reason = str(exc) or "SIGINT"
@@ -519,7 +535,9 @@ def _run(settings: Settings) -> int:
     return 0
 
 
-def _banner(home: Path, ui_url: str, demo_url: str, receiver_url: str) -> str:
+def _banner(
+    home: Path, ui_url: str, demo_url: str, receiver_url: str, metrics_url: str = ""
+) -> str:
     """What a newcomer needs once everything answers: where to click and what to type."""
     qpipe = _qpipe_command()
     return (
@@ -528,7 +546,8 @@ def _banner(home: Path, ui_url: str, demo_url: str, receiver_url: str) -> str:
         f"                   Jobs > concept_pipeline > Materialize all, partition 'demo'\n"
         f"  demo site        {demo_url}\n"
         f"  QStash receiver  {receiver_url}\n"
-        f"Send a concept through the receiver (a run starts within a minute):\n"
+        + (f"  metrics          {metrics_url}\n" if metrics_url else "")
+        + f"Send a concept through the receiver (a run starts within a minute):\n"
         f'  {qpipe} submit "demo two" --url {demo_url}index.html --receiver-url {receiver_url}\n'
         f"Press Ctrl-C to stop everything.\n"
     )

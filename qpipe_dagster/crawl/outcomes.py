@@ -185,3 +185,44 @@ def describe_failure(exc: BaseException, *, attempts: int, timeout_s: float, max
     if "SSL" in type(exc).__name__ or "TLS" in type(exc).__name__:
         return f"TLS error: {exc}"[:200]
     return f"{type(exc).__name__}: {exc}"[:200]
+
+
+# Error classes for metrics (qpipe_pages_failed_total{error_class}): few, stable label values
+# derived from the row errors above, so a dashboard can show *why* fetches fail.
+_CLASS_PREFIXES = (
+    (ROBOTS_DISALLOWED, "robots"),
+    (REDIRECT_LOOP, "redirect"),
+    (UNCRAWLABLE_REDIRECT, "redirect"),
+    ("timeout", "timeout"),
+    ("DNS", "dns"),
+    ("connection", "connection"),
+    (NO_RESPONSE, "connection"),
+    (MALFORMED_RESPONSE, "protocol"),
+    (CORRUPT_ENCODING, "protocol"),
+    ("TLS", "tls"),
+    (REFUSED_ADDRESS, "refused_address"),
+    ("not fetched", "not_fetched"),
+)
+
+
+def error_class(error: str | None) -> str | None:
+    """The class of a row's error (http_4xx, http_5xx, timeout, dns, connection, robots, ...);
+    None for a fetched page and for a deliberate skip (not a failure)."""
+    if error is None or error.startswith(SKIPPED_PREFIX):
+        return None
+    if error.startswith("HTTP "):
+        code = error[5:8]
+        return f"http_{code[0]}xx" if code[:1].isdigit() else "http_other"
+    for prefix, cls in _CLASS_PREFIXES:
+        if error.startswith(prefix):
+            return cls
+    return "other"
+
+
+def failed_by_class(errors: list[str | None]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for err in errors:
+        cls = error_class(err)
+        if cls is not None:
+            counts[cls] = counts.get(cls, 0) + 1
+    return dict(sorted(counts.items()))

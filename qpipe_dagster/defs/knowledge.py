@@ -199,6 +199,7 @@ def crawled_pages(
     pipes_subprocess_client: PipesSubprocessClient,
 ):
     from qpipe_dagster.concepts import ConceptError, validate_url
+    from qpipe_dagster.crawl.outcomes import failed_by_class
     from qpipe_dagster.crawl.runner import pipes_command, pipes_extras, read_crawled_pages
     from qpipe_dagster.crawl.settings import CrawlSettings
     from qpipe_dagster.settings import SettingError, crawl_private_addresses_allowed
@@ -249,6 +250,10 @@ def crawled_pages(
             "seed_urls": MetadataValue.json(seeds),
             "pages_total": table.num_rows,
             "pages_ok": ok,
+            # read by the metrics exporter: qpipe_pages_failed_total{error_class}
+            "pages_failed_by_class": MetadataValue.json(
+                failed_by_class(table.column("error").to_pylist())
+            ),
         },
     )
     yield AssetCheckResult(

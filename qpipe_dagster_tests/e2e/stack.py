@@ -83,6 +83,7 @@ class DevStack:
     demo_port: int
     receiver_port: int
     log_path: Path
+    metrics_port: int = 0  # 0: a free one, picked at start
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
 
@@ -104,7 +105,12 @@ class DevStack:
         except OSError:
             return ""
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
     def start(self, timeout: float = 120.0) -> DevStack:
+        self.metrics_port = self.metrics_port or free_port(self.host)
         self.env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
         self.env.update(
             DAGSTER_HOME=str(self.home),
@@ -112,6 +118,7 @@ class DevStack:
             QPIPE_UI_PORT=str(self.ui_port),
             QPIPE_DEMO_PORT=str(self.demo_port),
             QPIPE_RECEIVER_PORT=str(self.receiver_port),
+            QPIPE_METRICS_PORT=str(self.metrics_port),
             QPIPE_RECEIVER_URL=self.receiver_url,
             PYTHONUNBUFFERED="1",
         )

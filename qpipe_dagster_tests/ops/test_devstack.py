@@ -126,6 +126,7 @@ def _ports() -> dict[str, str]:
         "QPIPE_UI_PORT": str(free_port()),
         "QPIPE_DEMO_PORT": str(free_port()),
         "QPIPE_RECEIVER_PORT": str(free_port()),
+        "QPIPE_METRICS_PORT": str(free_port()),
     }
 
 
@@ -234,6 +235,7 @@ def test_host_that_is_not_this_machine_is_named(
         ("QPIPE_UI_PORT", "--ui-port", "the Dagster UI"),  # old: ran on, with no UI, forever
         ("QPIPE_DEMO_PORT", "--demo-port", "the demo site"),  # old: OSError traceback
         ("QPIPE_RECEIVER_PORT", "--receiver-port", "the QStash receiver"),  # old: "uvicorn exited"
+        ("QPIPE_METRICS_PORT", "--metrics-port", "the metrics endpoint"),
     ],
 )
 def test_taken_port_stops_the_start_naming_port_flag_and_variable(
@@ -318,6 +320,7 @@ def test_second_start_in_the_same_home_first_screen_and_sigterm(
     ui = f"http://127.0.0.1:{ports['QPIPE_UI_PORT']}"
     demo = f"http://127.0.0.1:{ports['QPIPE_DEMO_PORT']}/"
     receiver = f"http://127.0.0.1:{ports['QPIPE_RECEIVER_PORT']}/api/qstash"
+    metrics = f"http://127.0.0.1:{ports['QPIPE_METRICS_PORT']}/metrics"
 
     # Old: a second stack ran beside the first on the same SQLite instance (two daemons running
     # every sensor), and re-pointed the `demo` concept at its own demo site.
@@ -338,8 +341,10 @@ def test_second_start_in_the_same_home_first_screen_and_sigterm(
     # start-up log; nothing said what to type. Now a banner follows the first answers.
     wait_for(lambda: "qpipe is ready" in stack.log(), 30, "the 'qpipe is ready' banner")
     banner = stack.log().split("qpipe is ready", 1)[1]
-    for url in (ui, demo, receiver):
+    for url in (ui, demo, receiver, metrics):
         assert url in banner
+    status, body = http_get(metrics)  # the pipeline's Prometheus endpoint answers with data
+    assert status == 200 and b"qpipe_runs_completed_total" in body
     submit = next(line for line in banner.splitlines() if " submit " in line)
     # The printed command works as printed: the receiver takes the signed message.
     argv = shlex.split(submit)

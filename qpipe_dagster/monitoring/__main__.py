@@ -1,0 +1,5 @@
+import sys
+
+from qpipe_dagster.monitoring.server import main
+
+sys.exit(main())
