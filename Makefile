@@ -31,6 +31,8 @@ test-python: install e2e-browser
 	@command -v docker-compose >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq docker-compose >/dev/null 2>&1; } || true
 	@# A throwaway PostgreSQL cluster runs the inbox contract tests on the Postgres backend too.
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends postgresql >/dev/null 2>&1; } || true
+	@# Real Prometheus (with promtool) and Alertmanager run the alert-rule and alert-delivery tests.
+	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null 2>&1; } || echo "make test: prometheus/prometheus-alertmanager not installed (needs root for apt-get): their tests skip" >&2
 	$(PY) -m pytest -q -rs
 
 e2e-browser: install  ## make sure Chromium is there for the UI test (apt, when root and allowed)

@@ -11,6 +11,7 @@ from dagster import (
 )
 
 from qpipe_dagster.defs import knowledge, validation
+from qpipe_dagster.defs.alerts import run_failure_webhook
 from qpipe_dagster.defs.jobs import concept_pipeline_job
 from qpipe_dagster.defs.operations import (
     OPERATIONS_ASSETS,
@@ -33,7 +34,7 @@ def build_definitions() -> Definitions:
         ),
         jobs=[concept_pipeline_job, *OPERATIONS_JOBS],
         schedules=OPERATIONS_SCHEDULES,
-        sensors=[qstash_inbox_sensor],
+        sensors=[qstash_inbox_sensor, run_failure_webhook],
         resources=default_resources(),
     )
 
