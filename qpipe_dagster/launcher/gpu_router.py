@@ -9,7 +9,9 @@ decision as the run tag ``qpipe/launcher`` (``docker-gpu`` or ``local``) plus th
 
 Without a ``docker`` section in the config (the local default), or with
 ``QPIPE_GPU_LAUNCHER=local``, GPU runs launch locally and the kernels pick GPU or CPU
-themselves (``QPIPE_BACKEND``).
+themselves (``QPIPE_BACKEND``). With a ``kubernetes`` section instead, every run is a Kubernetes
+Job: GPU runs in the GPU node pool (``k8s-gpu``), the others in the CPU pool (``k8s-cpu``); see
+``qpipe_dagster.launcher.k8s``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from dagster._core.launcher import (
 )
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
+
+from qpipe_dagster.launcher.k8s import K8S_TARGETS
 
 GPU_TAG_KEY = "qpipe/compute"
 GPU_TAG_VALUE = "gpu"
@@ -211,6 +215,7 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
         docker: Mapping[str, Any] | None = None,
         gpu_tag_key: str = GPU_TAG_KEY,
         gpu_tag_value: str = GPU_TAG_VALUE,
+        kubernetes: Mapping[str, Any] | None = None,
     ) -> None:
         self._inst_data = inst_data
         for name, tag in (("gpu_tag_key", gpu_tag_key), ("gpu_tag_value", gpu_tag_value)):
@@ -235,6 +240,13 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
             check_docker_config(self.docker_config)
         self._local: DefaultRunLauncher | None = None
         self._docker: RunLauncher | None = None
+        self.k8s = None  # every run a Kubernetes Job, in the GPU or the CPU node pool
+        if kubernetes is not None and mode != "local":
+            if self.docker_config is not None:
+                raise ValueError("run_launcher.config has both docker and kubernetes; keep one")
+            from qpipe_dagster.launcher.k8s.launcher import KubernetesTarget
+
+            self.k8s = KubernetesTarget(kubernetes)
         super().__init__()
 
     # ConfigurableClass --------------------------------------------------------------------
@@ -248,6 +260,9 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
             "docker": Field(Noneable(DOCKER_SCHEMA), is_required=False, default_value=None),
             "gpu_tag_key": Field(str, is_required=False, default_value=GPU_TAG_KEY),
             "gpu_tag_value": Field(str, is_required=False, default_value=GPU_TAG_VALUE),
+            "kubernetes": Field(  # checked by launcher.k8s (dagster-k8s is an optional extra)
+                Noneable(Permissive()), is_required=False, default_value=None
+            ),
         }
 
     @classmethod
@@ -292,6 +307,8 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
         return self._docker
 
     def _launcher_for(self, run: DagsterRun | None) -> RunLauncher:
+        if run is not None and self.k8s and run.tags.get(LAUNCHER_TAG) in K8S_TARGETS:
+            return self.k8s.launcher(self._instance)
         if run is not None and run.tags.get(LAUNCHER_TAG) == DOCKER_GPU:
             return self.docker_launcher
         return self.local_launcher
@@ -341,8 +358,9 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
             self._instance.add_run_tags(run.run_id, {REASON_TAG: str(exc)[:200]})
             raise DagsterLaunchFailedError(f"run {run.run_id} not launched: {exc}") from None
         target = DOCKER_GPU if route.gpu and self.docker_enabled else LOCAL
+        target = self.k8s.target(route.gpu) if self.k8s else target
         reason = route.reason
-        if route.gpu and not self.docker_enabled:
+        if route.gpu and not self.docker_enabled and not self.k8s:
             reason += "; Docker GPU launching not configured, launched locally"
         self._instance.add_run_tags(
             run.run_id,
@@ -350,8 +368,8 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
         )
         run = self._instance.get_run_by_id(run.run_id) or run
         launch_context = LaunchRunContext(dagster_run=run, workspace=context.workspace)
-        if target == LOCAL:
-            self.local_launcher.launch_run(launch_context)
+        if target == LOCAL or target in K8S_TARGETS:
+            self._launcher_for(run).launch_run(launch_context)
             return
         self._launch_docker(run, launch_context)
 
@@ -392,9 +410,11 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
     @property
     def supports_check_run_worker_health(self) -> bool:
         # only Docker GPU containers can be checked; DefaultRunLauncher has no health check
-        return self.docker_enabled
+        return self.docker_enabled or self.k8s is not None
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        if self.k8s and run.tags.get(LAUNCHER_TAG) in K8S_TARGETS:
+            return self._launcher_for(run).check_run_worker_health(run)
         if run.tags.get(LAUNCHER_TAG) == DOCKER_GPU:
             return self.docker_launcher.check_run_worker_health(run)
         # a local run worker reports its own status; RUNNING keeps monitoring from resuming it
@@ -404,10 +424,12 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
 
     @property
     def supports_resume_run(self) -> bool:
-        return self.docker_enabled
+        return self.docker_enabled or self.k8s is not None
 
     def resume_run(self, context: ResumeRunContext) -> None:
         run = context.dagster_run
+        if self.k8s and run.tags.get(LAUNCHER_TAG) in K8S_TARGETS:
+            return self._launcher_for(run).resume_run(context)
         if run.tags.get(LAUNCHER_TAG) != DOCKER_GPU:
             raise NotImplementedError(
                 f"run {run.run_id} was launched locally ({LAUNCHER_TAG}="
@@ -419,6 +441,8 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
         for launcher in (self._local, self._docker):
             if launcher is not None:
                 launcher.dispose()
+        if self.k8s is not None:
+            self.k8s.dispose()
 
     def join(self, timeout: int = 30) -> None:
         if self._local is not None:

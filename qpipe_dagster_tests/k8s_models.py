@@ -1,0 +1,73 @@
+"""Kubernetes manifests checked the way the API server reads them, with the official client's
+models: every field must exist in the model (a typo is an error here, not silently dropped
+by the server), and the result is deserialized into the model class (required fields checked)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kubernetes.client
+from kubernetes.client import ApiClient
+
+_PRIMITIVES = {"str", "int", "float", "bool", "object", "datetime", "date"}
+
+
+class ManifestError(AssertionError):
+    """A field the Kubernetes API does not have; names its path."""
+
+
+def _walk(value: Any, type_name: str, path: str) -> None:
+    if value is None or type_name in _PRIMITIVES:
+        return
+    if type_name.startswith("list["):
+        if not isinstance(value, list):
+            raise ManifestError(f"{path}: expected a list, got {value!r}")
+        for i, item in enumerate(value):
+            _walk(item, type_name[5:-1], f"{path}[{i}]")
+        return
+    if type_name.startswith(("dict(", "dict[")):  # dict(str, str) or dict[str, str]
+        inner = type_name[type_name.index(",") + 1 : -1].strip()
+        if not isinstance(value, dict):
+            raise ManifestError(f"{path}: expected a mapping, got {value!r}")
+        for key, item in value.items():
+            _walk(item, inner, f"{path}.{key}")
+        return
+    cls = getattr(kubernetes.client.models, type_name)
+    if not isinstance(value, dict):
+        raise ManifestError(f"{path}: expected a {type_name} mapping, got {value!r}")
+    json_to_attr = {json_key: attr for attr, json_key in cls.attribute_map.items()}
+    unknown = sorted(set(value) - set(json_to_attr))
+    if unknown:
+        raise ManifestError(f"{path}: {type_name} has no field(s) {', '.join(unknown)}")
+    for key, item in value.items():
+        _walk(item, cls.openapi_types[json_to_attr[key]], f"{path}.{key}")
+
+
+def load_model(data: dict[str, Any], type_name: str) -> Any:
+    """`data` (a manifest as the API receives it) as an instance of kubernetes.client.<type_name>."""
+    _walk(data, type_name, data.get("kind", type_name))
+
+    class _Response:
+        pass
+
+    response = _Response()
+    response.data = json.dumps(data)
+    return ApiClient().deserialize(response, type_name)
+
+
+KINDS = {
+    ("batch/v1", "Job"): "V1Job",
+    ("apps/v1", "Deployment"): "V1Deployment",
+    ("v1", "Service"): "V1Service",
+    ("v1", "ConfigMap"): "V1ConfigMap",
+    ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget",
+}
+
+
+def load_manifest(data: dict[str, Any]) -> Any:
+    """A manifest of a kind in KINDS, by its apiVersion and kind."""
+    key = (data.get("apiVersion"), data.get("kind"))
+    if key not in KINDS:
+        raise ManifestError(f"unexpected apiVersion/kind {key}; known: {sorted(KINDS)}")
+    return load_model(data, KINDS[key])
