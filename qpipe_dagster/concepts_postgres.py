@@ -11,8 +11,10 @@ other's seed URLs. Driver: psycopg2, the one qpipe uses everywhere (see pyprojec
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from qpipe_dagster.concepts import Concept, ConceptRegistry, RegistryError, merge_for_upsert
@@ -68,7 +70,7 @@ class PostgresConceptRegistry(ConceptRegistry):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.path = redact(url)  # type: ignore[assignment]  # what messages name
+        self.path = redact(url)  # what messages name
         with self._pg() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
             cur.execute(_SCHEMA)
@@ -133,3 +135,47 @@ class PostgresConceptRegistry(ConceptRegistry):
         with self._pg() as cur:
             cur.execute(f"DELETE FROM {TABLE} WHERE slug = %s", (slug,))
             return cur.rowcount > 0
+
+    # -- backups: the registry travels as a SQLite registry file, whichever backend wrote it --
+
+    def rows(self) -> int:
+        with self._pg() as cur:
+            cur.execute(f"SELECT count(*) FROM {TABLE}")
+            return int(cur.fetchone()[0])
+
+    def export_sqlite(self, path: Path) -> None:
+        """Write every concept into a new SQLite registry at `path` (the backup format)."""
+        with self._pg() as cur:
+            cur.execute(
+                f"SELECT slug, name, seed_urls, symbol,"
+                f" to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+                f' FROM {TABLE} ORDER BY slug COLLATE "C"'
+            )
+            rows = cur.fetchall()
+        ConceptRegistry(path)  # the SQLite registry's own schema
+        db = sqlite3.connect(path)
+        try:
+            with db:
+                db.executemany(
+                    "INSERT INTO concepts (slug, name, seed_urls, symbol, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+        finally:
+            db.close()
+
+    def import_sqlite(self, path: Path) -> None:
+        """Insert the concepts of a SQLite registry file (a restore into an empty table)."""
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT slug, name, seed_urls, symbol, updated_at FROM concepts ORDER BY slug"
+            ).fetchall()
+        finally:
+            db.close()
+        with self._pg() as cur:
+            cur.executemany(
+                f"INSERT INTO {TABLE} (slug, name, seed_urls, symbol, updated_at)"
+                " VALUES (%s, %s, %s, %s, (%s::timestamp AT TIME ZONE 'UTC'))",
+                rows,
+            )

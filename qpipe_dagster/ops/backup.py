@@ -1,7 +1,9 @@
 """`run_backup`, `restore_backup` and `apply_retention`: the nightly job and the CLI call these.
 
-A backup snapshots the vector store, the QStash inbox and the concept registry into a staging
-folder, writes a manifest (rows, per-concept/per-status counts, file sha256, content digests)
+A backup snapshots everything needed to rebuild the host into a staging folder: the vector
+store (LanceDB tables, or Weaviate's snapshot, packed in when its backup module writes to a
+folder), the QStash inbox, the concept registry (SQLite or PostgreSQL), the asset tables and
+the Dagster instance database (pg_dump, or the local SQLite files; see ops/host_state.py). It writes a manifest (rows, per-concept/per-status counts, file sha256, content digests)
 and hands the folder to a target. A restore downloads, checks every checksum and digest before
 touching anything, refuses a store that is not empty, writes, then verifies what landed.
 """
@@ -9,6 +11,7 @@ touching anything, refuses a store that is not empty, writes, then verifies what
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +43,12 @@ class Sources:
     weaviate_url: str | None = None
     weaviate_api_key: str | None = None
     weaviate_backend: str = "filesystem"  # Weaviate backup module: filesystem | s3 | gcs | azure
+    # Weaviate's BACKUP_FILESYSTEM_PATH as mounted here: its snapshot is packed into the backup
+    weaviate_backup_path: Path | None = None
+    concepts_url: str | None = None  # QPIPE_CONCEPTS_URL: the PostgreSQL registry
+    asset_dir: Path | None = None  # the Arrow IO manager's folder (None: a bucket holds them)
+    dagster_home: Path | None = None  # the local instance's SQLite files live here
+    dagster_pg: dict[str, str] | None = None  # libpq env of the PostgreSQL instance database
 
     @property
     def backend(self) -> str:
@@ -48,11 +57,16 @@ class Sources:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Sources:
         """The same locations the pipeline, receiver and registry use."""
+        from qpipe_dagster.concepts_postgres import concepts_url_from_env
+        from qpipe_dagster.ops.host_state import pg_env
+
         env = os.environ if env is None else env
         home = Path(env.get("DAGSTER_HOME", "").strip() or ".dagster_home").resolve()
         qhome = home / "qpipe"
         lance = env.get("QPIPE_LANCE_PATH", "").strip()
         inbox = env.get("QPIPE_INBOX_PATH", "").strip()
+        assets = env.get("QPIPE_ASSET_DIR", "").strip()
+        wv_path = env.get("WEAVIATE_BACKUP_PATH", "").strip()
         return cls(
             lance_path=Path(lance).resolve() if lance else qhome / "vectors",
             inbox_path=Path(inbox).resolve() if inbox else qhome / "inbox.sqlite",
@@ -61,6 +75,13 @@ class Sources:
             weaviate_url=env.get("WEAVIATE_URL", "").strip() or None,
             weaviate_api_key=env.get("WEAVIATE_API_KEY", "").strip() or None,
             weaviate_backend=env.get("WEAVIATE_BACKUP_BACKEND", "").strip() or "filesystem",
+            weaviate_backup_path=Path(wv_path).resolve() if wv_path else None,
+            concepts_url=concepts_url_from_env(env),
+            asset_dir=None
+            if env.get("QPIPE_ASSET_URL", "").strip()
+            else (Path(assets).resolve() if assets else qhome / "assets"),
+            dagster_home=home,
+            dagster_pg=pg_env(env),
         )
 
 
@@ -121,13 +142,19 @@ def run_backup(
         if sources.weaviate_url:
             from qpipe_dagster.ops.weaviate_backup import create_weaviate_backup
 
-            components.extend(create_weaviate_backup(sources, backup_id))
+            components.extend(create_weaviate_backup(sources, backup_id, staging, log=log))
         else:
             for name in snapshot.lance_tables(sources.lance_path):
                 comp = snapshot.snapshot_lance_table(sources.lance_path, name, staging)
                 log(f"{comp.name}: {comp.rows} objects")
                 components.append(comp)
-        sqlite_parts = [("concepts", sources.concepts_path)]
+        concepts_file = sources.concepts_path
+        if sources.concepts_url:  # exported to the SQLite registry format: one backup format
+            from qpipe_dagster.concepts_postgres import PostgresConceptRegistry
+
+            concepts_file = staging / ".concepts-export.sqlite"
+            PostgresConceptRegistry(sources.concepts_url).export_sqlite(concepts_file)
+        sqlite_parts = [("concepts", concepts_file)]
         if sources.inbox_url:
             log(
                 "inbox: PostgreSQL (QPIPE_INBOX_URL), not included: use pg_dump -t qpipe_inbox_messages"
@@ -139,6 +166,9 @@ def run_backup(
             if comp is not None:
                 log(f"{name}: {comp.rows} rows")
                 components.append(comp)
+        if sources.concepts_url:
+            concepts_file.unlink()
+        components.extend(_host_components(sources, staging, log))
         manifest = Manifest(
             backup_id=backup_id,
             created_at=now.astimezone(UTC).isoformat(),
@@ -153,6 +183,28 @@ def run_backup(
     deleted = apply_retention(target, retention_days, now=now)
     swept = sweep_incomplete(target, retention_days, now=now)
     return BackupResult(backup_id, target.url, manifest, deleted, swept)
+
+
+def _host_components(
+    sources: Sources, staging: Path, log: Callable[[str], None]
+) -> list[Component]:
+    """Asset tables and the Dagster instance database (pg_dump, or its SQLite files)."""
+    from qpipe_dagster.ops import host_state
+
+    out = []
+    if sources.asset_dir is not None:
+        comp = host_state.snapshot_tree(sources.asset_dir, host_state.ASSETS, staging)
+        if comp is not None:
+            out.append(comp)
+    if sources.dagster_pg is not None:
+        out.append(host_state.dump_instance_db(sources.dagster_pg, staging))
+    elif sources.dagster_home is not None:
+        comp = host_state.snapshot_dagster_sqlite(sources.dagster_home, staging)
+        if comp is not None:
+            out.append(comp)
+    for comp in out:
+        log(f"{comp.name}: {comp.rows} {'runs' if comp.kind == 'pgdump' else 'files'}")
+    return out
 
 
 def apply_retention(target: BackupTarget, keep_days: int, *, now: datetime) -> list[str]:
@@ -228,11 +280,50 @@ def _creatable_problem(path: Path, what: str, *, folder: bool) -> str | None:
     return None
 
 
-def _check_empty(manifest: Manifest, sources: Sources) -> list[str]:
+def _check_empty(manifest: Manifest, sources: Sources, folder: Path) -> list[str]:
     """Problems that make a destination unusable or non-empty (a restore never merges or
     overwrites): unwritable paths, stores holding rows, files that are not what they should be."""
+    from qpipe_dagster.ops import host_state
+
     problems = []
     for c in manifest.components:
+        if c.kind == "sqlite" and c.name == "concepts" and sources.concepts_url:
+            from qpipe_dagster.concepts_postgres import PostgresConceptRegistry
+
+            rows = PostgresConceptRegistry(sources.concepts_url).rows()
+            if rows:
+                problems.append(f"concept registry {_describe_where(c, sources)} holds {rows} rows")
+            continue
+        if c.kind == "files" and c.name == host_state.ASSETS:
+            if sources.asset_dir is None:
+                problems.append(
+                    "the backup holds asset tables but QPIPE_ASSET_URL (a bucket) is set"
+                )
+            else:
+                problems.extend(
+                    host_state.tree_problems(folder / c.file, sources.asset_dir, c, whole=True)  # type: ignore[operator]
+                )
+            continue
+        if c.kind == "files" and c.name == host_state.DAGSTER_SQLITE:
+            if sources.dagster_pg is not None:
+                problems.append(
+                    "the backup holds a SQLite Dagster instance but this install's is PostgreSQL "
+                    "(DAGSTER_PG_HOST is set)"
+                )
+            elif sources.dagster_home is not None:
+                problems.extend(
+                    host_state.tree_problems(folder / c.file, sources.dagster_home, c, whole=False)  # type: ignore[operator]
+                )
+            continue
+        if c.kind == "pgdump":
+            if sources.dagster_pg is None:
+                problems.append(
+                    "the backup holds a PostgreSQL Dagster instance database but DAGSTER_PG_HOST "
+                    "is unset (a SQLite instance)"
+                )
+            else:
+                problems.extend(host_state.instance_db_problems(sources.dagster_pg))
+            continue
         if c.kind == "lancedb":
             table = c.name.split(":", 1)[1]
             why = _creatable_problem(sources.lance_path, "LanceDB path", folder=True)
@@ -314,8 +405,12 @@ def restore_backup(
                 tables[c.name] = data
             elif c.kind == "sqlite":
                 snapshot.verify_sqlite_file(folder / c.file, c)  # type: ignore[operator]
+            elif c.kind == "files":
+                from qpipe_dagster.ops.host_state import verify_tree_archive
+
+                verify_tree_archive(folder / c.file, c)  # type: ignore[operator]
         steps = [_describe(c, sources) for c in manifest.components]
-        problems = _check_empty(manifest, sources)
+        problems = _check_empty(manifest, sources, folder)
         if sources.weaviate_url:
             from qpipe_dagster.ops.weaviate_backup import weaviate_nonempty
 
@@ -335,18 +430,57 @@ def restore_backup(
                 table = c.name.split(":", 1)[1]
                 digest = snapshot.restore_lance_table(sources.lance_path, table, tables[c.name])
                 _check_restored(c, snapshot.lance_rows(sources.lance_path, table), digest)
+            elif c.kind == "sqlite" and c.name == "concepts" and sources.concepts_url:
+                rows, digest = _restore_pg_concepts(folder / c.file, sources.concepts_url, c)  # type: ignore[operator]
+                _check_restored(c, rows, digest)
             elif c.kind == "sqlite":
                 path = _sqlite_path(sources, c.name)
                 rows, digest = snapshot.restore_sqlite(folder / c.file, path, c)  # type: ignore[operator]
                 _check_restored(c, rows, digest)
-            elif c.kind == "weaviate":
+            elif c.kind == "files" and c.name != "weaviate-snapshot":
+                from qpipe_dagster.ops import host_state
+
+                root = sources.asset_dir if c.name == host_state.ASSETS else sources.dagster_home
+                rows, digest = host_state.restore_tree(folder / c.file, root, c)  # type: ignore[operator, arg-type]
+                _check_restored(c, rows, digest)
+            elif c.kind == "pgdump":
+                from qpipe_dagster.ops.host_state import restore_instance_db
+
+                rows, digest = restore_instance_db(folder / c.file, sources.dagster_pg)  # type: ignore[operator, arg-type]
+                _check_restored(c, rows, digest)
+            elif c.kind in ("weaviate", "files"):
                 continue
             log(f"restored {c.name}: {c.rows} verified")
         if sources.weaviate_url:
             from qpipe_dagster.ops.weaviate_backup import restore_weaviate_backup
 
-            restore_weaviate_backup(sources, manifest, log=log)
+            restore_weaviate_backup(sources, manifest, folder, log=log)
     return RestorePlan(backup_id, steps)
+
+
+def _restore_pg_concepts(file: Path, url: str, c: Component) -> tuple[int, str]:
+    """Load the backup's registry (SQLite format) into the PostgreSQL registry; (rows, digest)
+    of what landed, computed the same way as the backup's."""
+    from qpipe_dagster.concepts_postgres import PostgresConceptRegistry
+
+    registry = PostgresConceptRegistry(url)
+    registry.import_sqlite(file)
+    with tempfile.TemporaryDirectory(prefix="qpipe-concepts-") as tmp:
+        check = Path(tmp) / "concepts.sqlite"
+        registry.export_sqlite(check)
+        db = sqlite3.connect(check)
+        try:
+            return snapshot.sqlite_digest(db, *snapshot.SQLITE_TABLES[c.name][:2])
+        finally:
+            db.close()
+
+
+def _describe_where(c: Component, sources: Sources) -> str:
+    if c.name == "concepts" and sources.concepts_url:
+        from qpipe_dagster.concepts_postgres import redact
+
+        return f"{redact(sources.concepts_url)} (QPIPE_CONCEPTS_URL)"
+    return str(_sqlite_path(sources, c.name))
 
 
 def _check_restored(c: Component, rows: int | None, digest: str) -> None:
@@ -361,7 +495,19 @@ def _describe(c: Component, sources: Sources) -> str:
     if c.kind == "lancedb":
         where = f"LanceDB {sources.lance_path} table {c.name.split(':', 1)[1]}"
     elif c.kind == "sqlite":
-        where = str(_sqlite_path(sources, c.name))
+        where = _describe_where(c, sources)
+    elif c.kind == "files" and c.name == "assets":
+        where = f"asset folder {sources.asset_dir} (into it, never replacing it)"
+    elif c.kind == "files" and c.name == "dagster-sqlite":
+        where = f"Dagster instance files under {sources.dagster_home}"
+    elif c.kind == "files":
+        where = f"Weaviate's backup folder {sources.weaviate_backup_path}, then Weaviate"
+    elif c.kind == "pgdump":
+        from qpipe_dagster.ops.host_state import _where
+
+        where = (
+            f"PostgreSQL {_where(sources.dagster_pg)} (pg_restore)" if sources.dagster_pg else "?"
+        )
     else:
         where = f"Weaviate {sources.weaviate_url} collection {c.name.split(':', 1)[1]}"
     return f"restore {c.name}: {c.rows} rows into {where}"

@@ -19,6 +19,9 @@ BACKENDS = ("lancedb", "weaviate")
 # Component kinds, and the name each must have: "lancedb:<table>", "weaviate:<collection>", or
 # one of the SQLite stores (keys of snapshot.SQLITE_TABLES).
 SQLITE_COMPONENTS = ("inbox", "concepts")
+# Host state beyond the stores (ops/host_state.py): file trees and the instance database.
+FILES_COMPONENTS = ("assets", "dagster-sqlite", "weaviate-snapshot")
+PGDUMP_COMPONENTS = ("dagster-db",)
 # Lower-case letters, digits and hyphens only: also valid as a Weaviate backup id.
 BACKUP_ID_RE = re.compile(r"^qpipe-(\d{8})-(\d{6})(?:-(\d+))?$")
 
@@ -167,8 +170,17 @@ def component_problem(c: Component) -> str | None:
     elif c.kind == "sqlite":
         if c.name not in SQLITE_COMPONENTS:
             return f"a sqlite component must be one of {', '.join(SQLITE_COMPONENTS)}"
+    elif c.kind == "files":
+        if c.name not in FILES_COMPONENTS:
+            return f"a files component must be one of {', '.join(FILES_COMPONENTS)}"
+    elif c.kind == "pgdump":
+        if c.name not in PGDUMP_COMPONENTS:
+            return f"a pgdump component must be one of {', '.join(PGDUMP_COMPONENTS)}"
     else:
-        return f"kind {c.kind!r} is not one of lancedb, sqlite, weaviate (a newer qpipe's backup?)"
+        return (
+            f"kind {c.kind!r} is not one of lancedb, sqlite, weaviate, files, pgdump (a newer "
+            "qpipe's backup?)"
+        )
     if c.kind == "weaviate":
         return None if c.file is None else "a weaviate component has no file"
     if not isinstance(c.file, str) or not c.file:

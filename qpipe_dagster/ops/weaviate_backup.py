@@ -2,6 +2,13 @@
 consistent snapshot to its backup module: filesystem, S3, GCS or Azure). The qpipe manifest
 records per-collection counts and an (id, content_hash) digest to verify a restore.
 
+With the `filesystem` module the snapshot lands in Weaviate's BACKUP_FILESYSTEM_PATH, on the
+Weaviate host: qpipe reads that folder where it is mounted into its own container
+(WEAVIATE_BACKUP_PATH), packs `<id>/` into the backup (component `weaviate-snapshot`, uploaded
+with the rest to the backup target) and removes it from the host; a restore unpacks it there,
+has Weaviate restore it, and removes it again. Other modules (s3, gcs, azure) already store
+the snapshot off the host.
+
 Needs a running Weaviate with a backup module enabled (docker-compose.yml configures
 `backup-filesystem`); the tests skip this path when no server is configured.
 """
@@ -9,9 +16,11 @@ Needs a running Weaviate with a backup module enabled (docker-compose.yml config
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qpipe_dagster.ops.manifest import BackupError, Component, Manifest
@@ -65,8 +74,34 @@ def _qpipe_collections(client) -> list[str]:
     )
 
 
-def create_weaviate_backup(sources: Sources, backup_id: str) -> list[Component]:
-    """Run a Weaviate backup of every qpipe collection and describe it for the manifest."""
+def snapshot_folder(sources: Sources, backup_id: str) -> Path | None:
+    """Where the filesystem module writes backup `backup_id`, as seen here; None for modules
+    that store snapshots off the host. A filesystem snapshot must be reachable to be packed:
+    left on the Weaviate host, it would be lost with the host."""
+    if sources.weaviate_backend != "filesystem":
+        return None
+    if sources.weaviate_backup_path is None:
+        raise BackupError(
+            "WEAVIATE_BACKUP_BACKEND=filesystem writes the snapshot on the Weaviate host, where "
+            "a backup would leave it: mount Weaviate's BACKUP_FILESYSTEM_PATH volume into this "
+            "container and set WEAVIATE_BACKUP_PATH to it (the snapshot is then packed into "
+            "the backup), or use WEAVIATE_BACKUP_BACKEND=s3; nothing was backed up"
+        )
+    return sources.weaviate_backup_path / backup_id
+
+
+def create_weaviate_backup(
+    sources: Sources,
+    backup_id: str,
+    staging: Path,
+    *,
+    log: Callable[[str], None] = lambda _m: None,
+) -> list[Component]:
+    """Run a Weaviate backup of every qpipe collection and describe it for the manifest; a
+    filesystem snapshot is packed into `staging` and removed from the Weaviate host."""
+    from qpipe_dagster.ops.host_state import WEAVIATE_SNAPSHOT, snapshot_tree
+
+    folder = snapshot_folder(sources, backup_id)
     with _client(sources) as client:
         names = _qpipe_collections(client)
         if not names:
@@ -89,7 +124,17 @@ def create_weaviate_backup(sources: Sources, backup_id: str) -> list[Component]:
                 f"Weaviate backup {backup_id} ended {status or 'without a status'}: "
                 f"{getattr(result, 'error', '') or 'see the Weaviate logs'}"
             )
-        return components
+    if folder is not None:
+        packed = snapshot_tree(folder, WEAVIATE_SNAPSHOT, staging)
+        if packed is None:
+            raise BackupError(
+                f"Weaviate reported backup {backup_id} done but {folder} holds no files: is "
+                "WEAVIATE_BACKUP_PATH the folder Weaviate's BACKUP_FILESYSTEM_PATH is mounted at?"
+            )
+        components.append(packed)
+        shutil.rmtree(folder)  # the snapshot's own folder inside the mount, not the mount
+        log(f"{WEAVIATE_SNAPSHOT}: {packed.rows} files packed, removed from {folder.parent}")
+    return components
 
 
 def weaviate_nonempty(sources: Sources, manifest: Manifest) -> list[str]:
@@ -104,11 +149,34 @@ def weaviate_nonempty(sources: Sources, manifest: Manifest) -> list[str]:
 
 
 def restore_weaviate_backup(
-    sources: Sources, manifest: Manifest, *, log: Callable[[str], None] = lambda _m: None
+    sources: Sources,
+    manifest: Manifest,
+    downloaded: Path,
+    *,
+    log: Callable[[str], None] = lambda _m: None,
 ) -> None:
+    """Unpack a packed filesystem snapshot where Weaviate reads it, restore, remove it again."""
+    from qpipe_dagster.ops.host_state import WEAVIATE_SNAPSHOT, restore_tree
+
     names = [c.name.split(":", 1)[1] for c in manifest.components if c.kind == "weaviate"]
     if not names:
         return
+    packed = manifest.component(WEAVIATE_SNAPSHOT)
+    folder = snapshot_folder(sources, manifest.backup_id) if packed else None
+    if packed is not None and folder is not None:
+        if folder.exists():
+            raise BackupError(f"{folder} exists: remove that old snapshot folder, then restore")
+        restore_tree(downloaded / packed.file, folder, packed)  # type: ignore[operator]
+    try:
+        _restore(sources, manifest, names, log)
+    finally:
+        if folder is not None and folder.exists():
+            shutil.rmtree(folder)
+
+
+def _restore(
+    sources: Sources, manifest: Manifest, names: list[str], log: Callable[[str], None]
+) -> None:
     with _client(sources) as client:
         result = client.backup.restore(  # type: ignore[attr-defined]
             backup_id=manifest.backup_id,
