@@ -33,5 +33,11 @@ def qpipe_home() -> Path:
     return path
 
 
+def trials_home() -> Path:
+    """The trial store (`qpipe_dagster.trials.store`): one Parquet file per concept plus the
+    status history, under qpipe's state so a backup of DAGSTER_HOME holds it."""
+    return qpipe_home() / "trials"
+
+
 # The JSON Schema of a concept message, shared by the receiver, `qpipe submit` and edge/ tests.
 CONCEPT_MESSAGE_SCHEMA = Path(__file__).resolve().parent / "schemas" / "concept_message.schema.json"

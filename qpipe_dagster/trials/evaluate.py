@@ -27,7 +27,7 @@ from qpipe_dagster.trials.stats import (
 OBJECTIVES: tuple[str, ...] = ("sharpe", "sortino", "total_return", "calmar")
 DEFAULT_BLOCKS = 16
 CORRELATION_SAMPLE = 64  # trials whose full in-sample returns estimate the mean correlation
-PBO_WORK = 50_000_000  # splits x trials budget: above it CSCV samples its splits (seeded)
+PBO_WORK = 20_000_000  # splits x trials budget: above it CSCV samples its splits (seeded)
 
 
 @dataclass
@@ -85,9 +85,12 @@ def evaluate_sweep(
     """DSR, PBO, stability and Calmar for every set of ``report``.
 
     * DSR uses each set's in-sample per-period returns (where the selection happens): its
-      Sharpe, skewness, raw kurtosis and bar count; SR0 from the variance of all sets'
-      in-sample Sharpe ratios and N_eff (`stats.effective_trials` from the mean correlation
-      of a seeded sample of ``CORRELATION_SAMPLE`` sets' in-sample returns).
+      Sharpe, skewness, raw kurtosis and bar count; SR0 from the variance of the in-sample
+      Sharpe ratios and N_eff (`stats.effective_trials` from the mean correlation of a
+      seeded sample of ``CORRELATION_SAMPLE`` sets' in-sample returns) of its family
+      (``dsr``) and of the whole sweep (``dsr_sweep``). Per family, because one family that
+      fails systematically (mean reversion in a trend) would otherwise inflate V[SR] and
+      the bar for every other family.
     * PBO by CSCV over ``n_blocks`` equal blocks of the bars after the longest warm-up
       window, for each family and for the whole sweep (the selection `backtest_results`
       makes across families).
@@ -136,25 +139,46 @@ def evaluate_sweep(
             out.setdefault(f"plateau_{obj}", np.full(n_trials, np.nan))[start:stop] = plateau
             out.setdefault(f"drop_{obj}", np.full(n_trials, np.nan))[start:stop] = drop
         start = stop
-    # effective N from a seeded sample of in-sample return series
+    # DSR: SR0 from the variance and effective count of the trials the selection was made
+    # among. Per family (what `qpipe recommend --family` selects within) as ``dsr``, and over
+    # the whole sweep (the cross-family pick `backtest_results` reports) as ``dsr_sweep``.
     rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(n_trials, min(CORRELATION_SAMPLE, n_trials), replace=False))
-    series, start = [], 0
+    samples, start = [], 0
     for run in report.runs:
-        local = pick[(pick >= start) & (pick < start + run.grid.size)] - start
-        if local.size:
-            series.append(trial_returns(close, run.grid.subset(local), is_end, **costs))
+        size = run.grid.size
+        local = np.sort(rng.choice(size, min(CORRELATION_SAMPLE, size), replace=False))
+        samples.append(trial_returns(close, run.grid.subset(local), is_end, **costs))
+        start += size
+
+    def dsr(sl: slice, rets: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+        sr, sk, ku = out["sr_period"][sl], out["skew"][sl], out["kurtosis"][sl]
+        rho = mean_correlation(rets)
+        n_eff = effective_trials(sr.shape[0], rho)
+        finite = np.isfinite(sr)
+        var_sr = float(np.var(sr[finite], ddof=1)) if finite.sum() > 1 else 0.0
+        sr0 = expected_max_sharpe(var_sr, n_eff)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            denom = 1.0 - sk * sr + (ku - 1.0) / 4.0 * sr * sr
+            z = (
+                (sr - sr0)
+                * math.sqrt(max(is_end - 1, 1))
+                / np.sqrt(np.where(denom > 0, denom, np.nan))
+            )
+        return _norm_cdf(z), n_eff, var_sr, sr0
+
+    out["dsr"] = np.full(n_trials, np.nan)
+    out["sr0"] = np.full(n_trials, np.nan)
+    start = 0
+    for run, rets in zip(report.runs, samples, strict=True):
+        sl = slice(start, start + run.grid.size)
+        out["dsr"][sl], _, _, out["sr0"][sl] = dsr(sl, rets)
         start += run.grid.size
-    rho = mean_correlation(np.concatenate(series, axis=1)) if series else float("nan")
-    n_eff = effective_trials(n_trials, rho)
-    finite = np.isfinite(out["sr_period"])
-    var_sr = float(np.var(out["sr_period"][finite], ddof=1)) if finite.sum() > 1 else 0.0
-    sr0 = expected_max_sharpe(var_sr, n_eff)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sr, sk, ku = out["sr_period"], out["skew"], out["kurtosis"]
-        denom = 1.0 - sk * sr + (ku - 1.0) / 4.0 * sr * sr
-        z = (sr - sr0) * math.sqrt(max(is_end - 1, 1)) / np.sqrt(np.where(denom > 0, denom, np.nan))
-    out["dsr"] = _norm_cdf(z)
+    both = np.concatenate(samples, axis=1)
+    keep = np.random.default_rng(seed).choice(
+        both.shape[1], min(CORRELATION_SAMPLE, both.shape[1]), replace=False
+    )
+    out["dsr_sweep"], n_eff, var_sr, sr0 = dsr(slice(0, n_trials), both[:, np.sort(keep)])
+    rho = mean_correlation(both[:, np.sort(keep)])
     out["n_periods"] = np.full(n_trials, is_end, dtype=np.int64)
     # PBO per family and for the sweep
     by_family: dict[str, PBOResult | None] = {}
@@ -174,7 +198,7 @@ def evaluate_sweep(
         by_family[fam] = res
         out["pbo"][start : start + bs.shape[0]] = res.pbo if res else np.nan
         start += bs.shape[0]
-    whole = pbo(np.concatenate(sums), np.concatenate(sqs))
+    whole = by_family[fams[0]] if len(fams) == 1 else pbo(np.concatenate(sums), np.concatenate(sqs))
     return SweepEvidence(
         columns=out,
         n_trials=n_trials,

@@ -85,7 +85,9 @@ def _col(df: pl.DataFrame, name: str) -> pl.Expr:
     return pl.col(name) if name in df.columns else pl.lit(None, dtype=pl.Float64)
 
 
-def _strict_masks(df: pl.DataFrame, objective: str, f: Filters) -> dict[str, pl.Expr]:
+def _strict_masks(
+    df: pl.DataFrame, objective: str, f: Filters, dsr: str = "dsr"
+) -> dict[str, pl.Expr]:
     masks: dict[str, pl.Expr] = {
         "min_trades": pl.col("trade_count").fill_null(0) >= f.min_trades,
     }
@@ -102,7 +104,7 @@ def _strict_masks(df: pl.DataFrame, objective: str, f: Filters) -> dict[str, pl.
             & (oos.fill_nan(None).fill_null(-math.inf) > 0)
         )
     if f.min_dsr is not None:
-        masks["min_dsr"] = pl.col("dsr").fill_nan(None).fill_null(-1.0) >= f.min_dsr
+        masks["min_dsr"] = pl.col(dsr).fill_nan(None).fill_null(-1.0) >= f.min_dsr
     return masks
 
 
@@ -157,7 +159,7 @@ def _num(v: object) -> float | int | None:
     return v
 
 
-def to_item(row: dict, objective: str) -> dict:
+def to_item(row: dict, objective: str, dsr: str = "dsr") -> dict:
     """One recommendation with its evidence (JSON-safe: NaN/inf become null)."""
     params = row["params"]
     return {
@@ -168,7 +170,7 @@ def to_item(row: dict, objective: str) -> dict:
         "objective": objective,
         "score": _num(row[f"plateau_{objective}"]),
         "in_sample": _num(row.get(f"is_{objective}")),
-        "dsr": _num(row["dsr"]),
+        "dsr": _num(row[dsr]),
         "pbo": _num(row["pbo"]),
         "oos": {k: _num(row.get(f"oos_{k}")) for k in OOS_KEYS},
         "trades": _num(row["trade_count"]),
@@ -190,8 +192,12 @@ def recommend(
     symbol: str | None = None,
     filters: Filters | None = None,
     top: int = 5,
+    dsr: str = "dsr",
 ) -> Recommendation:
-    """Strict filters, then relaxations in `RELAXATIONS` order; status ok/degraded/none."""
+    """Strict filters, then relaxations in `RELAXATIONS` order; status ok/degraded/none.
+
+    ``dsr`` names the DSR column: ``dsr`` deflates by the family's trials (a choice within
+    one family), ``dsr_sweep`` by the whole sweep's (a choice across families)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
     if family is not None and family not in FAMILIES:
@@ -200,7 +206,7 @@ def recommend(
         raise ValueError(f"top must be >= 1, got {top}")
     f = filters or Filters()
     pool, hard = hard_pool(df, objective, family=family, concept=concept, symbol=symbol)
-    strict = _strict_masks(pool, objective, f)
+    strict = _strict_masks(pool, objective, f, dsr)
     rejections = {k: v for k, v in hard.items() if v}
     rejections.update({k: int(pool.select((~v).sum()).item() or 0) for k, v in strict.items()})
     current, used = f, []
@@ -213,12 +219,12 @@ def recommend(
             current, what = relaxed
             used.append(what)
         keep = pl.lit(True)
-        for m in _strict_masks(pool, objective, current).values():
+        for m in _strict_masks(pool, objective, current, dsr).values():
             keep = keep & m
         passed = pool.filter(keep)
         if passed.height:
             rows = rank(passed, objective).head(top).to_dicts()
-            items = [to_item(r, objective) for r in rows]
+            items = [to_item(r, objective, dsr) for r in rows]
             why = ", ".join(f"{k} rejected {v}" for k, v in rejections.items() if v)
             if not used:
                 return Recommendation("ok", [], items, f, rejections, None, considered=pool.height)

@@ -184,19 +184,30 @@ GRIDS = [
 ]
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_random_walk_best_set_is_not_significant(seed: int) -> None:
+    """Fixed seeds: on pure noise a DSR >= 0.95 still happens in about 5 % of paths (that is
+    the test's significance level), so a property over arbitrary seeds would be flaky."""
+    report, ev = _evaluate(random_walk(seed), GRIDS)
+    best = int(np.nanargmax(ev.columns["plateau_sharpe"]))  # the robust ranking's score
+    assert ev.columns["dsr_sweep"][best] < 0.95
+    is_sharpe = report.table.column("is_sharpe").to_numpy()
+    raw = int(np.nanargmax(np.where(np.isfinite(is_sharpe), is_sharpe, -np.inf)))
+    assert ev.columns["dsr_sweep"][raw] < 0.95  # nor the raw in-sample argmax
+
+
 @settings(max_examples=4, derandomize=True)
 @given(seed=st.integers(0, 2**31 - 1))
-def test_random_walk_best_set_is_not_significant(seed: int) -> None:
-    report, ev = _evaluate(random_walk(seed), GRIDS)
-    best = int(np.nanargmax(ev.columns["plateau_sharpe"]))
-    assert ev.columns["dsr"][best] < 0.95
-    raw = int(
-        np.nanargmax(
-            np.where(np.isfinite(s := report.table.column("is_sharpe").to_numpy()), s, -np.inf)
-        )
-    )
-    assert ev.columns["dsr"][raw] < 0.95  # nor the raw in-sample argmax
+def test_random_walk_evidence_is_well_formed(seed: int) -> None:
+    """Any noise path: DSR is a probability that deflation only lowers (the whole sweep's
+    SR0 is at least its family's here), PBO is a share of all C(16, 8) splits."""
+    _, ev = _evaluate(random_walk(seed), GRIDS)
+    dsr, sweep = ev.columns["dsr"], ev.columns["dsr_sweep"]
+    ok = np.isfinite(dsr)
+    assert ((dsr[ok] >= 0) & (dsr[ok] <= 1)).all()
+    assert np.nanmedian(sweep[ok] - dsr[ok]) <= 1e-12
     assert 0.0 < ev.pbo.pbo < 1.0 and ev.pbo.logits.shape[0] == math.comb(16, 8)
+    assert ev.n_effective <= ev.n_trials
 
 
 def test_random_walk_pbo_is_near_half_on_average() -> None:
