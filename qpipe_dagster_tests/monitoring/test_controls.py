@@ -1,0 +1,169 @@
+"""`qpipe halt`, `resume` and `status` against real instances: the local SQLite one `make run`
+uses and deploy/dagster.prod.yaml on a throwaway PostgreSQL cluster.
+
+The code location is the real one (qpipe_dagster.definitions); what halt stopped is read back
+the way the daemon reads it (stored instigator state by selector), from a fresh load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.utils import make_new_run_id
+
+from qpipe_dagster.cli import main
+from qpipe_dagster.controls.halt import automation_states, code_location
+from qpipe_dagster_tests.ops.prod_instance import use_prod_instance
+from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixtures)
+    postgres_cluster,
+)
+
+AUTOMATION = {
+    "sensors": {"qstash_inbox_sensor", "run_failure_webhook"},
+    "schedules": {"recrawl_schedule", "nightly_backup_schedule", "daily_report_schedule"},
+}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def instance_home(request, dagster_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    if request.param == "postgres":
+        use_prod_instance(monkeypatch, dagster_home, request.getfixturevalue("postgres_cluster"))
+    return dagster_home
+
+
+def _queued_run(instance: DagsterInstance) -> str:
+    """A run waiting in the queue, as the QueuedRunCoordinator stores a submitted one."""
+    run_id = make_new_run_id()
+    with code_location(instance) as repo:
+        origin = repo.get_full_job("concept_pipeline").get_remote_origin()
+    instance.add_run(
+        DagsterRun(
+            job_name="concept_pipeline",
+            run_id=run_id,
+            status=DagsterRunStatus.QUEUED,
+            remote_job_origin=origin,
+        )
+    )
+    return run_id
+
+
+def test_halt_stops_automation_cancels_queued_runs_and_resume_restarts_exactly_that(
+    instance_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with DagsterInstance.get() as instance:
+        states = automation_states(instance)
+        assert {k: set(v) for k, v in states.items()} == AUTOMATION
+        assert all(states["sensors"].values()) and all(states["schedules"].values())
+        # stopped by hand before the halt: resume must leave it stopped
+        with code_location(instance) as repo:
+            recrawl = repo.get_schedule("recrawl_schedule")
+            instance.stop_schedule(recrawl.get_remote_origin_id(), recrawl.selector_id, recrawl)
+        queued = _queued_run(instance)
+
+    assert main(["halt", "--reason", "vendor outage"]) == 0
+    out = capsys.readouterr().out
+    assert "halted: vendor outage. Stopped qstash_inbox_sensor, daily_report_schedule," in out
+    assert "canceled 1 queued run(s)" in out
+
+    with DagsterInstance.get() as instance:
+        states = automation_states(instance)
+        assert states["sensors"] == {"qstash_inbox_sensor": False, "run_failure_webhook": True}
+        assert not any(states["schedules"].values())
+        assert instance.get_run_by_id(queued).status == DagsterRunStatus.CANCELED
+        second = _queued_run(instance)
+
+    # halting again keeps the first record (resume must still know what the first stopped)
+    assert main(["halt", "--reason", "second thoughts"]) == 0
+    assert "already halted" in capsys.readouterr().err
+
+    assert main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["halt"]["halted"] is True
+    assert status["halt"]["reason"] == "vendor outage"
+    assert sorted(status["halt"]["stopped"]) == [
+        "daily_report_schedule",
+        "nightly_backup_schedule",
+        "qstash_inbox_sensor",
+    ]
+    assert status["runs"]["queued"] == 0
+
+    assert main(["status"]) == 0
+    screen = capsys.readouterr().out
+    assert "halted    YES since" in screen and ": vendor outage" in screen
+
+    assert main(["resume"]) == 0
+    assert (
+        "resumed: started qstash_inbox_sensor, daily_report_schedule, nightly_backup_schedule"
+        in (capsys.readouterr().out)
+    )
+    with DagsterInstance.get() as instance:
+        states = automation_states(instance)
+        assert states["sensors"] == {"qstash_inbox_sensor": True, "run_failure_webhook": True}
+        assert states["schedules"] == {
+            "recrawl_schedule": False,  # stopped before the halt: still stopped
+            "nightly_backup_schedule": True,
+            "daily_report_schedule": True,
+        }
+        assert instance.get_run_by_id(second).status == DagsterRunStatus.CANCELED
+    assert main(["resume"]) == 0
+    assert "not halted: nothing to resume" in capsys.readouterr().out
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["halt"] == {"halted": False}
+
+
+def test_status_names_an_unreadable_part_and_shows_the_rest(
+    dagster_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (dagster_home / "qpipe" / "inbox.sqlite").mkdir(parents=True)  # a folder, not a database
+    assert main(["status"]) == 0
+    screen = capsys.readouterr().out
+    assert "  queue     unreadable: OperationalError" in screen
+    assert "  runs      0 running, 0 queued" in screen
+    assert "  breakers  postgres closed, qstash closed, weaviate closed" in screen
+
+
+def test_pipeline_runs_carry_a_max_runtime_that_run_monitoring_enforces(
+    dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A concept_pipeline run started 3 h ago (default limit 2 h) and still STARTED, as a hung
+    run is: the daemon's run-monitoring check marks it failed, freeing its slot."""
+    import logging
+    from datetime import UTC, datetime
+
+    import yaml
+    from dagster import DagsterEvent, DagsterEventType
+    from dagster._daemon.monitoring.run_monitoring import check_run_timeout
+
+    from qpipe_dagster.defs.jobs import MAX_RUNTIME_TAG, concept_pipeline_job, max_runtime_s
+    from qpipe_dagster.settings import SettingError
+    from qpipe_dagster_tests.ops.prod_instance import PROD_YAML
+
+    for config in (dagster_home / "dagster.yaml", PROD_YAML):
+        assert yaml.safe_load(config.read_text())["run_monitoring"]["enabled"] is True
+    assert concept_pipeline_job.tags[MAX_RUNTIME_TAG] == "7200"
+    assert max_runtime_s({"QPIPE_MAX_RUNTIME_S": "900"}) == 900
+    with pytest.raises(SettingError, match=r"QPIPE_MAX_RUNTIME_S='5' is invalid"):
+        max_runtime_s({"QPIPE_MAX_RUNTIME_S": "5"})
+
+    with DagsterInstance.get() as instance:
+        run_id = make_new_run_id()
+        instance.add_run(
+            DagsterRun(
+                job_name="concept_pipeline",
+                run_id=run_id,
+                status=DagsterRunStatus.NOT_STARTED,
+                tags=dict(concept_pipeline_job.tags),
+            )
+        )
+        started = datetime.now(UTC).timestamp() - 3 * 3600
+        instance.run_storage.handle_run_event(
+            run_id,
+            DagsterEvent(DagsterEventType.RUN_START.value, "concept_pipeline"),
+            datetime.fromtimestamp(started, UTC),
+        )
+        (record,) = instance.get_run_records()
+        check_run_timeout(instance, record, logging.getLogger("test"), 0.0)
+        assert instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE
