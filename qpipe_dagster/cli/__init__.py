@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "qpipe_dagster.cli.qstash",
     "qpipe_dagster.cli.models",
     "qpipe_dagster.cli.ops",
+    "qpipe_dagster.cli.trials",
     "qpipe_dagster.cli.monitoring",
     "qpipe_dagster.cli.controls",
 )
