@@ -5,6 +5,11 @@ by the server), and the result is deserialized into the model class (required fi
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import kubernetes.client
@@ -71,3 +76,48 @@ def load_manifest(data: dict[str, Any]) -> Any:
     if key not in KINDS:
         raise ManifestError(f"unexpected apiVersion/kind {key}; known: {sorted(KINDS)}")
     return load_model(data, KINDS[key])
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers a create with 201 and the object, as the API server does; keeps what it got."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.created.append((self.path, body))  # type: ignore[attr-defined]
+        answer = json.dumps(body).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def recording_k8s_api(folder: Path) -> Iterator[tuple[Path, list[tuple[str, dict]]]]:
+    """A stand-in for the Kubernetes API on 127.0.0.1 (no cluster runs here) and a kubeconfig
+    naming it; yields (kubeconfig path, [(request path, object as sent)])."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.created = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    kubeconfig = folder / "kubeconfig"
+    cluster = {"server": f"http://127.0.0.1:{server.server_port}"}
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "t", "cluster": cluster}],
+                "users": [{"name": "t", "user": {"token": "test-token"}}],
+                "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
+                "current-context": "t",
+            }
+        )
+    )
+    try:
+        yield kubeconfig, server.created  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()

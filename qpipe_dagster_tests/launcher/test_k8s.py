@@ -6,9 +6,7 @@ with the official client's models (unknown fields fail)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from kubernetes.client import ApiClient
 from qpipe_dagster.launcher.gpu_router import LAUNCHER_TAG, GpuRoutingRunLauncher
 from qpipe_dagster.launcher.k8s import K8S_CPU, K8S_GPU
 from qpipe_dagster.launcher.k8s.job import build_run_job, run_job_args
-from qpipe_dagster_tests.k8s_models import ManifestError, load_model
+from qpipe_dagster_tests.k8s_models import ManifestError, load_model, recording_k8s_api
 from qpipe_dagster_tests.launcher.test_gpu_router import make_run, setup
 
 GPU_POOL = {
@@ -38,49 +36,10 @@ CPU_POOL = {
 }
 
 
-class _Recorder(BaseHTTPRequestHandler):
-    created: list[tuple[str, dict]]
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.created.append((self.path, body))  # type: ignore[attr-defined]
-        answer = json.dumps(body).encode()
-        self.send_response(201)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def api_server(tmp_path: Path) -> Iterator[tuple[Path, list]]:
-    """A Kubernetes API stand-in on 127.0.0.1 and a kubeconfig naming it; yields both."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    server.created = []  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {"name": "t", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
-                ],
-                "users": [{"name": "t", "user": {"token": "test-token"}}],
-                "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
-                "current-context": "t",
-            }
-        )
-    )
-    try:
-        yield kubeconfig, server.created  # type: ignore[attr-defined]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with recording_k8s_api(tmp_path) as found:
+        yield found
 
 
 def k8s_config(kubeconfig: Path, **extra) -> dict:
