@@ -5,6 +5,7 @@ what happened as metadata and asset checks. All four are partitioned by concept.
 """
 
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -326,6 +327,7 @@ def parsed_pages(
             description=f"parsed_pages config chunk_max_tokens={config.chunk_max_tokens}, "
             f"chunk_overlap_tokens={config.chunk_overlap_tokens}: invalid chunking config: {exc}"
         ) from exc
+    started = time.perf_counter()
     rows = []
     for page in crawled_pages.to_pylist():
         if page["error"] is not None or page["html"] is None:
@@ -361,10 +363,12 @@ def parsed_pages(
             }
         )
     table = pa.Table.from_pylist(rows, schema=PARSED_PAGES_SCHEMA)
+    stage_seconds = time.perf_counter() - started  # extract + chunk, without model loading
     n_chunks = sum(len(r["chunks"]) for r in rows)
     yield Output(
         table,
         metadata={
+            "stage_seconds": round(stage_seconds, 3),
             "pages": table.num_rows,
             "pages_without_text": sum(1 for r in rows if not r["text"]),
             "chunks": n_chunks,
@@ -420,11 +424,14 @@ def page_embeddings(
     except StoredTableError as exc:  # only a cache of vectors: re-embed instead of failing
         context.log.warning(f"previous page_embeddings not reused, every chunk is embedded: {exc}")
         previous = None
+    started = time.perf_counter()
     table, stats = embed_chunks(chunks, encoder, previous)
+    stage_seconds = time.perf_counter() - started  # the encode itself, without model loading
     context.log.info(f"embedded {stats.embedded} chunks, reused {stats.reused} ({model})")
     yield Output(
         table,
         metadata={
+            "stage_seconds": round(stage_seconds, 3),
             "model": model,
             "dim": dim,
             "chunks": stats.chunks,
@@ -513,11 +520,14 @@ def weaviate_objects(
     encoder = embedder.encoder()
     dim = embeddings_dim_for(page_embeddings, encoder, concept)
     store = vector_store.open(model=encoder.model_id, dim=dim)
+    started = time.perf_counter()
     counts = store.upsert(page_embeddings)
     deleted = store.delete_missing(concept, set(page_embeddings.column("id").to_pylist()))
+    stage_seconds = time.perf_counter() - started
     total = store.count(concept)
     return MaterializeResult(
         metadata={
+            "stage_seconds": round(stage_seconds, 3),
             "backend": store.backend,
             "collection": store.collection,
             "inserted": counts.inserted,
