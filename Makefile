@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.qpipe-installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run test test-python test-edge e2e e2e-browser lint format bench clean
+.PHONY: install run test test-python test-edge test-deploy e2e e2e-browser lint format bench clean
 
 install: $(STAMP)  ## create .venv and install qpipe with dev tools (idempotent)
 
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: install  ## start the demo site, Dagster UI + daemon and the QStash receiver on local defaults
 	$(PY) -m qpipe_dagster.devstack
 
-test: install test-python test-edge  ## every test: Python and edge/
+test: install test-python test-edge test-deploy  ## every test: Python, edge/ and the Docker stack
 
 test-python: install e2e-browser
 	@# docker-compose (v1, Debian) validates docker-compose.yml offline; the test skips with a reason without it.
@@ -40,6 +40,9 @@ e2e-browser: install  ## make sure Chromium is there for the UI test (apt, when 
 
 e2e: install e2e-browser  ## only the Dagster UI browser test (screenshots: test-artifacts/e2e/)
 	$(PY) -m pytest qpipe_dagster_tests/e2e -m e2e -q -rs
+
+test-deploy: install  ## the production Docker Compose stack end to end (skipped, with the reason, without Docker)
+	@deploy/test/test-deploy.sh $(PY)
 
 test-edge:
 	@command -v npm >/dev/null || { echo "make test-edge: npm not found; install Node.js 20 to run the edge/ tests" >&2; exit 1; }

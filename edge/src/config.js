@@ -162,6 +162,15 @@ function standingVar(env) {
   });
 }
 
+/** An optional whole-number var: unset or "" is undefined. */
+function optionalIntVar(env, name, min, max) {
+  const raw = env[name];
+  if (raw === undefined || raw === null || (typeof raw === "string" && raw.trim() === "")) {
+    return undefined;
+  }
+  return intVar({ [name]: raw }, name, min, max);
+}
+
 /**
  * @typedef {object} EdgeConfig
  * @property {string} receiverUrl  @property {string} qstashUrl  @property {string} qstashToken
@@ -171,6 +180,7 @@ function standingVar(env) {
  * @property {number} discoveryTimeoutMs  @property {string[]} allowDomains
  * @property {string[]} denyDomains  @property {{kind:string,url:string,match?:RegExp}[]} sources
  * @property {{concept:string,symbol?:string|null}[]} standing
+ * @property {number|undefined} dailyLimit  QSTASH_DAILY_LIMIT (messages per UTC day)
  */
 
 /** @returns {EdgeConfig} */
@@ -212,5 +222,6 @@ export function loadConfig(env) {
     denyDomains: domainListVar(env, "DENY_DOMAINS"),
     sources: sourcesVar(env),
     standing: standingVar(env),
+    dailyLimit: optionalIntVar(env, "QSTASH_DAILY_LIMIT", 1, 1_000_000_000),
   };
 }

@@ -3,6 +3,7 @@
  * the cron trigger. KV is written only for URLs QStash accepted, so a failed publish is
  * retried in full next time instead of being silently forgotten.
  */
+import { checkDailyLimit, countPublished } from "./daily.js";
 import { discoverUrls } from "./discover.js";
 import { HttpError } from "./errors.js";
 import { buildMessages, publishBatch } from "./qstash.js";
@@ -25,7 +26,8 @@ import { partitionSeen, rememberPublished } from "./seen.js";
  * @param {KVNamespace} kv
  * @returns {Promise<PublishOutcome>}
  * @throws {HttpError} 422 when discovery finds nothing, 503 when KV cannot be read (nothing
- *   published), 502 when QStash fails, 500 when KV cannot record what QStash accepted.
+ *   published), 429 when QSTASH_DAILY_LIMIT would be passed (nothing published), 502 when
+ *   QStash fails, 500 when KV cannot record what QStash accepted.
  */
 export async function publishConcept(request, config, kv) {
   const { concept, symbol } = request;
@@ -66,8 +68,20 @@ export async function publishConcept(request, config, kv) {
   if (!fresh.length) return outcome;
 
   const messages = await buildMessages(concept, symbol, fresh, config);
+  const usedToday =
+    config.dailyLimit === undefined
+      ? undefined
+      : await checkDailyLimit(kv, config.dailyLimit, messages.length, now);
   const results = await publishBatch(messages, config);
   const accepted = results.filter((r) => r.messageId);
+  let uncounted;
+  if (usedToday !== undefined && accepted.length) {
+    try {
+      await countPublished(kv, usedToday, accepted.length, now);
+    } catch (err) {
+      uncounted = String(err?.message ?? err);
+    }
+  }
   const published = accepted.flatMap((r) => r.urls.map((url) => ({ url, messageId: r.messageId })));
   const unrecorded = await rememberPublished(kv, published, concept, config.seenTtlSeconds, now);
   outcome.stored = published.length;
@@ -90,6 +104,12 @@ export async function publishConcept(request, config, kv) {
         "those may be published again by a later request",
     );
     outcome.unrecorded = unrecorded;
+  }
+  if (uncounted) {
+    problems.push(
+      `QStash accepted ${accepted.length} message(s) but KV namespace URLS could not add them ` +
+        `to today's QSTASH_DAILY_LIMIT count (${uncounted})`,
+    );
   }
   if (problems.length) {
     throw new HttpError(refused.length ? 502 : 500, problems.join("; "), outcome);

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -109,3 +111,23 @@ class PublishLedger:
 
 def published_today(env: Mapping[str, str] | None, now: float) -> int:
     return PublishLedger(ledger_path(env)).used(now)
+
+
+@contextmanager
+def counted_publish(n: int = 1, env: Mapping[str, str] | None = None) -> Iterator[int | None]:
+    """Reserve n of today's publishes for the block when QSTASH_DAILY_LIMIT is set
+    (DailyLimitReached before anything is sent); a block that raises gives them back, since
+    nothing was published. Without a limit nothing is counted here (the metrics then count
+    QStash's deliveries to the inbox)."""
+    limit = daily_limit(env)
+    if limit is None:
+        yield None
+        return
+    now = time.time()
+    ledger = PublishLedger(ledger_path(env))
+    used = ledger.reserve(n, limit, now)
+    try:
+        yield used
+    except BaseException:
+        ledger.release(n, now)
+        raise
