@@ -1,35 +1,72 @@
-# qpipe project image: code location (gRPC), dagster-webserver, dagster-daemon and the QStash
-# receiver all run from it (docker-compose.yml picks the command).
-#   CPU (default):  docker build -t qpipe .
-#   GPU variant:    docker build -t qpipe:gpu --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 \
-#                     --build-arg EXTRAS=prod,gpu .      (needs the NVIDIA container toolkit on the host;
+# qpipe project image: code location (gRPC), dagster-webserver, dagster-daemon, the QStash
+# receiver and the GPU run containers all run from it (docker-compose.yml picks the command).
+# BuildKit is required (secret mount for a private CA bundle):
+#   CPU (default):  DOCKER_BUILDKIT=1 docker build -t qpipe:latest .
+#   GPU variant:    DOCKER_BUILDKIT=1 docker build -t qpipe:gpu \
+#                     --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 \
+#                     --build-arg EXTRAS=prod,gpu .   (needs the NVIDIA container toolkit on the host;
 #                     EXTRAS=prod,gpu-cuda13 with a CUDA 13 driver and a cu13x torch index)
-FROM python:3.11-slim
+# Build arguments that exist for hosts without registry/index access (make test-deploy uses them):
+#   BASE_IMAGE          any image with python3 >= 3.11 and python3-venv (default python:3.11-slim)
+#   TORCH_INDEX         where torch comes from (default: the PyTorch CPU index)
+#   TORCH_TRUSTED_HOST  host of a plain-HTTP TORCH_INDEX (a local wheel folder), else empty
+#   secret pip_ca       a CA bundle pip must trust (TLS-inspecting proxy): --secret id=pip_ca,src=FILE
+#                       It is mounted for the pip steps only and is never stored in a layer.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 ARG TORCH_SPEC="torch==2.13.0"
 ARG TORCH_INDEX="https://download.pytorch.org/whl/cpu"
+ARG TORCH_TRUSTED_HOST=""
 ARG EXTRAS="prod"
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
     DAGSTER_HOME=/opt/dagster/home \
     QPIPE_DEPLOY=prod
+
+# pg_dump for `qpipe backup` (the Dagster instance database): installed when the base lacks it.
+RUN command -v pg_dump >/dev/null 2>&1 || { apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client \
+    && rm -rf /var/lib/apt/lists/*; }
+
+# A venv: Debian's python3 is "externally managed", and python:3.11-slim works the same way.
+RUN python3 -m venv /opt/venv
 
 WORKDIR /opt/qpipe
 
 # torch first and pinned from the CPU index: a bare `torch` would pull the multi-GB CUDA build.
-RUN pip install --upgrade pip && pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
+# --no-deps: its small dependencies come from PyPI at the constraints.txt pins in the next step.
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
+    pip install --upgrade pip setuptools wheel \
+    && pip install --no-deps --index-url "${TORCH_INDEX}" \
+        ${TORCH_TRUSTED_HOST:+--trusted-host "$TORCH_TRUSTED_HOST"} "${TORCH_SPEC}"
 
-COPY pyproject.toml README.md ./
+# Dependencies at the tested pins (constraints.txt) in their own layer, before the source.
+COPY pyproject.toml README.md constraints.txt ./
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
+    mkdir -p qpipe_dagster webhook_sensor && touch qpipe_dagster/__init__.py webhook_sensor/__init__.py \
+    && pip install -c constraints.txt ".[${EXTRAS}]" \
+    && pip uninstall -y qpipe && rm -rf qpipe_dagster webhook_sensor build *.egg-info
+
 COPY qpipe_dagster ./qpipe_dagster
 COPY webhook_sensor ./webhook_sensor
-RUN pip install ".[${EXTRAS}]"
+RUN pip install --no-deps --no-build-isolation . && rm -rf build *.egg-info
 
 COPY dagster.yaml ./dagster.yaml
 COPY deploy ./deploy
-RUN mkdir -p "${DAGSTER_HOME}" && chmod +x deploy/entrypoint.sh \
-    && useradd --create-home --uid 10001 qpipe && chown -R qpipe "${DAGSTER_HOME}"
+# Every state directory exists, owned by the image's user, before any volume is mounted on it:
+# Docker copies a fresh named volume's ownership from the image's directory.
+RUN chmod +x deploy/entrypoint.sh \
+    && useradd --create-home --uid 10001 qpipe \
+    && mkdir -p /opt/dagster/home /opt/dagster/state /opt/dagster/backups /opt/dagster/logs \
+    && chown -R qpipe:qpipe /opt/dagster
 USER qpipe
 
 ENTRYPOINT ["/opt/qpipe/deploy/entrypoint.sh"]

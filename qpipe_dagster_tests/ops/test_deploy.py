@@ -1,5 +1,6 @@
 """The deployment files: compose validates (docker-compose v1 and the Compose Spec schema), the
-production dagster.yaml passes Dagster's own instance-config schema, the Dockerfile is sane."""
+production dagster.yaml passes Dagster's own instance-config schema, the Dockerfile is sane.
+(The stack itself runs in qpipe_dagster_tests/deploy, under make test-deploy.)"""
 
 from __future__ import annotations
 
@@ -14,11 +15,28 @@ import yaml
 from qpipe_dagster_tests.conftest import REPO, SHARED_DATA
 
 SPEC = SHARED_DATA / "compose" / "compose-spec.json"
-SERVICES = {"postgres", "weaviate", "code", "webserver", "daemon", "receiver"}
+SERVICES = {"postgres", "code", "webserver", "daemon", "receiver", "caddy"}
+QPIPE_SERVICES = {"code", "webserver", "daemon", "receiver"}
+# The REQUIRED values of .env.example, filled in as an operator would.
+FILLED = {
+    "QPIPE_PUBLIC_HOST": "qpipe.example.com",
+    "QPIPE_TLS": "ops@example.com",
+    "QPIPE_UI_PASSWORD_HASH": "JDJhJDE0JGZha2VoYXNo",
+    "QSTASH_CURRENT_SIGNING_KEY": "sig_current",
+    "QSTASH_NEXT_SIGNING_KEY": "sig_next",
+}
 
 
-def _compose() -> dict:
-    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+def _compose(name: str = "docker-compose.yml") -> dict:
+    return yaml.safe_load((REPO / name).read_text())
+
+
+def _filled_env() -> str:
+    lines = []
+    for line in (REPO / ".env.example").read_text().splitlines():
+        name = line.split("=", 1)[0]
+        lines.append(f"{name}={FILLED[name]}" if name in FILLED and "=" in line else line)
+    return "\n".join(lines) + "\n"
 
 
 def test_compose_has_every_service_with_health_checks_on_one_network() -> None:
@@ -28,9 +46,22 @@ def test_compose_has_every_service_with_health_checks_on_one_network() -> None:
         assert "healthcheck" in svc, f"{name} has no healthcheck"
         assert svc["networks"] == ["qpipe"], name
         image = svc.get("image", "")
-        assert not image.endswith(":latest") or svc.get("build"), f"{name}: unpinned image"
-    assert "backup-filesystem" in doc["services"]["weaviate"]["environment"]["ENABLE_MODULES"]
-    assert doc["services"]["code"]["env_file"] == ".env"
+        assert not image.endswith(":latest") or name in QPIPE_SERVICES, f"{name}: unpinned image"
+    assert doc["services"]["code"]["env_file"] == "${QPIPE_ENV_FILE:-.env}"
+    # Caddy is the only published service; the UI and the receiver are reached through it.
+    assert [n for n, svc in doc["services"].items() if svc.get("ports")] == ["caddy"]
+    # Every qpipe service merges the shared environment (doctor sees the same paths everywhere)
+    # and mounts every state volume.
+    shared = doc["x-qpipe-env"]
+    for name in QPIPE_SERVICES:
+        svc = doc["services"][name]
+        assert shared.items() <= svc["environment"].items(), name
+        assert {v.split(":")[1] for v in svc["volumes"]} >= {
+            "/opt/dagster/home", "/opt/dagster/state", "/opt/dagster/backups"
+        }, name  # fmt: skip
+    weaviate = _compose("deploy/compose.weaviate.yml")
+    assert "backup-filesystem" in weaviate["services"]["weaviate"]["environment"]["ENABLE_MODULES"]
+    assert weaviate["services"]["code"]["environment"]["WEAVIATE_URL"] == "http://weaviate:8080"
 
 
 def test_docker_compose_config_validates(tmp_path: Path) -> None:
@@ -41,12 +72,17 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
             "`make test` installs it when run as root)"
         )
     shutil.copyfile(REPO / "docker-compose.yml", tmp_path / "docker-compose.yml")
-    shutil.copyfile(REPO / ".env.example", tmp_path / ".env")
-    proc = subprocess.run(
-        [exe, "-f", "docker-compose.yml", "config", "-q"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "deploy").mkdir()
+    shutil.copyfile(
+        REPO / "deploy" / "compose.weaviate.yml", tmp_path / "deploy" / "compose.weaviate.yml"
+    )
+    (tmp_path / ".env").write_text(_filled_env())
+    for files in (["docker-compose.yml"], ["docker-compose.yml", "deploy/compose.weaviate.yml"]):
+        proc = subprocess.run(
+            [exe, *[x for f in files for x in ("-f", f)], "config", "-q"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        assert proc.returncode == 0, (files, proc.stderr)
     # and it does catch mistakes: a missing required secret is reported by name
     env = (tmp_path / ".env").read_text().replace("DAGSTER_PG_PASSWORD=change-me\n", "")
     (tmp_path / ".env").write_text(env)
@@ -56,6 +92,15 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
         env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert proc.returncode != 0 and "DAGSTER_PG_PASSWORD" in proc.stderr
+    # .env.example as shipped names a value its comments mark REQUIRED
+    shutil.copyfile(REPO / ".env.example", tmp_path / ".env")
+    proc = subprocess.run(
+        [exe, "-f", "docker-compose.yml", "config", "-q"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode != 0 and "in .env" in proc.stderr
+    missing = proc.stderr.split("set ", 1)[1].split()[0]
+    assert missing in FILLED and "REQUIRED" in (REPO / ".env.example").read_text()
 
 
 def test_compose_matches_compose_spec_schema() -> None:
@@ -64,8 +109,13 @@ def test_compose_matches_compose_spec_schema() -> None:
     import jsonschema
 
     validator = jsonschema.Draft7Validator(json.loads(SPEC.read_text()))
-    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(_compose())]
-    assert errors == []
+    for name in (
+        "docker-compose.yml",
+        "deploy/compose.weaviate.yml",
+        "deploy/test/compose.test.yml",
+    ):
+        errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(_compose(name))]
+        assert errors == [], name
     broken = _compose()
     broken["services"]["code"]["healthcheck"]["interval"] = ["15s"]
     assert list(validator.iter_errors(broken))
@@ -103,8 +153,17 @@ def test_env_example_covers_prod_requirements_and_env_is_ignored() -> None:
 
 def test_dockerfile_pins_cpu_torch_and_installs_prod_extra() -> None:
     text = (REPO / "Dockerfile").read_text()
-    assert text.startswith("#") and "FROM python:3.11-slim" in text
-    assert 'TORCH_SPEC="torch==2.13.0"' in text and "whl/cpu" in text
-    assert 'pip install ".[${EXTRAS}]"' in text and 'EXTRAS="prod"' in text
+    assert text.startswith("#") and "ARG BASE_IMAGE=python:3.11-slim" in text
+    assert "FROM ${BASE_IMAGE}" in text
+    assert (
+        'TORCH_SPEC="torch==2.13.0"' in text
+        and 'TORCH_INDEX="https://download.pytorch.org/whl/cpu"' in text
+    )
+    assert 'pip install -c constraints.txt ".[${EXTRAS}]"' in text and 'EXTRAS="prod"' in text
+    # a CA bundle reaches pip only as a BuildKit secret, never through COPY/ADD or an ARG
+    assert "--mount=type=secret,id=pip_ca" in text
+    assert not any(w in text for w in ("ADD ", "COPY ca", "ARG PIP_CERT", "ENV PIP_CERT"))
+    # state directories exist, owned by the image's user, so fresh named volumes inherit it
+    assert "/opt/dagster/state" in text and "chown -R qpipe:qpipe /opt/dagster" in text
     entry = (REPO / "deploy" / "entrypoint.sh").read_text()
     assert "qpipe_dagster.ops.env --role" in entry and "dagster.prod.yaml" in entry
