@@ -23,6 +23,7 @@ from qpipe_dagster.qstash.checks import (
     http_url,
 )
 from qpipe_dagster.qstash.client import DEFAULT_BASE_URL, PublishOptions, QStashClient, QStashError
+from qpipe_dagster.qstash.ledger import DailyLimitReached, counted_publish
 from qpipe_dagster.qstash.local import (
     MAX_MESSAGE_ID_LEN,
     MAX_RETRIES,
@@ -78,9 +79,9 @@ def _submit(args: argparse.Namespace) -> int:
     if use_qstash:
         options = PublishOptions(delay=args.delay, deduplication_id=args.dedup_id)
         try:
-            with _client() as client:
+            with counted_publish(), _client() as client:  # QSTASH_DAILY_LIMIT, before sending
                 result = client.publish(url, body, options=options)
-        except QStashError as exc:
+        except (QStashError, DailyLimitReached) as exc:
             raise CliError(str(exc)) from None
         print(json.dumps({"mode": "qstash", "destination": url, **(result or {})}))
         return 0
@@ -88,11 +89,12 @@ def _submit(args: argparse.Namespace) -> int:
         raise CliError("--delay needs QStash (set QSTASH_TOKEN); local mode delivers at once")
     key = os.environ.get("QSTASH_CURRENT_SIGNING_KEY", "").strip() or DEV_CURRENT_SIGNING_KEY
     try:
-        delivery = deliver_locally(
-            url, body, signing_key=key, message_id=args.dedup_id, retries=args.retries,
-            backoff_s=args.backoff,
-        )  # fmt: skip
-    except DeliveryError as exc:
+        with counted_publish():  # the local stand-in for QStash counts against the same cap
+            delivery = deliver_locally(
+                url, body, signing_key=key, message_id=args.dedup_id, retries=args.retries,
+                backoff_s=args.backoff,
+            )  # fmt: skip
+    except (DeliveryError, DailyLimitReached) as exc:
         raise CliError(str(exc)) from None
     print(json.dumps({"mode": "local", "destination": url, "attempts": delivery.attempts,
                       **delivery.response}))  # fmt: skip
@@ -108,12 +110,14 @@ def _dlq(args: argparse.Namespace) -> int:
                         "dlqId", "messageId", "url", "responseStatus", "createdAt", "body")}))  # fmt: skip
             elif args.dlq_command == "retry":
                 for dlq_id in args.dlq_ids:
-                    print(json.dumps({"dlqId": dlq_id, **(client.retry_dlq(dlq_id) or {})}))
+                    with counted_publish():  # a retried message is published again
+                        answer = client.retry_dlq(dlq_id) or {}
+                    print(json.dumps({"dlqId": dlq_id, **answer}))
             else:
                 for dlq_id in args.dlq_ids:
                     client.delete_dlq(dlq_id)
                     print(json.dumps({"dlqId": dlq_id, "deleted": True}))
-    except QStashError as exc:
+    except (QStashError, DailyLimitReached) as exc:
         raise CliError(str(exc)) from None
     return 0
 
