@@ -12,6 +12,15 @@ Without a ``docker`` section in the config (the local default), or with
 themselves (``QPIPE_BACKEND``). With a ``kubernetes`` section instead, every run is a Kubernetes
 Job: GPU runs in the GPU node pool (``k8s-gpu``), the others in the CPU pool (``k8s-cpu``); see
 ``qpipe_dagster.launcher.k8s``.
+
+Production (deploy/dagster.prod.yaml) fills the GPU container in from the environment when it
+launches, so the instance file stays loadable everywhere: ``QPIPE_GPU_IMAGE`` (default: the code
+location's image, ``DAGSTER_CURRENT_IMAGE``), ``QPIPE_DOCKER_NETWORK`` (the compose network),
+``QPIPE_DOCKER_VOLUMES`` (``volume:/path,...``, the same volumes as the services), every set
+variable whose name starts with one of ``env_prefixes`` (the same env), and
+``QPIPE_GPU_DEVICE_REQUESTS`` (``on``, the default: all NVIDIA GPUs; ``off``: no device
+request, for hosts without the NVIDIA container runtime). With requests on and no NVIDIA
+runtime, the launch fails saying so.
 """
 
 from __future__ import annotations
@@ -43,6 +52,10 @@ REASON_TAG = "qpipe/launcher_reason"
 DOCKER_GPU = "docker-gpu"
 LOCAL = "local"
 ENV_VAR = "QPIPE_GPU_LAUNCHER"
+DEVICES_ENV = "QPIPE_GPU_DEVICE_REQUESTS"  # on (default) | off: hosts without the NVIDIA runtime
+IMAGE_ENV = "QPIPE_GPU_IMAGE"
+NETWORK_ENV = "QPIPE_DOCKER_NETWORK"
+VOLUMES_ENV = "QPIPE_DOCKER_VOLUMES"
 # docker-py accepts dicts for DeviceRequest; Count -1 = all GPUs, AND-capabilities [["gpu"]]
 DEFAULT_DEVICE_REQUEST: dict[str, Any] = {
     "driver": "nvidia",
@@ -179,16 +192,76 @@ def check_docker_config(docker: Mapping[str, Any]) -> None:
 
 
 def gpu_container_kwargs(
-    container_kwargs: Mapping[str, Any] | None, device_requests: list[dict] | None = None
+    container_kwargs: Mapping[str, Any] | None,
+    device_requests: list[dict] | None = None,
+    *,
+    devices: bool = True,
+    volumes: list[str] | None = None,
 ) -> dict[str, Any]:
     """docker-py ``containers.create`` kwargs with a GPU device request added.
 
-    User-given ``device_requests`` win; otherwise all NVIDIA GPUs are requested.
+    User-given ``device_requests`` win; otherwise all NVIDIA GPUs are requested. ``devices``
+    False (QPIPE_GPU_DEVICE_REQUESTS=off) requests none at all; ``volumes`` are appended.
     """
     kwargs = dict(container_kwargs or {})
-    if not kwargs.get("device_requests"):
+    if not devices:
+        kwargs.pop("device_requests", None)
+    elif not kwargs.get("device_requests"):
         kwargs["device_requests"] = list(device_requests or [dict(DEFAULT_DEVICE_REQUEST)])
+    if volumes:
+        kwargs["volumes"] = [*(kwargs.get("volumes") or []), *volumes]
     return kwargs
+
+
+def device_requests_on(env: Mapping[str, str] | None = None) -> bool:
+    """QPIPE_GPU_DEVICE_REQUESTS: on (default, blank too) or off; anything else names itself."""
+    raw = (os.environ if env is None else env).get(DEVICES_ENV, "").strip().lower()
+    if raw not in ("", "on", "off"):
+        raise ValueError(
+            f"{DEVICES_ENV}={raw!r} must be 'on' (GPU runs request all NVIDIA GPUs) or 'off' "
+            "(no device request, for hosts without the NVIDIA container runtime)"
+        )
+    return raw != "off"
+
+
+def docker_volumes(env: Mapping[str, str] | None = None) -> list[str]:
+    """QPIPE_DOCKER_VOLUMES as docker-py binds: 'volume:/path[:ro]' entries, comma-separated."""
+    raw = (os.environ if env is None else env).get(VOLUMES_ENV, "").strip()
+    out = []
+    for item in filter(None, (x.strip() for x in raw.split(","))):
+        parts = item.split(":")
+        if (
+            len(parts) not in (2, 3)
+            or not parts[0]
+            or not parts[1].startswith("/")
+            or (len(parts) == 3 and parts[2] not in ("ro", "rw"))
+        ):
+            raise ValueError(
+                f"{VOLUMES_ENV} entry {item!r} is not 'volume:/absolute/path' (optionally ':ro'), "
+                "e.g. qpipe_qpipe-home:/opt/dagster/home,qpipe_qpipe-state:/opt/dagster/state"
+            )
+        out.append(item)
+    return out
+
+
+_NO_NVIDIA = ('could not select device driver "nvidia"', "unknown or invalid runtime name: nvidia")
+
+
+def docker_failure_message(run_id: str, exc: BaseException, *, devices: bool) -> str:
+    """What a Docker error at launch means for the operator, naming the fix."""
+    text = str(getattr(exc, "explanation", None) or exc)
+    if devices and any(marker in text for marker in _NO_NVIDIA):
+        return (
+            f"GPU run {run_id}: the Docker engine has no NVIDIA runtime ({text.strip()}): install "
+            "the NVIDIA container toolkit on this host (docs/runbook.md, GPU not detected), or "
+            f"set {DEVICES_ENV}=off to run GPU runs in their own containers without GPUs, or "
+            f"{ENV_VAR}=local to run them in the code location"
+        )
+    return (
+        f"GPU run {run_id}: the Docker engine is not reachable or refused the container "
+        f"({exc}). Start Docker / set DOCKER_HOST, or set {ENV_VAR}=local to run GPU work "
+        "locally."
+    )
 
 
 DOCKER_SCHEMA = {
@@ -202,6 +275,11 @@ DOCKER_SCHEMA = {
         Noneable([Permissive()]),
         is_required=False,
         description="docker-py DeviceRequest dicts; default all NVIDIA GPUs",
+    ),
+    "env_prefixes": Field(
+        [str],
+        is_required=False,
+        description="pass every set variable whose name starts with one of these (same env)",
     ),
 }
 
@@ -238,6 +316,8 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
         self.docker_config = dict(docker) if docker is not None and mode != "local" else None
         if self.docker_config is not None:
             check_docker_config(self.docker_config)
+            device_requests_on()  # a bad switch is named when the instance loads
+            docker_volumes()
         self._local: DefaultRunLauncher | None = None
         self._docker: RunLauncher | None = None
         self.k8s = None  # every run a Kubernetes Job, in the GPU or the CPU node pool
@@ -284,9 +364,37 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
         return self._local
 
     def container_kwargs(self) -> dict[str, Any]:
-        """The kwargs GPU containers are created with (device requests included)."""
+        """The kwargs GPU containers are created with (device requests and volumes included)."""
         cfg = self.docker_config or {}
-        return gpu_container_kwargs(cfg.get("container_kwargs"), cfg.get("device_requests"))
+        return gpu_container_kwargs(
+            cfg.get("container_kwargs"),
+            cfg.get("device_requests"),
+            devices=device_requests_on(),
+            volumes=docker_volumes(),
+        )
+
+    def docker_launcher_config(self) -> dict[str, Any]:
+        """DockerRunLauncher's arguments: the config, completed from the environment now."""
+        cfg = {
+            k: v
+            for k, v in (self.docker_config or {}).items()
+            if k not in ("device_requests", "env_prefixes")
+        }
+        image = os.environ.get(IMAGE_ENV, "").strip()
+        if image and not cfg.get("image"):
+            cfg["image"] = image
+        network = os.environ.get(NETWORK_ENV, "").strip()
+        if network and not cfg.get("network") and not cfg.get("networks"):
+            cfg["network"] = network
+        prefixes = tuple((self.docker_config or {}).get("env_prefixes") or ())
+        names = list(cfg.get("env_vars") or [])
+        names += sorted(
+            k for k, v in os.environ.items() if prefixes and k.startswith(prefixes) and v.strip()
+        )
+        if names:
+            cfg["env_vars"] = list(dict.fromkeys(names))
+        cfg["container_kwargs"] = self.container_kwargs()
+        return cfg
 
     @property
     def docker_launcher(self) -> RunLauncher:
@@ -300,9 +408,7 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
                     "GPU runs are configured to launch in Docker but dagster-docker is not "
                     f"installed ({exc}); pip install dagster-docker or set {ENV_VAR}=local"
                 ) from exc
-            cfg = {k: v for k, v in self.docker_config.items() if k != "device_requests"}
-            cfg["container_kwargs"] = self.container_kwargs()
-            self._docker = DockerRunLauncher(**cfg)
+            self._docker = DockerRunLauncher(**self.docker_launcher_config())
             self._docker.register_instance(self._instance)
         return self._docker
 
@@ -378,12 +484,13 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
 
         launcher = self.docker_launcher
         origin = run.job_code_origin
-        if not (self.docker_config or {}).get("image") and not (
+        if not self.docker_launcher_config().get("image") and not (
             origin and origin.repository_origin.container_image
         ):
             raise DagsterLaunchFailedError(
                 f"GPU run {run.run_id}: no image to run it in: set run_launcher.config.docker."
-                "image in dagster.yaml (or give the code location a container image)"
+                f"image in dagster.yaml or {IMAGE_ENV} (or give the code location a container "
+                "image: DAGSTER_CURRENT_IMAGE)"
             )
         try:
             if isinstance(context, ResumeRunContext):
@@ -391,11 +498,22 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
             else:
                 launcher.launch_run(context)
         except docker.errors.DockerException as exc:
-            raise DagsterLaunchFailedError(
-                f"GPU run {run.run_id}: the Docker engine is not reachable or refused the "
-                f"container ({exc}). Start Docker / set DOCKER_HOST, or set {ENV_VAR}=local "
-                "to run GPU work locally."
-            ) from exc
+            devices = device_requests_on()
+            message = docker_failure_message(run.run_id, exc, devices=devices)
+            self._remove_created_container(run.run_id)
+            raise DagsterLaunchFailedError(message) from exc
+
+    def _remove_created_container(self, run_id: str) -> None:
+        """A container created but refused at start (no NVIDIA runtime) would stay behind."""
+        try:
+            import docker
+
+            run = self._instance.get_run_by_id(run_id)
+            container_id = (run.tags if run else {}).get("docker/container_id")
+            if container_id:
+                docker.from_env().containers.get(container_id).remove(force=True)
+        except Exception:  # best effort: the launch error is what the operator needs
+            pass
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
