@@ -28,6 +28,7 @@ from dagster import (
 from pydantic import Field
 
 from qpipe_dagster.crawl.schema import CRAWLED_PAGES_SCHEMA, empty_crawl_reason
+from qpipe_dagster.defs.budget import enforce_compute, enforce_pages
 from qpipe_dagster.defs.io import partition_folder
 from qpipe_dagster.defs.partitions import concepts_partitions
 from qpipe_dagster.defs.resources import (
@@ -224,6 +225,7 @@ def crawled_pages(
         allow_private = crawl_private_addresses_allowed()
     except SettingError as exc:
         raise Failure(description=str(exc)) from None
+    enforce_pages(context, config.max_pages)  # QPIPE_BUDGET_MAX_PAGES, before any fetch
     settings = CrawlSettings(
         allow_private_addresses=allow_private,
         max_depth=config.max_depth,
@@ -271,6 +273,9 @@ def crawled_pages(
             description=f"crawl_not_empty failed for concept {concept.slug!r}: "
             f"{empty_crawl_reason(table)}. The rows are stored in crawled_pages for inspection."
         )
+    # after the output is stored: over budget, the rows are kept and later steps do not run
+    enforce_pages(context, config.max_pages, crawled=table.num_rows)
+    enforce_compute(context, "crawled_pages")  # QPIPE_BUDGET_MAX_COMPUTE_S
 
 
 class ParseConfig(Config):
@@ -454,6 +459,8 @@ def page_embeddings(
         passed=stats.nan_rows == 0,
         metadata={"nan_rows": stats.nan_rows},
     )
+    # after the output is stored: over budget, the vectors are kept and later steps do not run
+    enforce_compute(context, "page_embeddings")  # QPIPE_BUDGET_MAX_COMPUTE_S
 
 
 def embeddings_dim_for(page_embeddings: pa.Table, encoder: Encoder, concept: str) -> int:
