@@ -28,8 +28,10 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")  # the shipped local config
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    # a production shell's backend switches stay out (registry, instance database, Weaviate)
     for var in ("WEAVIATE_URL", "QPIPE_ASSET_DIR", "QPIPE_LANCE_PATH", "QPIPE_PRICES_DIR",
-                "QPIPE_CRAWL_PRIVATE_ADDRESSES"):  # fmt: skip
+                "QPIPE_CRAWL_PRIVATE_ADDRESSES", "QPIPE_CONCEPTS_URL", "DAGSTER_PG_HOST",
+                "WEAVIATE_BACKUP_PATH"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     return home
 
