@@ -37,6 +37,9 @@ from qpipe_dagster.monitoring.collector import PipelineCollector
 from qpipe_dagster.monitoring.server import build_registry, serve
 from qpipe_dagster.qstash.ledger import PublishLedger, ledger_path
 from qpipe_dagster.resilience.breakers import breaker
+from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixtures)
+    postgres_cluster,
+)
 from webhook_sensor.inbox import InboxRecord, open_inbox
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -313,3 +316,21 @@ def test_failed_by_class_counts_only_failures() -> None:
         "dns": 1,
         "http_4xx": 2,
     }
+
+
+def test_inbox_on_postgres_is_read_the_same_way(postgres_cluster) -> None:  # noqa: F811
+    """The PostgreSQL inbox (several receivers) gives the same queue figures as SQLite."""
+    from qpipe_dagster.monitoring.state import inbox_summary
+
+    url = postgres_cluster.new_database()
+    assert inbox_summary(url, NOW.timestamp()).by_status == {}  # no table yet: all zeros
+    inbox = open_inbox(url)
+    with time_machine.travel(NOW.timestamp() - 1000, tick=False):
+        inbox.append(_record("pg-old", "alpha"))
+    with time_machine.travel(NOW.timestamp() - 10, tick=False):
+        inbox.append(_record("pg-new", "beta"))
+    inbox.mark_consumed(["pg-new"])
+    summary = inbox_summary(url, NOW.timestamp())
+    assert summary.by_status == {"pending": 1, "consumed": 1}
+    assert summary.oldest_pending_age_s == pytest.approx(1000, abs=1)
+    assert summary.deliveries_today == 2
