@@ -25,6 +25,7 @@ PIPELINE_ASSETS = (
     "weaviate_objects",
     "market_prices",
     "backtest_results",
+    "strategy_recommendations",
 )
 
 concept_pipeline_job = define_asset_job(

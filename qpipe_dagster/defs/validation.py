@@ -28,6 +28,10 @@ from qpipe_dagster.defs.resources import (
     PriceSourceResource,
     VectorStoreResource,
 )
+from qpipe_dagster.defs.trial_assets import (  # strategy_recommendations: loaded from here
+    record_trials,
+    strategy_recommendations,  # noqa: F401
+)
 
 GROUP = "validation"
 OWNERS = ["team:validation"]
@@ -119,6 +123,15 @@ class BacktestConfig(Config):
     trials_top_n: int = Field(
         default=20, ge=0, description="best sets stored as searchable trial objects (0 = none)"
     )
+    pbo_blocks: int = Field(
+        default=16, ge=2, description="CSCV blocks for the PBO (even; fewer when bars are few)"
+    )
+    walk_forward_folds: int = Field(
+        default=0, ge=0, description="rolling in/out-of-sample folds to report (0 = off)"
+    )
+    trials_dry_run: bool = Field(
+        default=False, description="count what ingesting the trials would change, write nothing"
+    )
 
 
 def _grids(config: BacktestConfig) -> list:
@@ -173,8 +186,9 @@ def _grids(config: BacktestConfig) -> list:
     pool=GPU_POOL,
     description="Strategy sweeps (MA crossover, Bollinger reversal, RSI threshold) over the "
     "concept's prices with an in-sample/out-of-sample split: return, Sharpe, Sortino, "
-    "drawdown, win rate, trades and exposure per parameter set; the best in-sample set is "
-    "reported out of sample.",
+    "drawdown, win rate, trades and exposure per parameter set; every set is stored as a trial "
+    "with its DSR and PBO, and the best set is chosen by the robust ranking of `qpipe "
+    "recommend` (not the in-sample argmax) and reported out of sample.",
 )
 def backtest_results(
     context: AssetExecutionContext,
@@ -206,6 +220,9 @@ def backtest_results(
         periods_per_year=SECONDS_PER_YEAR / bar_s,
         direction=config.direction,
     )
+    trial_md = record_trials(
+        context, config, report, close, ts, SECONDS_PER_YEAR / bar_s, embedder, vector_store
+    )
     table = report.table
     first = report.runs[0]
     split_ts = ts[report.split_bar] if report.split_bar is not None else None
@@ -219,27 +236,10 @@ def backtest_results(
             png_markdown(png, f"{family} Sharpe heatmap")
         )
     best_family = str(report.best["best_family"])
-    sort_key = "is_sharpe" if "is_sharpe" in table.column_names else "sharpe"
-    top = (
-        pl.from_arrow(table)
-        .filter(pl.col(sort_key).is_finite())
-        .sort(sort_key, descending=True, nulls_last=True)
-        .head(config.preview_rows)
-    )
-    shown = [
-        c
-        for c in ("label", "is_sharpe", "oos_sharpe", "sharpe", "total_return", "oos_total_return",
-                  "max_drawdown", "trade_count")
-        if c in top.columns
-    ]  # fmt: skip
-    trials_stored = _store_trials(
-        table, context.partition_key, config.trials_top_n, embedder, vector_store
-    )
     yield Output(
         table,
         metadata={
             "parameter_sets": table.num_rows,
-            "trials_stored": trials_stored,
             "bars": len(close),
             "families": ", ".join(r.grid.family for r in report.runs),
             "direction": config.direction,
@@ -250,7 +250,7 @@ def backtest_results(
             "split_bar": report.split_bar if report.split_bar is not None else -1,
             "split_ts": str(split_ts) if split_ts is not None else "none",
             **{k: _plain(v) for k, v in report.best.items()},
-            "top_results": MetadataValue.md(_markdown_table(top.select(shown))),
+            **trial_md,
             "equity_curve": MetadataValue.md(
                 png_markdown(equity_png, "best set equity curve and drawdown")
             ),
@@ -258,31 +258,6 @@ def backtest_results(
             **charts,
         },
     )
-
-
-def _store_trials(
-    table: pa.Table,
-    concept: str,
-    top_n: int,
-    embedder: EmbedderResource,
-    vector_store: VectorStoreResource,
-) -> int:
-    """Top sets as trial objects beside the page chunks, so `qpipe search` finds similar trials."""
-    if top_n == 0:
-        return 0
-    from qpipe_dagster.backtest.trials import trial_concept, trial_objects
-
-    encoder = embedder.encoder()
-    objects = trial_objects(
-        table, concept, top_n=top_n, encode=encoder.encode, model=encoder.model_id
-    )
-    store = vector_store.open(model=encoder.model_id, dim=encoder.dim)
-    try:
-        store.upsert(objects)
-        store.delete_missing(trial_concept(concept), set(objects.column("id").to_pylist()))
-    finally:
-        store.close()
-    return objects.num_rows
 
 
 def _cell(value: object) -> str:

@@ -146,4 +146,30 @@ def store_trials(
     counts = store.ingest(
         run.trials, dry_run=dry_run, embedded_ids=embedded if stored or top_n == 0 else None
     )
+    if not dry_run:
+        store.record_sweep(str(df["concept"][0]), sweep_summary(run))
     return counts, stored
+
+
+def sweep_summary(run: TrialRun) -> dict:
+    """Sweep-level evidence as plain JSON (the λ values too, for the histogram)."""
+    ev = run.evidence
+    df = pl.from_arrow(run.trials)
+    assert isinstance(df, pl.DataFrame)
+    return {
+        "sweep_id": str(df["sweep_id"][0]),
+        "created_at": df["created_at"][0],
+        "n_trials": ev.n_trials,
+        "n_effective": ev.n_effective,
+        "mean_correlation": ev.mean_correlation,
+        "var_sharpe": ev.var_sharpe,
+        "sr0": ev.sr0,
+        "n_periods": ev.n_periods,
+        "pbo": ev.pbo.pbo if ev.pbo else None,
+        "pbo_splits": ev.pbo.n_splits if ev.pbo else 0,
+        "pbo_blocks": ev.pbo.n_blocks if ev.pbo else 0,
+        "logits": [round(float(x), 6) for x in ev.pbo.logits] if ev.pbo else [],
+        "pbo_by_family": {f: (r.pbo if r else None) for f, r in ev.pbo_by_family.items()},
+        "best_id": run.best_id,
+        "robust": run.robust,
+    }

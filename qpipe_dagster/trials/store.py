@@ -294,6 +294,26 @@ class TrialStore:
         events = pl.concat([unarch_ev, arch_ev]).cast(HISTORY_SCHEMA)
         return merged, events
 
+    # -- sweep summaries -----------------------------------------------------------------
+
+    def record_sweep(self, concept: str, summary: dict) -> None:
+        """The latest sweep's statistics of a concept (PBO and its λ distribution, N_eff):
+        what `strategy_recommendations` plots; one JSON file per concept, replaced atomically."""
+        import json
+
+        folder = self.root / "sweeps"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / _concept_file_name(concept).replace(".parquet", ".json")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(summary, default=str))
+        os.replace(tmp, path)
+
+    def sweep(self, concept: str) -> dict | None:
+        import json
+
+        path = self.root / "sweeps" / _concept_file_name(concept).replace(".parquet", ".json")
+        return json.loads(path.read_text()) if path.exists() else None
+
     # -- review --------------------------------------------------------------------------
 
     def find(self, trial_id: str) -> dict:

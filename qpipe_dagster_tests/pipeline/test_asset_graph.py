@@ -1,4 +1,4 @@
-"""Snapshot of the asset graph: the six pipeline assets, their deps, groups, kinds and the GPU tag,
+"""Snapshot of the asset graph: the seven pipeline assets, their deps, groups, kinds and the GPU tag,
 plus the unpartitioned operations report."""
 
 from dagster import AssetKey
@@ -12,6 +12,7 @@ EXPECTED = {
     "weaviate_objects": ("knowledge", {"page_embeddings"}),
     "market_prices": ("validation", set()),
     "backtest_results": ("validation", {"market_prices"}),
+    "strategy_recommendations": ("validation", {"backtest_results"}),
 }
 
 
