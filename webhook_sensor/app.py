@@ -36,6 +36,7 @@ from webhook_sensor.inbox import (
     InboxTarget,
     InboxUnavailable,
     describe_target,
+    is_postgres_url,
     open_inbox,
 )
 from webhook_sensor.inbox_process import ProcessCommitWriter
@@ -136,9 +137,12 @@ def create_app(
 
     async def ready(_request: Request) -> Response:
         problems = await _readiness_problems(state)
+        breakers = _breaker_states(state.dagster_home)
+        if breakers.get("postgres") == "open" and is_postgres_url(inbox_path):
+            problems.append("circuit open: postgres (the inbox)")
         if problems:
-            return _json(503, {"status": "not_ready", "problems": problems})
-        return _json(200, {"status": "ready"})
+            return _json(503, {"status": "not_ready", "problems": problems, "breakers": breakers})
+        return _json(200, {"status": "ready", "breakers": breakers})
 
     async def metrics(_request: Request) -> Response:
         text = state.metrics.render(lambda: open_inbox(inbox_path).depth())
@@ -360,6 +364,22 @@ def _check_dagster(state: ReceiverState) -> None:
             raise RuntimeError(f"DAGSTER_HOME {state.dagster_home} does not exist")
         state.dagster_instance = DagsterInstance.from_config(str(state.dagster_home))
     state.dagster_instance.get_runs_count()  # type: ignore[attr-defined]
+
+
+def _breaker_states(dagster_home: Path) -> dict[str, str]:
+    """Each outside system's circuit breaker state, shared by every qpipe process of this
+    DAGSTER_HOME (closed when never used); unreadable state is reported as such, never a 500."""
+    from qpipe_dagster.resilience.breakers import breaker_db, read_states
+
+    try:
+        import os
+
+        stored = read_states(breaker_db({**os.environ, "DAGSTER_HOME": str(dagster_home)}))
+    except Exception as exc:  # a damaged state file must not take /ready down
+        return {"error": type(exc).__name__}
+    return {
+        s: stored[s].state if s in stored else "closed" for s in ("postgres", "qstash", "weaviate")
+    }
 
 
 async def _readiness_problems(state: ReceiverState) -> list[str]:

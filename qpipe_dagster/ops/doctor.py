@@ -259,6 +259,28 @@ def check_postgres(env: Mapping[str, str]) -> Check:
     return Check("postgres", OK, f"{host}/{env.get('DAGSTER_PG_DB')} reachable")
 
 
+def check_breakers(env: Mapping[str, str]) -> Check:
+    """The circuit breaker of each outside system, as every qpipe process on this host shares it
+    (an open one means that system failed FAIL_MAX calls in a row, retries included)."""
+    from qpipe_dagster.monitoring.state import SYSTEMS
+    from qpipe_dagster.resilience.breakers import breaker_db, read_states
+    from qpipe_dagster.resilience.guard import describe
+
+    stored = read_states(breaker_db(env))
+    parts, status = [], OK
+    for system in sorted({*SYSTEMS, *stored}):
+        found = stored.get(system)
+        state = found.state if found else "closed"
+        parts.append(
+            f"{system} {describe(state, found.opened_at, found.fail_counter) if found else 'closed'}"
+        )
+        if state == "open":
+            status = FAIL
+        elif state == "half-open" and status == OK:
+            status = WARN
+    return Check("circuit breakers", status, "; ".join(parts))
+
+
 DEFAULT_CHECKS: tuple[CheckFn, ...] = (
     check_env,
     check_postgres,
@@ -268,6 +290,7 @@ DEFAULT_CHECKS: tuple[CheckFn, ...] = (
     check_model,
     check_gpu,
     check_backup_target,
+    check_breakers,
 )
 
 

@@ -138,6 +138,7 @@ def breaker(system: str, path: Path | None = None) -> pybreaker.CircuitBreaker:
                 exclude=[lambda exc: not is_transient(exc)],
                 state_storage=SqliteBreakerStorage(system, path),
                 name=system,
+                throw_new_error_on_trip=False,  # the call that trips it shows the real error
             )
             _BREAKERS[(system, path)] = found
         return found
