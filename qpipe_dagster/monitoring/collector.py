@@ -150,8 +150,11 @@ class PipelineCollector(Collector):
         for job in sorted(jobs):
             for status in sorted(dagster_reads.TERMINAL):
                 done.add_metric([job, status], counts.get((job, status), 0))
+        for job in sorted(jobs):  # the same for what is queued and running: 0 until used
+            for status in dagster_reads.ACTIVE:
+                active.add_metric([job, status], counts.get((job, status), 0))
         for (job, status), n in sorted(counts.items()):
-            if status not in dagster_reads.TERMINAL:
+            if status not in dagster_reads.TERMINAL and status not in dagster_reads.ACTIVE:
                 active.add_metric([job, status], n)
         hists = dagster_reads.run_duration_histograms(inst)
         duration = HistogramMetricFamily(

@@ -19,6 +19,7 @@ from pathlib import Path
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+ACTIVE = ("QUEUED", "STARTING", "STARTED", "CANCELING")  # always exported, 0 when none
 RUN_BUCKETS_S = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 STEP_BUCKETS_S = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 # Asset metadata read into counters (asset key -> how to read one materialization)

@@ -15,8 +15,9 @@ import yaml
 from qpipe_dagster_tests.conftest import REPO, SHARED_DATA
 
 SPEC = SHARED_DATA / "compose" / "compose-spec.json"
-SERVICES = {"postgres", "code", "webserver", "daemon", "receiver", "caddy"}
-QPIPE_SERVICES = {"code", "webserver", "daemon", "receiver"}
+SERVICES = {"postgres", "code", "webserver", "daemon", "receiver", "caddy", "metrics",
+            "prometheus", "alertmanager", "grafana"}  # fmt: skip
+QPIPE_SERVICES = {"code", "webserver", "daemon", "receiver", "metrics"}
 # The REQUIRED values of .env.example, filled in as an operator would.
 FILLED = {
     "QPIPE_PUBLIC_HOST": "qpipe.example.com",
