@@ -100,3 +100,32 @@ def similar(
         if tid and tid != row["id"]:
             out.append((tid, float(h.score)))
     return out[:k]
+
+
+def reembed_trials(
+    encoder: object,
+    store: object,
+    trial_store: object,
+    *,
+    concepts: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, int]:
+    """Re-embed every concept's embedded trials (the `embedded` flag of the trial store) into
+    ``store`` (the new model's collection) and drop that concept's other trial objects there,
+    so "trials like this one" answers after a model rotation. Rejected trials are left out."""
+    import polars as pl
+
+    report: dict[str, int] = {}
+    for concept in concepts or trial_store.concepts():  # type: ignore[attr-defined]
+        df = trial_store.frame(concept)  # type: ignore[attr-defined]
+        if df.height == 0 or "embedded" not in df.columns:
+            continue
+        rows = df.filter(pl.col("embedded") & (pl.col("status") != "rejected")).to_dicts()
+        if not rows:
+            continue
+        objects = trial_objects(rows, encode=encoder.encode, model=encoder.model_id)  # type: ignore[attr-defined]
+        store.upsert(objects)  # type: ignore[attr-defined]
+        store.delete_missing(trial_concept(concept), set(objects.column("id").to_pylist()))  # type: ignore[attr-defined]
+        report[concept] = objects.num_rows
+        log(f"{trial_concept(concept)}: {objects.num_rows} trials -> {store.collection}")  # type: ignore[attr-defined]
+    return report
