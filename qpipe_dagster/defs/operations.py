@@ -279,9 +279,11 @@ def _optional_int(name: str, minimum: int) -> int | None:
 )
 def daily_ops_report(context) -> MaterializeResult:  # AssetExecutionContext
     from qpipe_dagster.defs.triggers import max_concepts_per_day
+    from qpipe_dagster.monitoring.instance import new_concepts_today
     from qpipe_dagster.ops.report import (
         BacktestBest,
         RunSummary,
+        best_from_metadata,
         build_report,
         inbox_stats,
         report_markdown,
@@ -309,16 +311,11 @@ def daily_ops_report(context) -> MaterializeResult:  # AssetExecutionContext
         mat = rec.asset_materialization
         if mat is None or mat.partition in best:
             continue
-        md = {k: v.value for k, v in mat.metadata.items()}
-        if "best_sharpe" not in md:
-            continue
-        best[mat.partition or "-"] = BacktestBest(
-            mat.partition or "-",
-            float(md["best_sharpe"]),
-            float(md.get("best_total_return", float("nan"))),
-            int(md.get("best_fast", 0)),
-            int(md.get("best_slow", 0)),
+        found = best_from_metadata(
+            mat.partition or "-", {k: v.value for k, v in mat.metadata.items()}
         )
+        if found is not None:
+            best[found.concept] = found
     report = build_report(
         day=now.date().isoformat(),
         runs=runs,
@@ -326,6 +323,7 @@ def daily_ops_report(context) -> MaterializeResult:  # AssetExecutionContext
         backtests=list(best.values()),
         max_concepts_per_day=max_concepts_per_day(),
         qstash_daily_limit=_optional_int("QSTASH_DAILY_LIMIT", 1),
+        new_concepts_today=new_concepts_today(instance, now.date().isoformat()),
     )
     for name, usage in report["caps"].items():
         if usage["over"]:

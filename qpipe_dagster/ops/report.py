@@ -7,6 +7,7 @@ backtests.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,10 +25,38 @@ class RunSummary:
 @dataclass(frozen=True)
 class BacktestBest:
     concept: str
-    best_sharpe: float
-    best_total_return: float
-    best_fast: int
-    best_slow: int
+    best_sharpe: float | None  # None: not finite (a segment without variance), stored as "n/a"
+    best_total_return: float | None
+    strategy: str  # the winning set in words, e.g. "rsi window=14 lower=30 upper=70"
+
+
+def metric_value(value: object) -> float | None:
+    """A stored figure as a finite float; None for the text "n/a" (how the backtest stores a
+    non-finite value), a missing one or anything else that is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        out = float(value)
+    except ValueError:
+        return None
+    return out if math.isfinite(out) else None
+
+
+def best_from_metadata(concept: str, md: dict) -> BacktestBest | None:
+    """The best set of one backtest_results materialization, whatever family won: the
+    `best_strategy` description (every family), else the MA pair older runs stored."""
+    if "best_sharpe" not in md:
+        return None
+    strategy = md.get("best_strategy")
+    if not isinstance(strategy, str) or not strategy.strip():
+        params = [f"{k[5:]}={md[k]}" for k in ("best_fast", "best_slow") if k in md]
+        strategy = " ".join(["ma_crossover", *params]) if params else "unknown"
+    return BacktestBest(
+        concept,
+        metric_value(md.get("best_sharpe")),
+        metric_value(md.get("best_total_return")),
+        strategy,
+    )
 
 
 @dataclass
@@ -101,18 +130,27 @@ def build_report(
     backtests: Sequence[BacktestBest],
     max_concepts_per_day: int,
     qstash_daily_limit: int | None,
+    new_concepts_today: int,
     top: int = 5,
 ) -> dict:
-    """One JSON-able dict; `report_markdown` renders it for the Dagster UI."""
+    """One JSON-able dict; `report_markdown` renders it for the Dagster UI.
+
+    `new_concepts_today` is the count MAX_CONCEPTS_PER_DAY limits (the QStash sensor's own,
+    for today UTC): counting every concept with a run also counted recrawls of old concepts
+    and showed OVER CAP when nothing was capped."""
     processed = sorted({r.concept for r in runs if r.concept and r.status == "SUCCESS"})
     failed = [r for r in runs if r.status == "FAILURE"]
-    concepts_touched = len({r.concept for r in runs if r.concept})
 
     def usage(used: int, limit: int | None) -> dict:
         pct = round(100.0 * used / limit, 1) if limit else None
         return {"used": used, "limit": limit, "percent": pct, "over": bool(limit and used >= limit)}
 
-    best = sorted(backtests, key=lambda b: b.best_sharpe, reverse=True)[:top]
+    # finite Sharpe ratios first, best first; "n/a" ones after them
+    best = sorted(
+        backtests,
+        key=lambda b: (b.best_sharpe is not None, b.best_sharpe or 0.0),
+        reverse=True,
+    )[:top]
     return {
         "day": day,
         "runs": {
@@ -130,7 +168,7 @@ def build_report(
             "runs_failed_from_qstash": sum(r.trigger == "qstash" for r in failed),
         },
         "caps": {
-            "MAX_CONCEPTS_PER_DAY": usage(concepts_touched, max_concepts_per_day),
+            "MAX_CONCEPTS_PER_DAY": usage(new_concepts_today, max_concepts_per_day),
             "QSTASH_DAILY_LIMIT": usage(inbox.deliveries, qstash_daily_limit),
         },
         "top_backtests": [asdict(b) for b in best],
@@ -154,10 +192,14 @@ def report_markdown(report: dict) -> str:
         flag = " **OVER CAP**" if u["over"] else ""
         lines.append(f"- {name}: {u['used']} / {limit}{flag}")
     if report["top_backtests"]:
-        lines += ["", "| concept | sharpe | total return | fast | slow |", "|---|---|---|---|---|"]
+        lines += ["", "| concept | sharpe | total return | best set |", "|---|---|---|---|"]
         lines += [
-            f"| {b['concept']} | {b['best_sharpe']:.3f} | {b['best_total_return']:.2%} | "
-            f"{b['best_fast']} | {b['best_slow']} |"
+            f"| {b['concept']} | {_figure(b['best_sharpe'], '.3f')} | "
+            f"{_figure(b['best_total_return'], '.2%')} | {b['strategy']} |"
             for b in report["top_backtests"]
         ]
     return "\n".join(lines) + "\n"
+
+
+def _figure(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
