@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -29,11 +30,13 @@ from dagster import (
 from qpipe_dagster.concepts import Concept, ConceptError, ConceptRegistry, validate_slug
 from qpipe_dagster.defs.partitions import concepts_partitions
 from qpipe_dagster.ops.env import whole
+from webhook_sensor.claims import claim
 from webhook_sensor.inbox import InboxMessage, InboxTarget, open_inbox
 from webhook_sensor.settings import default_inbox_target
 
 DEFAULT_MAX_CONCEPTS_PER_DAY = 50
 DEFAULT_BATCH_SIZE = 100
+CLAIM_LOOKAHEAD = 4  # pending ids offered per claim, in batches: others may hold some
 TAG_MESSAGE_ID = "qpipe/message_id"
 TAG_CONCEPT = "qpipe/concept"
 TAG_TRIGGER = "qpipe/trigger"
@@ -83,6 +86,12 @@ def _read_cursor(raw: str | None) -> dict:
     return {"day": day, "new_today": new_today, "emitted": emitted}
 
 
+def claim_owner() -> str:
+    """Who claims inbox messages: one name per deployment (host and DAGSTER_HOME), so a tick
+    re-evaluated after a failed submission renews its own claims instead of waiting them out."""
+    return f"{socket.gethostname()}:{os.environ.get('DAGSTER_HOME', '')}"
+
+
 def concept_of(msg: InboxMessage) -> Concept:
     """The concept a stored message asks for, checked by today's rules (ConceptError says why).
 
@@ -125,7 +134,8 @@ def build_qstash_inbox_sensor(
     )
     def _sensor(context: SensorEvaluationContext) -> SensorResult:
         cap = max_concepts_per_day() if daily_cap is None else daily_cap
-        inbox = open_inbox(inbox_path or default_inbox_target())
+        target = inbox_path or default_inbox_target()
+        inbox = open_inbox(target)
         state = _read_cursor(context.cursor)
         inbox.mark_consumed(state["emitted"])
         today = clock().date().isoformat()
@@ -138,7 +148,9 @@ def build_qstash_inbox_sensor(
         deferred: list[str] = []
         rejected: list[str] = []
         try:
-            batch = inbox.pending(batch_size, skip_deferred_on=today, exclude=state["emitted"])
+            batch = inbox.pending(
+                batch_size * CLAIM_LOOKAHEAD, skip_deferred_on=today, exclude=state["emitted"]
+            )
         except (ValueError, TypeError) as exc:  # a damaged JSON column comes back as msg.fault;
             # this is the last line of defence for anything the inbox backend itself cannot read
             raise ValueError(
@@ -146,6 +158,15 @@ def build_qstash_inbox_sensor(
                 f"{inbox.describe()}: a stored row is damaged ({type(exc).__name__}: {exc}); no "
                 "message runs until that row is repaired or marked consumed"
             ) from exc
+        # Another deployment's sensor may read this inbox too: run only what this one claims.
+        offered = [m.message_id for m in batch]
+        won = claim(target, offered, claim_owner(), limit=batch_size)
+        batch = [m for m in batch if m.message_id in won]
+        if offered and not batch:
+            context.log.info(
+                f"{len(offered)} pending message(s) are claimed by another deployment's sensor "
+                "(qpipe_inbox_claims); they run there"
+            )
         for msg in batch:
             try:
                 concept = concept_of(msg)
