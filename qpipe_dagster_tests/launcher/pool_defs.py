@@ -26,7 +26,7 @@ def prep(context: AssetExecutionContext) -> int:
 
 @asset(pool="gpu", tags=GPU, op_tags=GPU)
 def sweep(context: AssetExecutionContext, prep: int) -> int:
-    _hold(context, "sweep", 3.0)
+    _hold(context, "sweep", 8.0)
     return prep
 
 
