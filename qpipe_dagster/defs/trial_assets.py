@@ -27,6 +27,11 @@ def _num(v: object) -> float | str:
     return float(v) if isinstance(v, int | float) and math.isfinite(float(v)) else "n/a"
 
 
+def _fmt(v: object) -> str:
+    x = _num(v)
+    return x if isinstance(x, str) else f"{x:.2f}"
+
+
 def _md_table(rows: list[dict], columns: list[str]) -> str:
     def cell(v: object) -> str:
         if isinstance(v, float):
@@ -107,12 +112,20 @@ def record_trials(
         "trials_dry_run": bool(c.trials_dry_run),  # type: ignore[attr-defined]
         **{f"trials_{k}": v for k, v in counts.as_dict().items()},
     }
+    warnings = []
     if pbo is not None and pbo > PBO_WARN:
-        md["overfitting_warning"] = (
+        warnings.append(
             f"PBO {pbo:.2f} > {PBO_WARN}: the in-sample best set ranks below the median out of "
             "sample in most splits; treat these results as overfit"
         )
-        context.log.warning(f"{concept}: {md['overfitting_warning']}")
+    if not run.robust:
+        warnings.append(
+            f"no set passed the recommend filters even relaxed (best set's DSR "
+            f"{_fmt(best['dsr_sweep'])} across the sweep): its in-sample result is likely luck"
+        )
+    for text in warnings:
+        context.log.warning(f"{concept}: {text}")
+    md["overfitting_warning"] = "; ".join(warnings) or "none"
     pool, _ = hard_pool(df, "sharpe")
     shown = ["label", "is_sharpe", "oos_sharpe", "plateau_sharpe", "dsr", "dsr_sweep", "pbo",
              "trade_count"]  # fmt: skip
