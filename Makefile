@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.qpipe-installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run test test-python test-edge test-deploy e2e e2e-browser lint format bench clean
+.PHONY: install run test test-python test-edge test-deploy e2e e2e-browser lint typecheck format bench clean
 
 install: $(STAMP)  ## create .venv and install qpipe with dev tools (idempotent)
 
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: install  ## start the demo site, Dagster UI + daemon and the QStash receiver on local defaults
 	$(PY) -m qpipe_dagster.devstack
 
-test: install test-python test-edge test-deploy  ## every test: Python, edge/ and the Docker stack
+test: install lint typecheck test-python test-edge test-deploy  ## lint, typecheck, then every test: Python, edge/ and the Docker stack
 
 test-python: install e2e-browser
 	@# docker-compose (v1, Debian) validates docker-compose.yml offline; the test skips with a reason without it.
@@ -48,9 +48,12 @@ test-edge:
 	@command -v npm >/dev/null || { echo "make test-edge: npm not found; install Node.js 20 to run the edge/ tests" >&2; exit 1; }
 	@if [ -f edge/package.json ]; then cd edge && npm ci --no-audit --no-fund --loglevel=error && npm test; else echo "edge/: no package.json yet"; fi
 
-lint: install
+lint: install  ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check qpipe_dagster qpipe_dagster_tests webhook_sensor bench
 	$(VENV)/bin/ruff format --check qpipe_dagster qpipe_dagster_tests webhook_sensor bench
+
+typecheck: install  ## pyright, standard mode, over qpipe_dagster and webhook_sensor ([tool.pyright])
+	$(VENV)/bin/pyright
 
 format: install
 	$(VENV)/bin/ruff check --fix qpipe_dagster qpipe_dagster_tests webhook_sensor bench

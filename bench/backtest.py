@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qpipe_dagster.backtest.engine import cpu_name, gpu_status
 from qpipe_dagster.backtest.grid import ma_crossover_grid
-from qpipe_dagster.backtest.kernels import METRIC_KEYS, ma_crossover_sweep
+from qpipe_dagster.backtest.kernels import METRIC_KEYS
+from qpipe_dagster.backtest.strategies import ma_crossover_sweep
 
 PARAMS = {"fees": 0.001, "slippage": 0.0, "init_cash": 10_000.0, "periods_per_year": 8760.0}
 

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from webhook_sensor.inbox import InboxRecord, InboxTarget, open_inbox  # noqa: E402
-from webhook_sensor.inbox_process import ProcessCommitWriter  # noqa: E402
+from webhook_sensor.inbox.process import ProcessCommitWriter  # noqa: E402
 
 
 def _record(i: int) -> InboxRecord:

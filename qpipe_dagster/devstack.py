@@ -28,9 +28,12 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from qpipe_dagster.settings import whole_number
+
+if TYPE_CHECKING:  # psutil is imported where processes are tracked
+    import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 LOCK_NAME = ".qpipe-dev.lock"
@@ -95,7 +98,9 @@ def _port_type(spec: PortSpec):  # an argparse `type`
 def parse_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> Settings:
     """Flags win over QPIPE_* variables; a blank variable means unset; a bad value is a usage
     error naming the flag or variable (was a traceback from int(), or a port argparse let by)."""
-    parser = argparse.ArgumentParser(prog="qpipe-dev", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="qpipe-dev", description=(__doc__ or "").partition("\n")[0]
+    )
     parser.add_argument("--host", help="address to listen on (QPIPE_HOST, default 127.0.0.1)")
     for spec in PORTS:
         zero = "; 0 picks a free one" if spec.lowest == 0 else ""
@@ -324,7 +329,7 @@ class _Descendants:
 
         self._psutil = psutil
         self._me = psutil.Process()
-        self.seen: dict[int, object] = {}
+        self.seen: dict[int, psutil.Process] = {}
 
     def refresh(self) -> None:
         with contextlib.suppress(self._psutil.Error):
@@ -334,10 +339,10 @@ class _Descendants:
     def end(self, timeout: float) -> None:
         """SIGTERM what is still running (pid reuse is checked by psutil), then SIGKILL."""
         psutil = self._psutil
-        alive = [p for p in self.seen.values() if p.is_running()]  # type: ignore[attr-defined]
+        alive = [p for p in self.seen.values() if p.is_running()]
         for proc in alive:
             with contextlib.suppress(psutil.Error):
-                proc.terminate()  # type: ignore[attr-defined]
+                proc.terminate()
         _, left = psutil.wait_procs(alive, timeout=timeout)
         for proc in left:
             with contextlib.suppress(psutil.Error):
@@ -395,7 +400,7 @@ def _run(settings: Settings) -> int:
     check_instance(home)
     from dagster import DagsterInstance
 
-    from qpipe_dagster.defs.partitions import concepts_partitions
+    from qpipe_dagster.defs.partitions import CONCEPTS_PARTITIONS
     from qpipe_dagster.demo import DEMO_CONCEPT, register_demo, serve_demo_site
 
     try:
@@ -406,8 +411,8 @@ def _run(settings: Settings) -> int:
     base_url = f"http://{_url_host(host)}:{site.server_address[1]}/"
     register_demo(base_url)
     with DagsterInstance.get() as instance:
-        if not instance.has_dynamic_partition(concepts_partitions.name, DEMO_CONCEPT):
-            instance.add_dynamic_partitions(concepts_partitions.name, [DEMO_CONCEPT])
+        if not instance.has_dynamic_partition(CONCEPTS_PARTITIONS, DEMO_CONCEPT):
+            instance.add_dynamic_partitions(CONCEPTS_PARTITIONS, [DEMO_CONCEPT])
 
     receiver_port = settings.ports["receiver"]
     receiver_url = os.environ.get("QPIPE_RECEIVER_URL", "").strip() or (
@@ -455,11 +460,10 @@ def _run(settings: Settings) -> int:
         children.append(
             Child(
                 "the Dagster UI + daemon (dagster dev)",
-                [
-                    *(str(bin_dir / "dagster"), "dev", "-w", str(REPO / "workspace.yaml")),
-                    *("-h", host, "-p", str(settings.ports["ui"])),
-                ],
-                env,
+                # dg dev: the current Dagster CLI (`dagster dev` prints that it is superseded);
+                # it runs dagster dev on the project [tool.dg] in pyproject.toml names.
+                [*(str(bin_dir / "dg"), "dev"), *("-h", host, "-p", str(settings.ports["ui"]))],
+                {**env, "VIRTUAL_ENV": sys.prefix},  # dg warns when the active venv is not .venv
                 REPO,
             )
         )

@@ -19,16 +19,17 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from qpipe_dagster.paths import dagster_home as env_dagster_home
 from webhook_sensor.inbox import (
@@ -39,13 +40,16 @@ from webhook_sensor.inbox import (
     is_postgres_url,
     open_inbox,
 )
-from webhook_sensor.inbox_process import ProcessCommitWriter
+from webhook_sensor.inbox.process import ProcessCommitWriter
 from webhook_sensor.jsonlog import JsonLogger, get_logger, log_event
 from webhook_sensor.limits import BodyTooLarge, ClientDisconnected, TokenBucket, read_body
 from webhook_sensor.metrics import Metrics
 from webhook_sensor.payload import PayloadError, parse_concept_message
 from webhook_sensor.settings import Settings
 from webhook_sensor.verify import SignatureVerifier, VerifyError
+
+if TYPE_CHECKING:  # Dagster is imported when /ready first asks for the instance (a slow import)
+    from dagster import DagsterInstance
 
 RECEIVER_PATH = "/api/qstash"
 NON_RETRYABLE = {"Upstash-NonRetryable-Error": "true"}
@@ -59,10 +63,6 @@ _OUTCOMES = {200: "stored", 401: "unauthorized", 413: "too_large", 429: "rate_li
 CLIENT_GONE = 499  # no response sent: the client disconnected mid-body (metrics only)
 MAX_MESSAGE_ID_LEN = 200
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
 
 @dataclass
 class ReceiverState:
@@ -74,7 +74,7 @@ class ReceiverState:
     metrics: Metrics
     logger: JsonLogger
     writer: ProcessCommitWriter | None = None
-    dagster_instance: object | None = None
+    dagster_instance: DagsterInstance | None = None
     loop: asyncio.AbstractEventLoop | None = None  # the server's loop, known from the lifespan
 
 
@@ -94,7 +94,7 @@ def _resolve_paths(settings: Settings) -> tuple[InboxTarget, Path]:
 
 def create_app(
     settings: Settings | None = None, extra_routes: Sequence[BaseRoute] = ()
-) -> Starlette:
+) -> ReceiverApp:
     """Build the receiver for these settings (default: from the environment)."""
     settings = settings or Settings.from_env()
     inbox_path, home = _resolve_paths(settings)
@@ -363,7 +363,7 @@ def _check_dagster(state: ReceiverState) -> None:
         if not state.dagster_home.is_dir():
             raise RuntimeError(f"DAGSTER_HOME {state.dagster_home} does not exist")
         state.dagster_instance = DagsterInstance.from_config(str(state.dagster_home))
-    state.dagster_instance.get_runs_count()  # type: ignore[attr-defined]
+    state.dagster_instance.get_runs_count()
 
 
 def _breaker_states(dagster_home: Path) -> dict[str, str]:
@@ -411,9 +411,9 @@ class _LazyApp:
     """
 
     def __init__(self) -> None:
-        self._app: Starlette | None = None
+        self._app: ReceiverApp | None = None
 
-    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
             try:
                 self._app = create_app()

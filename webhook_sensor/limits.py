@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
-AsgiReceive = Callable[[], Awaitable[dict[str, Any]]]
+from starlette.types import Receive
 
 
 class TokenBucket:
@@ -58,7 +57,7 @@ async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     return b"".join(parts)
 
 
-async def read_body(receive: AsgiReceive, limit: int) -> bytes:
+async def read_body(receive: Receive, limit: int) -> bytes:
     """Read an ASGI request body straight from `receive`, stopping once it passes `limit` bytes.
 
     The usual single-message body is returned as is (no copy); the cap applies to the running

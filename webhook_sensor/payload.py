@@ -10,6 +10,9 @@ from functools import lru_cache
 from typing import Any
 
 import jsonschema
+import jsonschema.exceptions
+import jsonschema.protocols
+import jsonschema.validators
 
 from qpipe_dagster.concepts import Concept, ConceptError
 from qpipe_dagster.paths import CONCEPT_MESSAGE_SCHEMA
@@ -159,7 +162,7 @@ def parse_concept_message(raw: bytes) -> ConceptMessage:
         except RecursionError:
             raise PayloadError("a field of the message is nested too deeply") from None
     else:
-        error = None
+        error = message = None
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         if where == "concept" and error.validator == "not":  # jsonschema's words are opaque here

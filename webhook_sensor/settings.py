@@ -88,7 +88,7 @@ def default_inbox_path() -> Path:
 
 def inbox_url_from_env(env: Mapping[str, str]) -> str | None:
     """QPIPE_INBOX_URL, validated: a postgresql:// URL, and not combined with QPIPE_INBOX_PATH."""
-    from webhook_sensor.inbox_postgres import redact
+    from webhook_sensor.inbox.postgres import redact
 
     url = env.get("QPIPE_INBOX_URL", "").strip()
     if not url:

@@ -15,7 +15,8 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, overload
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _URLSAFE_TO_STD = bytes.maketrans(b"-_", b"+/")
@@ -59,6 +60,14 @@ def normalize_url(url: str) -> str:
     return url.rstrip("/")
 
 
+@overload
+def _number_claim(claims: dict, name: str, required: Literal[True]) -> float: ...
+
+
+@overload
+def _number_claim(claims: dict, name: str, required: bool) -> float | None: ...
+
+
 def _number_claim(claims: dict, name: str, required: bool) -> float | None:
     value = claims.get(name)
     if value is None:
@@ -88,6 +97,11 @@ class SignatureVerifier:
     next_key: str | None
     url: str
     clock_tolerance_s: float = DEFAULT_CLOCK_TOLERANCE_S
+    # Derived in __post_init__ (the instance is frozen, so set with object.__setattr__).
+    _keys: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    _macs: tuple[hmac.HMAC, ...] = field(init=False, repr=False, compare=False)
+    _url: str = field(init=False, repr=False, compare=False)
+    _good_headers: dict[str, bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.current_key:
@@ -118,7 +132,7 @@ class SignatureVerifier:
         if len(token) > 8192 or not _TOKEN_RE.match(token):
             raise VerifyError("malformed_token", "not a compact JWS")
         header_b64, payload_b64, sig_b64 = token.split(".")
-        good_headers: dict = self._good_headers  # type: ignore[attr-defined]
+        good_headers = self._good_headers
         known_header = header_b64 in good_headers
         try:
             # UTF-8 text, as RFC 7519 requires: json.loads on bytes would also take UTF-16/32
@@ -142,7 +156,7 @@ class SignatureVerifier:
         if not isinstance(claims, dict):
             raise VerifyError("malformed_token", "header or claims are not JSON objects")
         signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
-        for base in self._macs:  # type: ignore[attr-defined]
+        for base in self._macs:
             mac = base.copy()
             mac.update(signing_input)
             if hmac.compare_digest(mac.digest(), sig):
@@ -168,14 +182,14 @@ class SignatureVerifier:
             iat = _number_claim(claims, "iat", required=False)
         # Compared as `now ± tol` against the claim: exact for ints of any size (`exp + tol`
         # overflowed on a 400-digit exp and answered 500).
-        if now - tol > exp:  # type: ignore[operator]
-            raise VerifyError("expired", f"expired {_seconds(now, exp)} ago")  # type: ignore[arg-type]
+        if now - tol > exp:
+            raise VerifyError("expired", f"expired {_seconds(now, exp)} ago")
         if nbf is not None and now + tol < nbf:
             raise VerifyError("not_yet_valid", f"nbf is {_seconds(nbf, now)} ahead")
         if iat is not None and now + tol < iat:
             raise VerifyError("issued_in_future", f"iat is {_seconds(iat, now)} ahead")
         sub = claims.get("sub")
-        if not isinstance(sub, str) or normalize_url(sub) != self._url:  # type: ignore[attr-defined]
+        if not isinstance(sub, str) or normalize_url(sub) != self._url:
             raise VerifyError("wrong_subject", "sub does not match the receiver URL")
         claimed = claims.get("body")
         if not isinstance(claimed, str):

@@ -11,6 +11,7 @@ import platform
 import time
 from dataclasses import dataclass
 from functools import cache
+from typing import TypedDict, Unpack
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def cpu_name() -> str:
 def gpu_status() -> tuple[str | None, str | None]:
     """(GPU name, None) when a CUDA device is usable through CuPy, else (None, reason)."""
     try:
-        import cupy
+        import cupy  # pyright: ignore[reportMissingImports]  (the optional gpu extra)
     except Exception as exc:  # ImportError, or a CUDA library failing to load
         return None, f"CuPy not importable ({type(exc).__name__}: {exc})"
     try:
@@ -179,13 +180,23 @@ def run_sweep(
     return GridRun(grid, segs, b, "cpu", cpu_name(), fallback, time.perf_counter() - start)
 
 
+class SweepParams(TypedDict, total=False):
+    """`ma_crossover_sweep`'s keywords (periods_per_year is required at run time)."""
+
+    fees: float
+    slippage: float
+    init_cash: float
+    periods_per_year: float
+    direction: str
+
+
 def run_ma_sweep(
     close: np.ndarray,
     fast: np.ndarray,
     slow: np.ndarray,
     *,
     backend: str = "auto",
-    **params: float | str,
+    **params: Unpack[SweepParams],
 ) -> SweepRun:
     """MA-crossover sweep on the chosen backend; ``params`` are `ma_crossover_sweep`'s keywords."""
     unknown = set(params) - {"fees", "slippage", "init_cash", "periods_per_year", "direction"}
@@ -196,5 +207,5 @@ def run_ma_sweep(
     resolve_backend(backend)
     arr = validate_close(close)
     grid = StrategyGrid("ma_crossover", {"fast": fast, "slow": slow})
-    run = run_sweep(arr, grid, backend=backend, **params)  # type: ignore[arg-type]
+    run = run_sweep(arr, grid, backend=backend, **params)
     return SweepRun(run.segments[0], run.backend, run.device, run.fallback_reason, run.seconds)

@@ -379,7 +379,7 @@ BYTES_PER_SET = 8 * 4 + 8 * N_METRICS * 3  # params + outputs (3 segments at mos
 
 @cache
 def _kernel():  # a cupy.RawKernel; CuPy is optional
-    import cupy as cp
+    import cupy as cp  # pyright: ignore[reportMissingImports]  (the optional gpu extra)
 
     source = (
         f"#define N_METRICS {N_METRICS}\n"
@@ -390,7 +390,7 @@ def _kernel():  # a cupy.RawKernel; CuPy is optional
 
 
 def device_name() -> str:
-    import cupy as cp
+    import cupy as cp  # pyright: ignore[reportMissingImports]  (the optional gpu extra)
 
     props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
     name = props["name"]
@@ -412,9 +412,9 @@ def block_size(n_sets: int, n_sm: int) -> int:
 def chunk_size(n_sets: int, free_bytes: int | None = None) -> int:
     """Parameter sets per launch: at most half the free device memory, at least one block."""
     if free_bytes is None:
-        import cupy as cp
+        import cupy as cp  # pyright: ignore[reportMissingImports]  (the optional gpu extra)
 
-        free_bytes = cp.cuda.runtime.memGetInfo()[0]
+        free_bytes = int(cp.cuda.runtime.memGetInfo()[0])
     fit = max(THREADS_PER_BLOCK, int(free_bytes // 2 // BYTES_PER_SET))
     return max(1, min(n_sets, fit, 4_000_000))
 
@@ -438,7 +438,7 @@ def gpu_sweep(
 
     ``max_chunk`` caps the parameter sets per launch (default: what fits in memory).
     """
-    import cupy as cp
+    import cupy as cp  # pyright: ignore[reportMissingImports]  (the optional gpu extra)
 
     kernel = _kernel()
     close = np.ascontiguousarray(close, dtype=np.float64)

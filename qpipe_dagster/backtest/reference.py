@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from qpipe_dagster.backtest.strategies import StrategyGrid
 from qpipe_dagster.backtest.validation import validate_close, validate_direction, validate_inputs
+
+# vectorbt builds each indicator's outputs and signal methods (ma_crossed_above, lower, rsi, ...)
+# when its class is made, so no static type names them.
+Indicator = Any
 
 
 @contextmanager
@@ -36,7 +41,10 @@ def numba_engine() -> Iterator[None]:
 
 def freq_for(periods_per_year: float) -> pd.Timedelta:
     """Bar length such that vectorbt's ``365 days / freq`` equals ``periods_per_year``."""
-    return pd.Timedelta(days=365) / periods_per_year
+    freq = pd.Timedelta(days=365) / periods_per_year
+    if not isinstance(freq, pd.Timedelta):  # NaT from a NaN rate
+        raise ValueError(f"periods_per_year must be a positive number, got {periods_per_year!r}")
+    return freq
 
 
 def vectorbt_ma_crossover(
@@ -61,8 +69,8 @@ def vectorbt_ma_crossover(
     close, fast, slow = validate_inputs(close, fast, slow)
     series = pd.Series(close)
     with numba_engine():
-        fast_ma = vbt.MA.run(series, window=list(fast.tolist()), short_name="fast")
-        slow_ma = vbt.MA.run(series, window=list(slow.tolist()), short_name="slow")
+        fast_ma: Indicator = vbt.MA.run(series, window=list(fast.tolist()), short_name="fast")
+        slow_ma: Indicator = vbt.MA.run(series, window=list(slow.tolist()), short_name="slow")
         entries = fast_ma.ma_crossed_above(slow_ma)
         exits = fast_ma.ma_crossed_below(slow_ma)
         pf = vbt.Portfolio.from_signals(
@@ -103,17 +111,20 @@ def vectorbt_signals(close: np.ndarray, grid: StrategyGrid) -> tuple[np.ndarray,
     p = grid.params
     with numba_engine():
         if grid.family == "ma_crossover":
-            fast_ma = vbt.MA.run(series, window=p["fast"].tolist(), short_name="fast")
-            slow_ma = vbt.MA.run(series, window=p["slow"].tolist(), short_name="slow")
+            fast_ma: Indicator = vbt.MA.run(series, window=p["fast"].tolist(), short_name="fast")
+            slow_ma: Indicator = vbt.MA.run(series, window=p["slow"].tolist(), short_name="slow")
             entries = fast_ma.ma_crossed_above(slow_ma).to_numpy()
             exits = fast_ma.ma_crossed_below(slow_ma).to_numpy()
         elif grid.family == "bollinger":
-            bb = vbt.BBANDS.run(series, window=p["window"].tolist(), alpha=p["width"].tolist())
+            bb: Indicator = vbt.BBANDS.run(
+                series, window=p["window"].tolist(), alpha=p["width"].tolist()
+            )
             c = close[:, None]
             entries = c < bb.lower.to_numpy().reshape(close.shape[0], -1)
             exits = c > bb.upper.to_numpy().reshape(close.shape[0], -1)
         else:
-            rsi = vbt.RSI.run(series, window=p["window"].tolist()).rsi.to_numpy()
+            rsi_ind: Indicator = vbt.RSI.run(series, window=p["window"].tolist())
+            rsi = rsi_ind.rsi.to_numpy()
             rsi = rsi.reshape(close.shape[0], -1)
             with np.errstate(invalid="ignore"):
                 entries = rsi < p["low"][None, :]
@@ -208,8 +219,8 @@ def vectorbt_ma_equity(
     close, f, s = validate_inputs(close, fast, slow)
     series = pd.Series(close)
     with numba_engine():
-        fast_ma = vbt.MA.run(series, window=int(f[0]))
-        slow_ma = vbt.MA.run(series, window=int(s[0]))
+        fast_ma: Indicator = vbt.MA.run(series, window=int(f[0]))
+        slow_ma: Indicator = vbt.MA.run(series, window=int(s[0]))
         pf = vbt.Portfolio.from_signals(
             series,
             fast_ma.ma_crossed_above(slow_ma),

@@ -36,7 +36,7 @@ class SweepReport:
     table: pa.Table
     runs: list[GridRun]
     split_bar: int | None
-    best: dict[str, object] = field(default_factory=dict)
+    best: dict[str, str | float] = field(default_factory=dict)
     equity: np.ndarray | None = None
     heatmaps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, str, str]] = field(
         default_factory=dict
@@ -188,19 +188,20 @@ def _pick_best(report: SweepReport, close: np.ndarray, bounds: np.ndarray | None
     if best_run is None:  # nothing traded in sample: take the first set, say so
         best_run, best_k = report.runs[0], 0
     g = best_run.grid
-    best: dict[str, object] = {
+    best: dict[str, str | float] = {
         "best_strategy": g.describe(best_k),
         "best_family": g.family,
         **{f"best_{p}": float(g.params[p][best_k]) for p in FAMILY_PARAMS[g.family]},
     }
     names = (("", 0), ("is_", 1), ("oos_", 2)) if split else (("", 0),)
+    sharpes: dict[str, float] = {}
     for prefix, idx in names:
         for key in ("sharpe", "total_return", "max_drawdown", "trade_count"):
-            best[f"best_{prefix}{key}"] = float(best_run.segments[idx][key][best_k])
+            best[f"best_{prefix}{key}"] = value = float(best_run.segments[idx][key][best_k])
+            if key == "sharpe":
+                sharpes[prefix] = value
     if split:
-        best["best_is_oos_sharpe_gap"] = float(best["best_is_sharpe"]) - float(
-            best["best_oos_sharpe"]
-        )
+        best["best_is_oos_sharpe_gap"] = sharpes["is_"] - sharpes["oos_"]
     report.best = best
     report.equity = equity_curve(
         close, g, best_k, **{k: v for k, v in kw.items() if k != "periods_per_year"}

@@ -331,3 +331,64 @@ def equity_curve(
         arr, FAMILY_CODES[grid.family], int(w1[k]), int(w2[k]), float(x1[k]), float(x2[k]),
         DIRECTION_CODES[direction], float(fees), float(slippage), float(init_cash), b,
     )  # fmt: skip
+
+
+def ma_crossover_sweep(
+    close: np.ndarray,
+    fast: np.ndarray,
+    slow: np.ndarray,
+    *,
+    fees: float = 0.001,
+    slippage: float = 0.0,
+    init_cash: float = 10_000.0,
+    periods_per_year: float,
+    direction: str = "longonly",
+) -> dict[str, np.ndarray]:
+    """Metrics of every (fast[k], slow[k]) SMA-crossover pair, matching vectorbt's from_signals.
+
+    Keys are `METRIC_KEYS`. ``max_drawdown`` uses vectorbt's sign: a non-positive fraction
+    (-0.25 = a 25 % fall from the peak). ``win_rate`` is over closed trades (NaN without
+    one); ``trade_count`` includes a trade still open at the last bar. Sharpe/Sortino are
+    +inf when the return series has zero spread (e.g. a pair that never trades), as in
+    vectorbt.
+    """
+    grid = StrategyGrid("ma_crossover", {"fast": fast, "slow": slow})
+    return sweep_cpu(
+        close,
+        grid,
+        fees=fees,
+        slippage=slippage,
+        init_cash=init_cash,
+        periods_per_year=periods_per_year,
+        direction=direction,
+    )[0]
+
+
+def ma_crossover_equity(
+    close: np.ndarray,
+    fast: int,
+    slow: int,
+    *,
+    fees: float = 0.001,
+    slippage: float = 0.0,
+    init_cash: float = 10_000.0,
+    periods_per_year: float | None = None,
+    direction: str = "longonly",
+) -> np.ndarray:
+    """Portfolio value at every bar for one parameter set (vectorbt's ``pf.value()``).
+
+    ``periods_per_year`` is accepted for symmetry with the sweep and unused.
+    """
+    grid = StrategyGrid("ma_crossover", {"fast": np.atleast_1d(fast), "slow": np.atleast_1d(slow)})
+    if grid.size != 1:
+        raise ValueError(f"ma_crossover_equity takes one (fast, slow) pair, got {grid.size}")
+    return equity_curve(
+        close,
+        grid,
+        0,
+        fees=fees,
+        slippage=slippage,
+        init_cash=init_cash,
+        periods_per_year=periods_per_year,
+        direction=direction,
+    )

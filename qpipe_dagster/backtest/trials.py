@@ -32,11 +32,11 @@ def trial_concept(concept: str) -> str:
     return f"{concept}:trials"
 
 
-def _pct(v: object) -> str:
+def _pct(v: float | None) -> str:
     return "n/a" if v is None or not math.isfinite(float(v)) else f"{float(v) * 100:.1f}%"
 
 
-def _num(v: object) -> str:
+def _num(v: float | None) -> str:
     return "n/a" if v is None or not math.isfinite(float(v)) else f"{float(v):.2f}"
 
 

@@ -28,7 +28,7 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qpipe", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="qpipe", description=(__doc__ or "").partition("\n")[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from qpipe_dagster.concepts import Concept, ConceptRegistry
+from qpipe_dagster.concepts import Concept, default_registry
 
 
 def add_partition(slug: str) -> None:
     """Make the concept a partition in the Dagster instance under DAGSTER_HOME."""
     from dagster import DagsterInstance
 
-    from qpipe_dagster.defs.partitions import concepts_partitions
+    from qpipe_dagster.defs.partitions import CONCEPTS_PARTITIONS
 
     with DagsterInstance.get() as instance:
-        if not instance.has_dynamic_partition(concepts_partitions.name, slug):
-            instance.add_dynamic_partitions(concepts_partitions.name, [slug])
+        if not instance.has_dynamic_partition(CONCEPTS_PARTITIONS, slug):
+            instance.add_dynamic_partitions(CONCEPTS_PARTITIONS, [slug])
 
 
 def _add(args: argparse.Namespace) -> int:
-    concept = ConceptRegistry.default().upsert(Concept.create(args.name, args.url, args.symbol))
+    concept = default_registry().upsert(Concept.create(args.name, args.url, args.symbol))
     add_partition(concept.slug)
     print(
         f"{concept.slug}\t{concept.symbol or '-'}\t{' '.join(concept.seed_urls) or '(no seed URLs)'}"
@@ -28,7 +28,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    for c in ConceptRegistry.default().list():
+    for c in default_registry().list():
         print(f"{c.slug}\t{c.symbol or '-'}\t{' '.join(c.seed_urls)}")
     return 0
 
@@ -36,7 +36,7 @@ def _list(args: argparse.Namespace) -> int:
 def _remove(args: argparse.Namespace) -> int:
     from qpipe_dagster.cli import CliError
 
-    if not ConceptRegistry.default().remove(args.slug):
+    if not default_registry().remove(args.slug):
         raise CliError(f"no concept {args.slug!r}")
     print(f"removed {args.slug} (its Dagster partition and stored objects are kept)")
     return 0

@@ -11,8 +11,10 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping
 
 from qpipe_dagster.cli import CliError
+from qpipe_dagster.ops.doctor import DEFAULT_CHECKS, FAIL, OK, Check, format_table, run_checks
 
 
 def _backup(args: argparse.Namespace) -> int:
@@ -91,10 +93,8 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_dagster_instance(env) -> object:  # Mapping[str, str] -> Check
+def check_dagster_instance(env: Mapping[str, str]) -> Check:
     """The Dagster instance's storage answers (SQLite here, Postgres in production)."""
-    from qpipe_dagster.ops.doctor import FAIL, OK, Check
-
     home = env.get("DAGSTER_HOME", "").strip()
     if home and os.path.exists(home) and not os.path.isdir(home):
         return Check("dagster instance", FAIL, f"DAGSTER_HOME={home} is a file, not a folder")
@@ -120,8 +120,6 @@ def check_dagster_instance(env) -> object:  # Mapping[str, str] -> Check
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from qpipe_dagster.ops.doctor import DEFAULT_CHECKS, FAIL, format_table, run_checks
-
     results = run_checks([check_dagster_instance, *DEFAULT_CHECKS])
     if args.json:
         print(json.dumps([r.__dict__ for r in results], indent=2))

@@ -83,7 +83,8 @@ def _submit(args: argparse.Namespace) -> int:
                 result = client.publish(url, body, options=options)
         except (QStashError, DailyLimitReached) as exc:
             raise CliError(str(exc)) from None
-        print(json.dumps({"mode": "qstash", "destination": url, **(result or {})}))
+        answer = result if isinstance(result, dict) else {"messages": result}  # a URL group
+        print(json.dumps({"mode": "qstash", "destination": url, **answer}))
         return 0
     if args.delay is not None:
         raise CliError("--delay needs QStash (set QSTASH_TOKEN); local mode delivers at once")

@@ -9,7 +9,7 @@ A refused host fails as a DNS error; `refusal(host)` gives the spider the reason
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from scrapy.resolver import CachingHostnameResolver
 from twisted.internet.interfaces import IResolutionReceiver
@@ -65,8 +65,10 @@ class PublicAddressResolver(CachingHostnameResolver):
         addressTypes: Any = None,
         transportSemantics: str = "TCP",
     ) -> Any:
+        # zope's @implementer is invisible to a type checker: say what it declares.
+        receiver = cast(IResolutionReceiver, _PublicOnly(resolutionReceiver, hostName))
         return super().resolveHostName(
-            _PublicOnly(resolutionReceiver, hostName),
+            receiver,
             hostName,
             portNumber,
             addressTypes,

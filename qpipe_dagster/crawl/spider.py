@@ -282,6 +282,7 @@ class SiteSpider(scrapy.Spider):
     def on_error(self, failure: Failure) -> None:
         request: Request = failure.request  # type: ignore[attr-defined]
         exc = failure.value
+        assert exc is not None  # an errback's Failure always carries the exception
         if isinstance(exc, HttpError):
             response = exc.response
             raw_ct = _header(response, b"Content-Type")

@@ -34,7 +34,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from qpipe_dagster.defs.partitions import concepts_partitions
+from qpipe_dagster.defs.partitions import CONCEPTS_PARTITIONS
 from qpipe_dagster.ops.env import cron_problem, hours_problem, whole
 from webhook_sensor.settings import env_number
 
@@ -121,16 +121,16 @@ def build_recrawl_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefi
         description=f"Re-runs concepts whose pages are older than {max_age} (cron {cron}).",
     )
     def recrawl_schedule(context: ScheduleEvaluationContext):
-        from qpipe_dagster.concepts import ConceptRegistry
+        from qpipe_dagster.concepts import default_registry
 
         now = context.scheduled_execution_time or datetime.now(UTC)
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)
         instance = context.instance
-        registry = ConceptRegistry.default()
+        registry = default_registry()
         stale: list[tuple[float, str]] = []
         no_seeds: list[str] = []
-        for slug in instance.get_dynamic_partitions(concepts_partitions.name):
+        for slug in instance.get_dynamic_partitions(CONCEPTS_PARTITIONS):
             concept = registry.get(slug)
             if concept is None or not concept.seed_urls:
                 no_seeds.append(slug)
@@ -172,7 +172,7 @@ def build_recrawl_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefi
             return SkipReason(why)
         context.log.info(
             f"recrawling {len(requests)} of {len(stale)} stale concept(s): "
-            + ", ".join(r.partition_key for r in requests)  # type: ignore[misc]
+            + ", ".join(r.partition_key for r in requests)
         )
         return requests
 

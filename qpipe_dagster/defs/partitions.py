@@ -2,4 +2,6 @@
 
 from dagster import DynamicPartitionsDefinition
 
-concepts_partitions = DynamicPartitionsDefinition(name="concepts")
+# The name on its own, typed str: instance calls take it, and the definition's .name is Optional.
+CONCEPTS_PARTITIONS = "concepts"
+concepts_partitions = DynamicPartitionsDefinition(name=CONCEPTS_PARTITIONS)

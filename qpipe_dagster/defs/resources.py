@@ -6,6 +6,7 @@ points at real price files, QPIPE_EMBED_MODEL / QPIPE_EMBED_DEVICE pick the mode
 """
 
 from pathlib import Path
+from typing import TypedDict
 
 from dagster import ConfigurableResource, Failure, PipesSubprocessClient
 from pydantic import Field
@@ -15,10 +16,14 @@ from qpipe_dagster.concepts import (
     ConceptError,
     ConceptRegistry,
     RegistryError,
+    default_registry,
     validate_slug,
 )
+from qpipe_dagster.defs.io import ArrowIPCIOManager
 from qpipe_dagster.embed.encoder import DEFAULT_MODEL, Encoder
+from qpipe_dagster.embed.rotation import active_model
 from qpipe_dagster.settings import default_symbol, embed_device, env_value
+from qpipe_dagster.store.base import VectorStore, open_store
 
 DEMO_PRICES_DIR = Path(__file__).resolve().parents[1] / "demo" / "prices"
 
@@ -29,7 +34,7 @@ class ConceptRegistryResource(ConfigurableResource):
     path: str | None = None
 
     def registry(self) -> ConceptRegistry:
-        return ConceptRegistry(Path(self.path)) if self.path else ConceptRegistry.default()
+        return ConceptRegistry(Path(self.path)) if self.path else default_registry()
 
     def get(self, slug: str) -> Concept:
         """The registered concept, or a Failure whose message says how to register it."""
@@ -71,9 +76,7 @@ class VectorStoreResource(ConfigurableResource):
     lance_path: str | None = None
     batch_size: int = Field(default=2000, ge=1)
 
-    def open(self, model: str, dim: int, *, create: bool = True):  # a VectorStore
-        from qpipe_dagster.store.base import open_store
-
+    def open(self, model: str, dim: int, *, create: bool = True) -> VectorStore:
         return open_store(
             model=model,
             dim=dim,
@@ -92,15 +95,23 @@ class PriceSourceResource(ConfigurableResource):
     default_symbol: str = "BTC-USD"
 
 
-def default_resources() -> dict[str, object]:
+class QpipeResources(TypedDict):
+    """The resources every qpipe code location binds, by key."""
+
+    io_manager: ArrowIPCIOManager
+    concepts: ConceptRegistryResource
+    embedder: EmbedderResource
+    vector_store: VectorStoreResource
+    prices: PriceSourceResource
+    pipes_subprocess_client: PipesSubprocessClient
+
+
+def default_resources() -> QpipeResources:
     """The local defaults, with the production switches read from the environment.
 
     Blank variables count as unset (as in `python -m qpipe_dagster.ops.env`); an invalid one
     raises SettingError naming it, so the code location fails to load saying what to fix.
     """
-    from qpipe_dagster.defs.io import ArrowIPCIOManager
-    from qpipe_dagster.embed.rotation import active_model
-
     model = active_model()
 
     return {

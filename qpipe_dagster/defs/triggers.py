@@ -27,8 +27,13 @@ from dagster import (
     sensor,
 )
 
-from qpipe_dagster.concepts import Concept, ConceptError, ConceptRegistry, validate_slug
-from qpipe_dagster.defs.partitions import concepts_partitions
+from qpipe_dagster.concepts import (
+    Concept,
+    ConceptError,
+    default_registry,
+    validate_slug,
+)
+from qpipe_dagster.defs.partitions import CONCEPTS_PARTITIONS, concepts_partitions
 from qpipe_dagster.ops.env import whole
 from webhook_sensor.claims import claim
 from webhook_sensor.inbox import InboxMessage, InboxTarget, open_inbox
@@ -117,7 +122,7 @@ def build_qstash_inbox_sensor(
     batch_size: int = DEFAULT_BATCH_SIZE,
     daily_cap: int | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    minimum_interval_seconds: int = 10,
+    minimum_interval_seconds: int = 2,  # a tick is one indexed query: a burst starts promptly
 ) -> SensorDefinition:
     """The sensor, with knobs for tests (inbox location, batch size, cap, clock).
 
@@ -141,8 +146,8 @@ def build_qstash_inbox_sensor(
         today = clock().date().isoformat()
         new_today = state["new_today"] if state["day"] == today else 0
 
-        known = set(context.instance.get_dynamic_partitions(concepts_partitions.name))
-        registry = ConceptRegistry.default()
+        known = set(context.instance.get_dynamic_partitions(CONCEPTS_PARTITIONS))
+        registry = default_registry()
         new_slugs: list[str] = []
         runs: list[RunRequest] = []
         deferred: list[str] = []

@@ -6,6 +6,7 @@ runs to GPU machines, and sits in the `gpu` concurrency pool so only one sweep r
 """
 
 import math
+import time
 
 import numpy as np
 import polars as pl
@@ -65,13 +66,16 @@ def market_prices(
     concept = concepts.get(context.partition_key)
     symbol = concept.symbol or prices.default_symbol
     path = find_price_file(symbol, prices.prices_dir)
+    started = time.perf_counter()
     data = load_prices(path)
     table = data.frame.to_arrow()
+    stage_seconds = time.perf_counter() - started
     ts = data.frame["ts"]
     monotonic = bool(ts.is_sorted() and ts.n_unique() == ts.len())
     yield Output(
         table,
         metadata={
+            "stage_seconds": round(stage_seconds, 3),
             "symbol": symbol,
             "source": MetadataValue.path(str(path)),
             **{k: _plain(v) for k, v in data.report.items() if k != "source"},
@@ -85,7 +89,7 @@ def market_prices(
     )
 
 
-def _plain(value: object) -> object:
+def _plain(value: object) -> float | int | bool | str:
     """Dagster metadata takes str/int/float/bool; render anything else as text."""
     if isinstance(value, float):
         return value if math.isfinite(value) else "n/a"
@@ -226,6 +230,7 @@ def backtest_results(
     table = report.table
     first = report.runs[0]
     split_ts = ts[report.split_bar] if report.split_bar is not None else None
+    assert report.equity is not None  # sweep() always draws the best set's curve
     equity_png = equity_drawdown_png(
         ts, report.equity, f"{report.best['best_strategy']} — {context.partition_key}", split_ts
     )
@@ -247,6 +252,7 @@ def backtest_results(
             "device": first.device,
             "fallback_reason": first.fallback_reason or "none",
             "compute_seconds": float(sum(r.seconds for r in report.runs)),
+            "stage_seconds": round(float(sum(r.seconds for r in report.runs)), 3),  # the sweep
             "split_bar": report.split_bar if report.split_bar is not None else -1,
             "split_ts": str(split_ts) if split_ts is not None else "none",
             **{k: _plain(v) for k, v in report.best.items()},

@@ -7,7 +7,7 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from qpipe_dagster.concepts import Concept, ConceptRegistry
+from qpipe_dagster.concepts import Concept, ConceptRegistry, default_registry
 
 SITE_DIR = Path(__file__).resolve().parent / "site"
 PRICES_DIR = Path(__file__).resolve().parent / "prices"
@@ -38,6 +38,6 @@ def demo_concept(base_url: str) -> Concept:
 
 def register_demo(base_url: str, registry: ConceptRegistry | None = None) -> Concept:
     """Register `demo` with exactly this seed (the port may change between runs)."""
-    registry = registry or ConceptRegistry.default()
+    registry = registry or default_registry()
     registry.remove(DEMO_CONCEPT)
     return registry.upsert(demo_concept(base_url))

@@ -97,7 +97,10 @@ def _model_dim(model: SentenceTransformer) -> int:
     get_dim = (
         getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     )
-    return int(get_dim())
+    dim = get_dim()
+    if dim is None:
+        raise ValueError(f"{type(model).__name__} does not say how wide its vectors are")
+    return int(dim)
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,10 @@ class Encoder:
 
     @property
     def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
+        limit = self.model.max_seq_length
+        if limit is None:
+            raise ValueError(f"{self.model_id} does not say its max_seq_length")
+        return int(limit)
 
     @property
     def tokenizer(self):  # a Hugging Face tokenizer

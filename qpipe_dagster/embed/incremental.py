@@ -75,7 +75,7 @@ def reusable_vectors(previous: pa.Table | None, model: str, dim: int) -> dict[st
     if not pa.types.is_float32(vtype.value_type):
         return {}
     vectors = vectors_of(previous)
-    finite = np.isfinite(vectors).all(axis=1)
+    finite = np.asarray(np.isfinite(vectors).all(axis=1))
     models = previous.column("model").to_pylist()
     hashes = previous.column("content_hash").to_pylist()
     return {

@@ -19,6 +19,7 @@ from qpipe_dagster.embed.incremental import embed_chunks, explode_chunks
 from qpipe_dagster.paths import qpipe_home
 from qpipe_dagster.settings import SettingError, embed_truncate_dim, env_value
 from qpipe_dagster.storage.arrow_files import read_table
+from qpipe_dagster.store.base import VectorStore
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def stored_concepts(asset_dir: Path) -> list[str]:
 
 def reembed_all(
     encoder: Encoder,
-    open_store: Callable[[str, int], object],
+    open_store: Callable[[str, int], VectorStore],
     asset_dir: Path,
     *,
     concepts: list[str] | None = None,

@@ -12,7 +12,7 @@ import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -177,7 +177,7 @@ def _parse_ts(path: Path, raw: pl.Series) -> np.ndarray:
     if raw.dtype.is_numeric() or (
         raw.dtype == pl.String and raw.str.contains(r"^\s*-?\d+(\.\d+)?\s*$").fill_null(False).all()
     ):
-        nums = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+        nums = cast(pd.Series, pd.to_numeric(values, errors="coerce")).to_numpy(dtype=np.float64)
         bad = ~np.isfinite(nums)
         if bad.any():
             raise _bad_ts(path, raw, values, int(np.flatnonzero(bad)[0]))

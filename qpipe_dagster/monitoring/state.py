@@ -65,7 +65,7 @@ def inbox_summary(target: InboxTarget, now: float) -> InboxSummary:
     if is_postgres_url(target):
         import psycopg2
 
-        from webhook_sensor.inbox_postgres import TABLE
+        from webhook_sensor.inbox.postgres import TABLE
 
         conn = psycopg2.connect(str(target), connect_timeout=5)
         try:

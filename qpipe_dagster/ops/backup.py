@@ -57,7 +57,7 @@ class Sources:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Sources:
         """The same locations the pipeline, receiver and registry use."""
-        from qpipe_dagster.concepts_postgres import concepts_url_from_env
+        from qpipe_dagster.concepts.postgres import concepts_url_from_env
         from qpipe_dagster.ops.host_state import pg_env
 
         env = os.environ if env is None else env
@@ -150,7 +150,7 @@ def run_backup(
                 components.append(comp)
         concepts_file = sources.concepts_path
         if sources.concepts_url:  # exported to the SQLite registry format: one backup format
-            from qpipe_dagster.concepts_postgres import PostgresConceptRegistry
+            from qpipe_dagster.concepts.postgres import PostgresConceptRegistry
 
             concepts_file = staging / ".concepts-export.sqlite"
             PostgresConceptRegistry(sources.concepts_url).export_sqlite(concepts_file)
@@ -288,7 +288,7 @@ def _check_empty(manifest: Manifest, sources: Sources, folder: Path) -> list[str
     problems = []
     for c in manifest.components:
         if c.kind == "sqlite" and c.name == "concepts" and sources.concepts_url:
-            from qpipe_dagster.concepts_postgres import PostgresConceptRegistry
+            from qpipe_dagster.concepts.postgres import PostgresConceptRegistry
 
             rows = PostgresConceptRegistry(sources.concepts_url).rows()
             if rows:
@@ -461,7 +461,7 @@ def restore_backup(
 def _restore_pg_concepts(file: Path, url: str, c: Component) -> tuple[int, str]:
     """Load the backup's registry (SQLite format) into the PostgreSQL registry; (rows, digest)
     of what landed, computed the same way as the backup's."""
-    from qpipe_dagster.concepts_postgres import PostgresConceptRegistry
+    from qpipe_dagster.concepts.postgres import PostgresConceptRegistry
 
     registry = PostgresConceptRegistry(url)
     registry.import_sqlite(file)
@@ -477,7 +477,7 @@ def _restore_pg_concepts(file: Path, url: str, c: Component) -> tuple[int, str]:
 
 def _describe_where(c: Component, sources: Sources) -> str:
     if c.name == "concepts" and sources.concepts_url:
-        from qpipe_dagster.concepts_postgres import redact
+        from qpipe_dagster.concepts.postgres import redact
 
         return f"{redact(sources.concepts_url)} (QPIPE_CONCEPTS_URL)"
     return str(_sqlite_path(sources, c.name))

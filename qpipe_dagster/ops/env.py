@@ -218,7 +218,7 @@ def _symbol(v: str) -> str | None:
 
 def _concepts_url(v: str) -> str | None:
     from qpipe_dagster.concepts import RegistryError
-    from qpipe_dagster.concepts_postgres import ENV_VAR, concepts_url_from_env
+    from qpipe_dagster.concepts.postgres import ENV_VAR, concepts_url_from_env
 
     try:  # the registry's own rule
         concepts_url_from_env({ENV_VAR: v})
@@ -372,7 +372,7 @@ def check_env(role: str, env: Mapping[str, str] | None = None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m qpipe_dagster.ops.env", description=__doc__.splitlines()[0]
+        prog="python -m qpipe_dagster.ops.env", description=(__doc__ or "").partition("\n")[0]
     )
     parser.add_argument("--role", choices=ROLES, required=True)
     args = parser.parse_args(argv)

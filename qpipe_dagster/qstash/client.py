@@ -216,8 +216,9 @@ class QStashClient:
     def publish(
         self, url: str, body: bytes, *, content_type: str = "application/json",
         options: PublishOptions | None = None,
-    ) -> dict:  # fmt: skip
-        """Publish one message to `url`; returns QStash's answer ({"messageId": ...})."""
+    ) -> dict | list[dict]:  # fmt: skip
+        """Publish one message to `url`; returns QStash's answer ({"messageId": ...}; a list
+        of those for a URL group)."""
         destination("destination", url)
         headers = _once({
             "Content-Type": header_value("content_type", content_type),
@@ -227,10 +228,12 @@ class QStashClient:
         if isinstance(answer, list) and not url.startswith(("http://", "https://")):
             for item in answer:  # a URL group: one result per endpoint
                 _expect_message(item, "publish to a URL group")
-            return answer  # type: ignore[return-value]
+            return answer
         return _expect_message(answer, "publish")
 
-    def publish_json(self, url: str, payload: Any, options: PublishOptions | None = None) -> dict:
+    def publish_json(
+        self, url: str, payload: Any, options: PublishOptions | None = None
+    ) -> dict | list[dict]:
         return self.publish(url, json.dumps(payload).encode(), options=options)
 
     def batch(self, messages: Sequence[tuple[str, bytes, PublishOptions | None]]) -> list:

@@ -82,6 +82,7 @@ def deliver_locally(
     own = client is None
     http = client or httpx.Client(timeout=timeout_s)
     last = "no attempt made"
+    attempt = 0
     try:
         for attempt in range(retries + 1):
             headers = {

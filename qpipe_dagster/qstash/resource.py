@@ -19,6 +19,6 @@ class QStashResource(ConfigurableResource):
 
     def publish_json(
         self, url: str, payload: object, options: PublishOptions | None = None
-    ) -> dict:
+    ) -> dict | list[dict]:
         with self.get_client() as client:
             return client.publish_json(url, payload, options)

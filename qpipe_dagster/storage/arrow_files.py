@@ -20,12 +20,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from qpipe_dagster.storage import object_tables
+from qpipe_dagster.storage.errors import StoredTableError, redo_hint
 
 MAX_PART_BYTES = 1_000_000
-
-
-class StoredTableError(ValueError):
-    """A stored table that cannot be read back; the message names the file and what to redo."""
 
 
 _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
@@ -95,11 +92,6 @@ def part_sizes(folder: Path) -> list[int]:
     if object_tables.is_object_path(folder):
         return object_tables.part_sizes(folder)
     return [p.stat().st_size for p in sorted(Path(folder).glob("part-*.arrows"))]
-
-
-def redo_hint(folder: Path) -> str:
-    """What to re-materialize for `folder` (laid out as <asset>/<partition> by the IO manager)."""
-    return f"materialize {folder.parent.name} for partition {folder.name!r} again to rewrite it"
 
 
 def read_table(folder: Path) -> pa.Table | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from upath import UPath
 
+from qpipe_dagster.storage.errors import StoredTableError, redo_hint
 from qpipe_dagster.storage.s3_settings import S3Settings, s3_settings_from_url
 
 MANIFEST = "_table.json"
@@ -75,8 +76,6 @@ def _version_time(name: str) -> float | None:
 
 def read_manifest(folder: UPath) -> dict[str, Any] | None:
     """The committed manifest, None when the partition was never (completely) written."""
-    from qpipe_dagster.storage.arrow_files import StoredTableError, redo_hint
-
     fs, key = folder.fs, f"{folder.path}/{MANIFEST}"
     try:
         raw = fs.cat_file(key)
@@ -127,8 +126,6 @@ def write_parts(folder: UPath, parts: list[bytes], rows: int, now: float | None 
 
 def read_manifest_quietly(folder: UPath) -> dict[str, Any] | None:
     """The manifest, or None also when it is damaged: a write replaces it either way."""
-    from qpipe_dagster.storage.arrow_files import StoredTableError
-
     try:
         return read_manifest(folder)
     except StoredTableError:
@@ -159,8 +156,6 @@ def read_parts(folder: UPath) -> list[tuple[str, bytes]] | None:
     A part missing or shorter than the manifest says raises StoredTableError naming it, unless
     a newer write replaced the version while it was read: then the new version is read.
     """
-    from qpipe_dagster.storage.arrow_files import StoredTableError, redo_hint
-
     for attempt in range(2):
         manifest = read_manifest(folder)
         if manifest is None:

@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Collection
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +29,10 @@ from qpipe_dagster.store.objects import (
     validate_objects,
     vector_dim,
 )
+
+if TYPE_CHECKING:  # lancedb itself is imported when a store opens (a heavy import)
+    from lancedb.db import DBConnection
+    from lancedb.query import LanceVectorQueryBuilder
 
 INDEX_TYPE = "IVF_HNSW_SQ"  # IVF_PQ without refine measured recall@10 ~0.4: avoid
 _DELETE_CHUNK = 1000
@@ -244,7 +249,9 @@ class LanceStore:
     def _compact_if_fragmented(self) -> None:
         """Merge small fragments and drop versions older than an hour once runs have piled up
         fragments (one per batch): keeps scans fast and the directory from growing forever."""
-        stats = self._table.stats()["fragment_stats"]
+        # Annotated as the TableStatistics dataclass; this lancedb returns a plain dict.
+        table_stats: Any = self._table.stats()
+        stats = table_stats["fragment_stats"]
         if stats["num_small_fragments"] > self.max_small_fragments:
             self._table.optimize(cleanup_older_than=timedelta(hours=1))
 
@@ -280,12 +287,11 @@ class LanceStore:
         """k nearest by cosine similarity (score = 1 - cosine distance), best first."""
         query = check_query(vector, self.dim, k, self._where)
         concept = check_concept(concept, self._where, optional=True)
-        q = (
-            self._table.search(query, vector_column_name="vector")
-            .distance_type("cosine")
-            .select([*HIT_COLUMNS, "_distance"])
-            .limit(k)
+        # a vector query on the vector column: the search builder the base class does not name
+        vector_query = cast(
+            "LanceVectorQueryBuilder", self._table.search(query, vector_column_name="vector")
         )
+        q = vector_query.distance_type("cosine").select([*HIT_COLUMNS, "_distance"]).limit(k)
         if concept is not None:
             q = q.where(f"concept = {_sql_str(concept)}", prefilter=True)
         if exact:
@@ -347,7 +353,7 @@ class LanceStore:
         return rows.combine_chunks()
 
 
-def _table_names(db) -> list[str]:  # a lancedb connection
+def _table_names(db: DBConnection) -> list[str]:
     """Every table of a LanceDB connection (list_tables may page; table_names is deprecated)."""
     names: list[str] = []
     token = None

@@ -10,7 +10,9 @@ import hashlib
 import numbers
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 import pyarrow as pa
@@ -283,6 +285,14 @@ def check_query(vector: object, dim: int, k: int, where: str) -> np.ndarray:
     return (arr / np.linalg.norm(arr)).astype(np.float32)
 
 
+@overload
+def check_concept(concept: object, where: str, *, optional: Literal[False] = False) -> str: ...
+
+
+@overload
+def check_concept(concept: object, where: str, *, optional: bool) -> str | None: ...
+
+
 def check_concept(concept: object, where: str, *, optional: bool = False) -> str | None:
     """A concept name as stores filter on it: a str of valid Unicode (None when optional)."""
     if concept is None and optional:
@@ -303,7 +313,7 @@ def check_concept(concept: object, where: str, *, optional: bool = False) -> str
 def check_keep_ids(keep_ids: object, where: str) -> pa.Array:
     """keep_ids as an Arrow string array; a bare string is refused (it would iterate as
     characters and make delete_missing wipe the whole concept)."""
-    if isinstance(keep_ids, str | bytes) or not hasattr(keep_ids, "__iter__"):
+    if isinstance(keep_ids, str | bytes) or not isinstance(keep_ids, Iterable):
         raise VectorStoreError(
             f"{where}: keep_ids must be a collection of id strings, got {type(keep_ids).__name__}"
         )

@@ -43,6 +43,30 @@ _LOOKUP_CHUNK = 1000  # ids per filter; well under Weaviate's QUERY_MAXIMUM_RESU
 _CLOUD_SUFFIXES = (".weaviate.cloud", ".weaviate.network", ".weaviate.io")
 
 
+def _text(value: object) -> str:
+    """A TEXT property of this store's schema, as the client returns it (typed as any field)."""
+    if not isinstance(value, str):
+        raise VectorStoreError(f"Weaviate returned a {type(value).__name__} for a text property")
+    return value
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _whole(value: object) -> int:
+    """The INT property chunk_index, as the client returns it."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise VectorStoreError(f"Weaviate returned a {type(value).__name__} for chunk_index")
+    return int(value)
+
+
+def _distance(value: float | None) -> float:
+    if value is None:  # asked for with MetadataQuery(distance=True): always there
+        raise VectorStoreError("Weaviate returned a hit without its distance")
+    return value
+
+
 def parse_weaviate_url(url: str) -> SplitResult:
     """`url` split, or VectorStoreError saying what WEAVIATE_URL must look like.
 
@@ -90,21 +114,21 @@ def _connect(url: str, api_key: str | None, grpc_port: int | None):
     url = url.strip()
     secure = parts.scheme.lower() == "https"
     config = AdditionalConfig(timeout=Timeout(init=10, query=60, insert=120))
-    auth = Auth.api_key(api_key) if api_key else None
-    if parts.hostname.endswith(_CLOUD_SUFFIXES):
+    host = parts.hostname or ""  # parse_weaviate_url refused a URL without one
+    if host.endswith(_CLOUD_SUFFIXES):
         if not api_key:
             raise VectorStoreError(f"Weaviate Cloud URL {url!r} needs an API key")
         return weaviate.connect_to_weaviate_cloud(
-            cluster_url=url, auth_credentials=auth, additional_config=config
+            cluster_url=url, auth_credentials=Auth.api_key(api_key), additional_config=config
         )
     return weaviate.connect_to_custom(
-        http_host=parts.hostname,
+        http_host=host,
         http_port=parts.port or (443 if secure else 8080),
         http_secure=secure,
-        grpc_host=parts.hostname,
+        grpc_host=host,
         grpc_port=grpc_port,
         grpc_secure=secure,
-        auth_credentials=auth,
+        auth_credentials=Auth.api_key(api_key) if api_key else None,
         additional_config=config,
     )
 
@@ -302,12 +326,12 @@ class WeaviateStore:
         return [
             SearchHit(
                 id=str(o.uuid),
-                concept=o.properties["concept"],
-                url=o.properties["url"],
-                title=o.properties.get("title"),
-                chunk_index=int(o.properties["chunk_index"]),
-                text=o.properties["text"],
-                score=1.0 - float(o.metadata.distance),
+                concept=_text(o.properties["concept"]),
+                url=_text(o.properties["url"]),
+                title=_optional_text(o.properties.get("title")),
+                chunk_index=_whole(o.properties["chunk_index"]),
+                text=_text(o.properties["text"]),
+                score=1.0 - float(_distance(o.metadata.distance)),
             )
             for o in res.objects
         ]
@@ -317,7 +341,10 @@ class WeaviateStore:
 
         concept = check_concept(concept, self._where, optional=True)
         filters = Filter.by_property("concept").equal(concept) if concept is not None else None
-        return int(self._col.aggregate.over_all(total_count=True, filters=filters).total_count)
+        total = self._col.aggregate.over_all(total_count=True, filters=filters).total_count
+        if total is None:  # asked for with total_count=True: always there
+            raise VectorStoreError(f"{self._where}: the count came back empty")
+        return int(total)
 
     def ids(self, concept: str) -> set[str]:
         # The cursor API takes no filter, so walk the collection reading only `concept`.
@@ -337,14 +364,14 @@ class WeaviateStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _iter_concepts(self) -> Iterator[tuple[str, str]]:
+    def _iter_concepts(self) -> Iterator[tuple[str, str | None]]:
         for obj in self._col.iterator(return_properties=["concept"]):
-            yield str(obj.uuid), obj.properties.get("concept")
+            yield str(obj.uuid), _optional_text(obj.properties.get("concept"))
 
-    def _existing_hashes(self, ids: list[str]) -> dict[str, str]:
+    def _existing_hashes(self, ids: list[str]) -> dict[str, str | None]:
         from weaviate.classes.query import Filter
 
-        found: dict[str, str] = {}
+        found: dict[str, str | None] = {}
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             chunk = ids[start : start + _LOOKUP_CHUNK]
             res = self._col.query.fetch_objects(
@@ -353,5 +380,5 @@ class WeaviateStore:
                 return_properties=["content_hash"],
             )
             for o in res.objects:
-                found[str(o.uuid)] = o.properties.get("content_hash")
+                found[str(o.uuid)] = _optional_text(o.properties.get("content_hash"))
         return found

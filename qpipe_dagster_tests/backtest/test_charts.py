@@ -9,7 +9,7 @@ import pytest
 
 from qpipe_dagster.backtest.charts import equity_drawdown_png, png_markdown, sharpe_heatmap_png
 from qpipe_dagster.backtest.grid import ma_crossover_grid
-from qpipe_dagster.backtest.kernels import ma_crossover_equity, ma_crossover_sweep
+from qpipe_dagster.backtest.strategies import ma_crossover_equity, ma_crossover_sweep
 from qpipe_dagster_tests.backtest.helpers import gbm_path
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

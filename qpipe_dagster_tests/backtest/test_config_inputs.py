@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from dagster import DagsterInstance, materialize
 
-from qpipe_dagster.concepts import Concept, ConceptRegistry
+from qpipe_dagster.concepts import Concept, default_registry
 from qpipe_dagster.defs.io import ArrowIPCIOManager
 from qpipe_dagster.defs.resources import (
     ConceptRegistryResource,
@@ -33,7 +33,7 @@ def _hourly_csv(folder: Path, bars: int) -> None:
 def _run_error(tmp_path: Path, config: dict, bars: int = 1000) -> str:
     """Materialise market_prices + backtest_results; the failure's messages, outermost first."""
     _hourly_csv(tmp_path / "prices", bars)
-    ConceptRegistry.default().upsert(Concept.create("cfg", symbol="TEST-USD"))
+    default_registry().upsert(Concept.create("cfg", symbol="TEST-USD"))
     resources = {
         "concepts": ConceptRegistryResource(),
         "prices": PriceSourceResource(prices_dir=str(tmp_path / "prices")),

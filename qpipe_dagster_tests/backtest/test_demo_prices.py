@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import qpipe_dagster
-from qpipe_dagster.backtest.kernels import ma_crossover_sweep
 from qpipe_dagster.backtest.reference import vectorbt_ma_crossover
+from qpipe_dagster.backtest.strategies import ma_crossover_sweep
 from qpipe_dagster.market.prices import load_prices
 from qpipe_dagster_tests.backtest.helpers import assert_metrics_match
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qpipe_dagster.backtest.grid import ma_crossover_grid
-from qpipe_dagster.backtest.kernels import ma_crossover_equity, ma_crossover_sweep
+from qpipe_dagster.backtest.strategies import ma_crossover_equity, ma_crossover_sweep
 from qpipe_dagster.backtest.validation import validate_inputs
 from qpipe_dagster_tests.backtest.helpers import gbm_path
 

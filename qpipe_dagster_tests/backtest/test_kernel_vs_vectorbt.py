@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qpipe_dagster.backtest.grid import ma_crossover_grid
-from qpipe_dagster.backtest.kernels import ma_crossover_equity, ma_crossover_sweep
 from qpipe_dagster.backtest.reference import vectorbt_ma_crossover, vectorbt_ma_equity
+from qpipe_dagster.backtest.strategies import ma_crossover_equity, ma_crossover_sweep
 from qpipe_dagster.market.prices import load_prices
 from qpipe_dagster_tests.backtest.helpers import SHARED_MARKET, assert_metrics_match, gbm_path
 

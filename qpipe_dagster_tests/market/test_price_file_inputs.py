@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, materialize
 
-from qpipe_dagster.concepts import Concept, ConceptRegistry
+from qpipe_dagster.concepts import Concept, default_registry
 from qpipe_dagster.defs.io import ArrowIPCIOManager
 from qpipe_dagster.defs.resources import ConceptRegistryResource, PriceSourceResource
 from qpipe_dagster.defs.validation import market_prices
@@ -197,7 +197,7 @@ def test_bad_price_file_fails_the_market_prices_run_naming_it(
     prices = tmp_path / "prices"
     prices.mkdir()
     path = write(prices, HEADER + "1704067200,1,1,1,1,1\n1704070800000,1,1,1,1,1\n", "TEST-USD.csv")
-    ConceptRegistry.default().upsert(Concept.create("bad", symbol="TEST-USD"))
+    default_registry().upsert(Concept.create("bad", symbol="TEST-USD"))
     with DagsterInstance.get() as instance:
         instance.add_dynamic_partitions("concepts", ["bad"])
         result = materialize(

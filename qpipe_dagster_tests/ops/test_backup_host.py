@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, asset, materialize
 
-from qpipe_dagster.concepts import Concept, ConceptRegistry
+from qpipe_dagster.concepts import Concept, default_registry
 from qpipe_dagster.ops.backup import Sources, restore_backup, run_backup
 from qpipe_dagster.ops.manifest import BackupError
 from qpipe_dagster.ops.targets import LocalTarget
@@ -107,7 +107,7 @@ def test_local_host_backup_restores_assets_and_instance_into_mount_points(
     restore_backup(result.backup_id, sources, target)
     assert os.path.ismount(new_home) and os.path.ismount(new_assets)  # written into, not replaced
     assert _files(new_assets) == assets_before
-    assert ConceptRegistry.default().get("btc-halving") is not None
+    assert default_registry().get("btc-halving") is not None
     with DagsterInstance.get() as instance:
         run = instance.get_run_by_id(run_id)
         assert run is not None and run.status == DagsterRunStatus.SUCCESS
@@ -131,8 +131,8 @@ def test_postgres_host_backup_dumps_instance_and_registry_and_restores(
     monkeypatch.setenv("QPIPE_CONCEPTS_URL", url)  # the registry in the instance's database
     for var in ("QPIPE_ASSET_DIR", "QPIPE_LANCE_PATH", "QPIPE_INBOX_PATH", "WEAVIATE_URL"):
         monkeypatch.delenv(var, raising=False)
-    ConceptRegistry.default().upsert(Concept.create("Halving", ["https://a.example/"], "BTC-USD"))
-    ConceptRegistry.default().upsert(Concept.create("Merge", ["https://b.example/"]))
+    default_registry().upsert(Concept.create("Halving", ["https://a.example/"], "BTC-USD"))
+    default_registry().upsert(Concept.create("Merge", ["https://b.example/"]))
     run_id = _run_a_job()
     target = LocalTarget(tmp_path / "backups")
     result = run_backup(Sources.from_env(), target)
@@ -155,8 +155,8 @@ def test_postgres_host_backup_dumps_instance_and_registry_and_restores(
     shutil.copyfile(home / "dagster.yaml", new_home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(new_home))
     restore_backup(result.backup_id, Sources.from_env(), target)
-    assert [c.slug for c in ConceptRegistry.default().list()] == ["halving", "merge"]
-    assert ConceptRegistry.default().get("halving").symbol == "BTC-USD"
+    assert [c.slug for c in default_registry().list()] == ["halving", "merge"]
+    assert default_registry().get("halving").symbol == "BTC-USD"
     with DagsterInstance.get() as instance:
         run = instance.get_run_by_id(run_id)
         assert run is not None and run.status == DagsterRunStatus.SUCCESS
@@ -178,7 +178,7 @@ def test_sqlite_registry_backup_restores_into_postgres_registry(
     shutil.rmtree(dagster_home / "qpipe")
     monkeypatch.setenv("QPIPE_CONCEPTS_URL", postgres_cluster.new_database())
     restore_backup(result.backup_id, Sources.from_env(), target)
-    assert [c.slug for c in ConceptRegistry.default().list()] == ["btc-halving", "eth-merge"]
+    assert [c.slug for c in default_registry().list()] == ["btc-halving", "eth-merge"]
     assert not (dagster_home / "qpipe" / "concepts.sqlite").exists()
 
 

@@ -377,7 +377,7 @@ def test_second_start_in_the_same_home_first_screen_and_sigterm(
         # old: "stopped because .../dagster exited", and webserver, daemon and code servers
         # lived on as orphans holding the UI port and the SQLite files
         (
-            "dagster dev -w",
+            "bin/dg dev",
             "qpipe-dev: the Dagster UI + daemon (dagster dev) stopped on its own (killed by SIGKILL)",
         ),
         (
@@ -410,7 +410,7 @@ def test_ui_port_taken_after_the_check_stops_the_stack(launch: Callable[..., Sta
     watch, new code ran on with no UI (dagster-webserver does not exit when it cannot bind)."""
     ports = _ports()
     stack = launch(**ports)
-    stack.find("dagster dev -w")  # the check is done; the webserver binds seconds later
+    stack.find("bin/dg dev")  # the check is done; the webserver binds seconds later
     with _listening(int(ports["QPIPE_UI_PORT"])):
         assert stack.wait_exit(120) == 1
     out = stack.log()

@@ -18,7 +18,7 @@ from dagster import (
 )
 from dagster._core.test_utils import create_run_for_test
 
-from qpipe_dagster.concepts import Concept, ConceptRegistry
+from qpipe_dagster.concepts import Concept, default_registry
 from qpipe_dagster.defs import operations
 from qpipe_dagster.defs.partitions import concepts_partitions
 from qpipe_dagster.ops.targets import LocalTarget
@@ -32,7 +32,7 @@ def instance(dagster_home: Path):
 
 
 def _concepts(instance: DagsterInstance, *slugs: str, seeds: bool = True) -> None:
-    registry = ConceptRegistry.default()
+    registry = default_registry()
     for slug in slugs:
         urls = (f"https://example.com/{slug}",) if seeds else ()
         registry.upsert(Concept(slug, slug, urls))

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from qpipe_dagster.concepts import Concept, ConceptError, ConceptRegistry, RegistryError
+from qpipe_dagster.concepts import (
+    Concept,
+    ConceptError,
+    ConceptRegistry,
+    RegistryError,
+    default_registry,
+)
 from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixtures)
     postgres_cluster,
     postgres_url,
@@ -25,12 +31,12 @@ Opener = Callable[[], ConceptRegistry]
 def open_registry(
     request: pytest.FixtureRequest, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Opener:
-    """Opens the registry as every qpipe process does: ConceptRegistry.default()."""
+    """Opens the registry as every qpipe process does: default_registry()."""
     if request.param == "postgres":
         monkeypatch.setenv("QPIPE_CONCEPTS_URL", request.getfixturevalue("postgres_url"))
     else:
         monkeypatch.delenv("QPIPE_CONCEPTS_URL", raising=False)
-    return ConceptRegistry.default
+    return default_registry
 
 
 def test_backend_is_selected_by_one_setting(open_registry: Opener, dagster_home: Path) -> None:
@@ -118,7 +124,7 @@ def test_damaged_row_is_named(open_registry: Opener) -> None:
 def test_bad_setting_and_unreachable_server_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QPIPE_CONCEPTS_URL", "mysql://u:pw@h/db")
     with pytest.raises(RegistryError, match="QPIPE_CONCEPTS_URL starts with 'mysql'"):
-        ConceptRegistry.default()
+        default_registry()
     import socket
 
     with socket.socket() as s:  # bound, not listening: connection refused
@@ -126,7 +132,7 @@ def test_bad_setting_and_unreachable_server_are_named(monkeypatch: pytest.Monkey
         port = s.getsockname()[1]
         monkeypatch.setenv("QPIPE_CONCEPTS_URL", f"postgresql://u:hunter2@127.0.0.1:{port}/db")
         with pytest.raises(RegistryError) as info:
-            ConceptRegistry.default()
+            default_registry()
     text = str(info.value)
     assert "QPIPE_CONCEPTS_URL" in text and f"127.0.0.1:{port}" in text
     assert "hunter2" not in text

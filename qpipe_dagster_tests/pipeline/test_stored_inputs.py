@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from qpipe_dagster.concepts import Concept, ConceptRegistry
+from qpipe_dagster.concepts import Concept, ConceptRegistry, default_registry
 from qpipe_dagster.crawl.schema import CRAWLED_PAGES_SCHEMA
 from qpipe_dagster.definitions import defs
 from qpipe_dagster.defs.knowledge import PARSED_PAGES_SCHEMA
@@ -149,7 +149,7 @@ def test_damaged_previous_embeddings_are_re_embedded_and_old_parses_reported(
 def test_bad_extra_seed_url_names_the_config_field(dagster_home: Path, url: str) -> None:
     """Old code: "seed URL 'ftp://x.org/' must start with ..." (as if the concept's own seed
     were bad), naming neither the asset config nor the field."""
-    ConceptRegistry.default().upsert(Concept.create("Seeded", ["http://127.0.0.1:9/"]))
+    default_registry().upsert(Concept.create("Seeded", ["http://127.0.0.1:9/"]))
     with DagsterInstance.get() as instance:
         _, message = _run(
             instance, "crawled_pages", "seeded", {"extra_seed_urls": ["http://a.org/", url]}

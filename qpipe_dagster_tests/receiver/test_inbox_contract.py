@@ -16,7 +16,7 @@ from webhook_sensor.inbox import (
     is_postgres_url,
     open_inbox,
 )
-from webhook_sensor.inbox_process import ProcessCommitWriter
+from webhook_sensor.inbox.process import ProcessCommitWriter
 
 
 def rec(mid: str, slug: str = "alpha", **kw) -> InboxRecord:

@@ -20,14 +20,14 @@ from qpipe_dagster_tests.receiver.conftest import free_port
 from qpipe_dagster_tests.receiver.test_durability import _spawn
 from qpipe_dagster_tests.receiver.test_inbox_contract import rec
 from webhook_sensor.inbox import InboxUnavailable, open_inbox
-from webhook_sensor.inbox_process import ProcessCommitWriter
+from webhook_sensor.inbox.process import ProcessCommitWriter
 
 
 def _writer_children(pid: int) -> list[psutil.Process]:
     return [
         p
         for p in psutil.Process(pid).children(recursive=True)
-        if "webhook_sensor.inbox_process" in " ".join(p.cmdline())
+        if "webhook_sensor.inbox.process" in " ".join(p.cmdline())
     ]
 
 

@@ -18,7 +18,7 @@ from dagster import (
     instance_for_test,
 )
 
-from qpipe_dagster.concepts import ConceptRegistry
+from qpipe_dagster.concepts import default_registry
 from qpipe_dagster.defs.partitions import concepts_partitions
 from qpipe_dagster.defs.triggers import build_qstash_inbox_sensor
 from webhook_sensor.inbox import InboxRecord, open_inbox
@@ -110,7 +110,7 @@ def test_runs_partitions_cursor_and_consumption(dagster_home, instance, inbox_ta
         ["btc-halving", "eth-merge"]
     ]
     assert set(instance.get_dynamic_partitions("concepts")) == {"btc-halving", "eth-merge"}
-    concept = ConceptRegistry.default().get("btc-halving")
+    concept = default_registry().get("btc-halving")
     assert concept.seed_urls == ("https://example.com/a", "https://example.com/b")
     assert concept.symbol == "BTC-USD"
     # Not consumed until a later tick proves the run requests were recorded (cursor committed).
@@ -268,7 +268,7 @@ def test_rows_todays_rules_refuse_are_rejected_alone(dagster_home, instance, inb
     assert [list(r.partition_keys) for r in data.dynamic_partitions_requests] == [
         ["reject-ok-1", "reject-ok-2"]
     ]
-    registry = ConceptRegistry.default()
+    registry = default_registry()
     assert registry.get("reject-ok-1").seed_urls == ("https://example.com/a",)
     assert registry.get("reject-bad-symbol") is None
     assert "Reject Bad Slug" not in instance.get_dynamic_partitions("concepts")
@@ -305,7 +305,7 @@ def test_long_name_collision_is_rejected_not_merged(dagster_home, instance, inbo
         inbox.append(InboxRecord(mid, b"{}", c.slug, c.name, ("https://example.com/" + mid,), None))
     data = tick(build_qstash_inbox_sensor(inbox_path=inbox_target, daily_cap=10), instance, None)
     assert [r.run_key for r in data.run_requests] == ["long-1"]
-    assert ConceptRegistry.default().get(first.slug).name == first.name
+    assert default_registry().get(first.slug).name == first.name
     assert inbox.get("long-2").status == "consumed"
 
 
@@ -344,7 +344,7 @@ def _damage(inbox_target, backend: str, message_id: str, column: str, value: str
         return
     import psycopg2
 
-    from webhook_sensor.inbox_postgres import TABLE
+    from webhook_sensor.inbox.postgres import TABLE
 
     conn = psycopg2.connect(inbox_target)
     try:
@@ -399,5 +399,5 @@ def test_damaged_inbox_rows_are_rejected_alone(
         )
         assert inbox.get(mid).status == "consumed"
         assert inbox.get(mid).fault is not None and inbox.get(mid).seed_urls == ()
-    assert ConceptRegistry.default().get("damaged-row-0") is None
+    assert default_registry().get("damaged-row-0") is None
     assert inbox.get("fine").fault is None

@@ -1,31 +1,29 @@
-"""Durable inbox: accepted deliveries are committed to disk before the receiver answers 2xx.
+"""The SQLite inbox: one file (WAL, synchronous=FULL), the default under DAGSTER_HOME.
 
-Two backends behind one interface (`InboxStore`), picked by `open_inbox(target)`: a SQLite file
-(WAL, synchronous=FULL; the default, under DAGSTER_HOME) or PostgreSQL when the target is a
-`postgresql://` URL (`webhook_sensor.inbox_postgres`). The receiver writes through
-`inbox_process.ProcessCommitWriter`, whose child process commits all deliveries waiting at that
-moment in one transaction (group commit) so throughput does not cost durability. The sensor reads and marks rows through
-the store. De-duplication is the UNIQUE message_id column.
+De-duplication is the UNIQUE message_id column; a batch is one transaction, committed before the
+receiver answers 2xx.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii as _quote  # json's own C encoder
 from pathlib import Path
-from typing import Protocol
 
 from qpipe_dagster.storage.sqlite_wal import enable_wal
-
-# A SQLite file path, or a postgresql:// URL (see `is_postgres_url`).
-InboxTarget = Path | str
+from webhook_sensor.inbox.records import (
+    InboxDataError,
+    InboxMessage,
+    InboxRecord,
+    InboxUnavailable,
+    headers_fault,
+    seed_urls_fault,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -51,139 +49,8 @@ CREATE INDEX IF NOT EXISTS messages_pending ON messages (status, id);
 """
 
 
-class InboxUnavailable(RuntimeError):
-    """The inbox cannot be written right now; the delivery must be retried (HTTP 503)."""
-
-
-class InboxDataError(InboxUnavailable):
-    """The store refused a record's values (an integer out of range, text it cannot encode),
-    not the connection. The writer then retries its batch record by record, so one record the
-    store cannot hold fails alone instead of failing every delivery committed beside it."""
-
-
 # What SQLite (and its Python binding) raise for a value rather than for the database.
 _SQLITE_DATA_ERRORS = (OverflowError, UnicodeError, sqlite3.DataError, sqlite3.IntegrityError)
-
-
-@dataclass(frozen=True)
-class InboxRecord:
-    """One accepted delivery, as the receiver stores it."""
-
-    message_id: str
-    body: bytes
-    slug: str
-    concept_name: str
-    seed_urls: tuple[str, ...]
-    symbol: str | None
-    retried: int = 0
-    schedule_id: str | None = None
-    caller_ip: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class InboxMessage:
-    """A stored message as the sensor sees it."""
-
-    id: int
-    message_id: str
-    slug: str
-    concept_name: str
-    seed_urls: tuple[str, ...]
-    symbol: str | None
-    retried: int
-    schedule_id: str | None
-    caller_ip: str | None
-    headers: dict[str, str]
-    received_at: float
-    deliveries: int
-    status: str
-    # Why a stored row could not be read back whole (a hand edit, a damaged file), else None.
-    # Such a message comes back with empty seed_urls/headers so one bad row never blocks the
-    # inbox; the sensor rejects it alone, naming the message id and this reason.
-    fault: str | None = None
-
-
-def seed_urls_fault(value: object) -> str | None:
-    """Why a decoded `seed_urls` value is not a list of strings, or None."""
-    if not isinstance(value, list):
-        return f"seed_urls is {type(value).__name__}, not a list of URLs"
-    for i, url in enumerate(value):
-        if not isinstance(url, str):
-            return f"seed_urls[{i}] is {type(url).__name__}, not a URL string"
-    return None
-
-
-def headers_fault(value: object) -> str | None:
-    """Why a decoded `headers` value is not an object of strings, or None."""
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        return f"headers is {type(value).__name__}, not an object of strings"
-    return None
-
-
-class BatchSink(Protocol):
-    """One writer connection: commits a batch atomically (all or nothing) before returning."""
-
-    def write(self, records: Sequence[InboxRecord]) -> list[bool]: ...
-
-    def close(self) -> None: ...
-
-
-class InboxStore(Protocol):
-    """What the receiver, the sensor and operators need from an inbox, whatever the backend."""
-
-    @property
-    def target(self) -> InboxTarget: ...
-
-    def describe(self) -> str:
-        """Where the inbox lives, safe to log (no password)."""
-        ...
-
-    def append(self, record: InboxRecord) -> bool: ...
-
-    def append_many(self, records: Sequence[InboxRecord]) -> list[bool]: ...
-
-    def get(self, message_id: str) -> InboxMessage | None: ...
-
-    def pending(
-        self, limit: int, *, skip_deferred_on: str | None = None, exclude: Iterable[str] = ()
-    ) -> list[InboxMessage]: ...
-
-    def mark_consumed(self, message_ids: Iterable[str]) -> int: ...
-
-    def defer(self, message_ids: Iterable[str], day: str) -> None: ...
-
-    def depth(self) -> int: ...
-
-    def count(self) -> int: ...
-
-    def check_writable(self) -> None: ...
-
-    def open_writer(self) -> BatchSink: ...
-
-
-def is_postgres_url(target: InboxTarget) -> bool:
-    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
-
-
-def describe_target(target: InboxTarget) -> str:
-    """`target` as it is safe to log: a PostgreSQL URL loses its password."""
-    if is_postgres_url(target):
-        from webhook_sensor.inbox_postgres import redact
-
-        return redact(str(target))
-    return str(target)
-
-
-def open_inbox(target: InboxTarget) -> InboxStore:
-    """The inbox at `target`: a SQLite file path, or a postgresql:// URL (pooled, per process)."""
-    if is_postgres_url(target):
-        from webhook_sensor.inbox_postgres import postgres_inbox
-
-        return postgres_inbox(str(target))
-    return Inbox(Path(target))
 
 
 MIN_SQLITE = (3, 35, 0)  # INSERT ... RETURNING
@@ -331,7 +198,7 @@ class Inbox:
     def _db(self) -> _Conn:
         return _Conn(self.path)
 
-    def open_writer(self) -> BatchSink:
+    def open_writer(self) -> _SqliteSink:
         return _SqliteSink(connect(self.path), self.path)
 
     def append(self, record: InboxRecord) -> bool:
@@ -456,59 +323,3 @@ class _Conn:
 
     def __exit__(self, *exc: object) -> None:
         self.db.close()
-
-
-class Committer:
-    """Commits batches to one inbox target (in the child of `inbox_process.ProcessCommitWriter`).
-
-    The store is opened on first use and reopened after a failure, so a transient problem heals
-    without a restart. A batch whose values the store refuses is retried record by record, so
-    only the record it cannot hold fails.
-    """
-
-    def __init__(self, target: InboxTarget) -> None:
-        self.target: InboxTarget = target if is_postgres_url(target) else Path(target)
-        self._sink: BatchSink | None = None
-
-    def _open(self) -> BatchSink:
-        if self._sink is None:
-            # Creates the file/table if needed, or raises InboxUnavailable.
-            self._sink = open_inbox(self.target).open_writer()
-        return self._sink
-
-    def _drop_sink(self) -> None:
-        if self._sink is not None:
-            # A broken connection may fail to close; it is dropped either way.
-            with contextlib.suppress(Exception):
-                self._sink.close()
-            self._sink = None
-
-    def close(self) -> None:
-        self._drop_sink()
-
-    def _write(self, records: list[InboxRecord]) -> tuple[list, list]:
-        """(results, errors) per record; a failed write commits nothing of what it was given."""
-        try:
-            return self._open().write(records), [None] * len(records)
-        except Exception as exc:
-            if not isinstance(exc, InboxDataError):  # after a refused value it rolled back: keep it
-                self._drop_sink()
-            error = exc if isinstance(exc, InboxUnavailable) else InboxUnavailable(str(exc))
-            return [None] * len(records), [error] * len(records)
-
-    def commit(self, records: list[InboxRecord]) -> list[tuple[bool | None, Exception | None]]:
-        """(stored new?, error) per record, in order."""
-        results, errors = self._write(records)
-        if len(records) > 1 and isinstance(errors[0], InboxDataError):
-            # Some record's values were refused: commit them one by one, so only that one fails.
-            # Stop at the first failure that is not about data (the store itself is in trouble).
-            results, errors = [], []
-            for i, rec in enumerate(records):
-                result, error = self._write([rec])
-                if error[0] is not None and not isinstance(error[0], InboxDataError):
-                    results += [None] * (len(records) - i)
-                    errors += [error[0]] * (len(records) - i)
-                    break
-                results += result
-                errors += error
-        return list(zip(results, errors, strict=True))

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from qpipe_dagster.concepts import Concept, ConceptRegistry, RegistryError, merge_for_upsert
+from qpipe_dagster.concepts.model import Concept, RegistryError, merge_for_upsert
+from qpipe_dagster.concepts.sqlite import ConceptRegistry
 
 ENV_VAR = "QPIPE_CONCEPTS_URL"
 TABLE = "qpipe_concepts"
@@ -35,7 +36,7 @@ _SCHEMA_LOCK_KEY = 0x71706963  # "qpic": CREATE TABLE IF NOT EXISTS is not atomi
 
 def redact(url: str) -> str:
     """The URL without its password or query (for messages)."""
-    from webhook_sensor.inbox_postgres import redact as _redact
+    from webhook_sensor.inbox.postgres import redact as _redact
 
     return _redact(url)
 

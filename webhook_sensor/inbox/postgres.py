@@ -22,8 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from webhook_sensor.inbox import (
-    BatchSink,
+from webhook_sensor.inbox.records import (
     InboxDataError,
     InboxMessage,
     InboxRecord,
@@ -283,7 +282,7 @@ class PostgresInbox:
                 raise InboxUnavailable(f"inbox {self.describe()}: {_first_line(exc)}") from exc
         raise AssertionError("unreachable")
 
-    def open_writer(self) -> BatchSink:
+    def open_writer(self) -> _PostgresSink:
         """A dedicated writer connection; (re)creates the table, as a reopened SQLite file would."""
         psycopg2 = _psycopg2()
         conn = self._pool.connect()

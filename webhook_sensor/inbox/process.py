@@ -3,7 +3,7 @@
 `await writer.submit(record)` resolves only after the COMMIT (synchronous=FULL for SQLite), so a
 2xx sent after it can never lose the message, and raises InboxUnavailable (a 503) when the
 message could not be stored. The event loop only pickles each loop iteration's records (plain
-tuples) down a pipe and reads the answers back as loop I/O; the child runs `inbox.Committer`
+tuples) down a pipe and reads the answers back as loop I/O; the child runs `Committer`
 and coalesces whatever has arrived into one transaction. Until session 5 the commits ran in a
 writer thread of the receiver, which shares its GIL: each SQLite (or psycopg) call re-took the
 lock the event loop needs. Side by side on one server, beside a bare endpoint at 33-34k req/s,
@@ -33,14 +33,73 @@ import select
 import subprocess
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
-from webhook_sensor.inbox import (
-    Committer,
+from webhook_sensor.inbox.base import BatchSink, open_inbox
+from webhook_sensor.inbox.records import (
     InboxDataError,
     InboxRecord,
     InboxTarget,
     InboxUnavailable,
+    is_postgres_url,
 )
+
+
+class Committer:
+    """Commits batches to one inbox target (in the child of `inbox_process.ProcessCommitWriter`).
+
+    The store is opened on first use and reopened after a failure, so a transient problem heals
+    without a restart. A batch whose values the store refuses is retried record by record, so
+    only the record it cannot hold fails.
+    """
+
+    def __init__(self, target: InboxTarget) -> None:
+        self.target: InboxTarget = target if is_postgres_url(target) else Path(target)
+        self._sink: BatchSink | None = None
+
+    def _open(self) -> BatchSink:
+        if self._sink is None:
+            # Creates the file/table if needed, or raises InboxUnavailable.
+            self._sink = open_inbox(self.target).open_writer()
+        return self._sink
+
+    def _drop_sink(self) -> None:
+        if self._sink is not None:
+            # A broken connection may fail to close; it is dropped either way.
+            with contextlib.suppress(Exception):
+                self._sink.close()
+            self._sink = None
+
+    def close(self) -> None:
+        self._drop_sink()
+
+    def _write(self, records: list[InboxRecord]) -> tuple[list, list]:
+        """(results, errors) per record; a failed write commits nothing of what it was given."""
+        try:
+            return self._open().write(records), [None] * len(records)
+        except Exception as exc:
+            if not isinstance(exc, InboxDataError):  # after a refused value it rolled back: keep it
+                self._drop_sink()
+            error = exc if isinstance(exc, InboxUnavailable) else InboxUnavailable(str(exc))
+            return [None] * len(records), [error] * len(records)
+
+    def commit(self, records: list[InboxRecord]) -> list[tuple[bool | None, Exception | None]]:
+        """(stored new?, error) per record, in order."""
+        results, errors = self._write(records)
+        if len(records) > 1 and isinstance(errors[0], InboxDataError):
+            # Some record's values were refused: commit them one by one, so only that one fails.
+            # Stop at the first failure that is not about data (the store itself is in trouble).
+            results, errors = [], []
+            for i, rec in enumerate(records):
+                result, error = self._write([rec])
+                if error[0] is not None and not isinstance(error[0], InboxDataError):
+                    results += [None] * (len(records) - i)
+                    errors += [error[0]] * (len(records) - i)
+                    break
+                results += result
+                errors += error
+        return list(zip(results, errors, strict=True))
+
 
 _HEADER = 4
 _OK, _UNAVAILABLE, _DATA = 0, 1, 2
@@ -97,7 +156,7 @@ class _Channel:
         self.loop = loop
         self.broken = False
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "webhook_sensor.inbox_process"],
+            [sys.executable, "-m", "webhook_sensor.inbox.process"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -163,7 +222,8 @@ class _Channel:
             self.out.close()  # flushes what was written, then closes: the loop must keep running
         else:  # its loop is gone: close the pipe's file directly
             with contextlib.suppress(OSError):
-                self.proc.stdin.close()  # type: ignore[union-attr]
+                if self.proc.stdin is not None:
+                    self.proc.stdin.close()
 
     async def aclose(self, timeout: float) -> None:
         """From this channel's own loop: let the child finish what it was given, then exit."""
