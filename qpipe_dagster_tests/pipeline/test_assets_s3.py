@@ -100,6 +100,9 @@ def test_round_trip_keeps_part_limit_and_leaves_nothing_local(s3_assets, dagster
     assert read_table(folder).equals(small)
     assert len(_keys("parsed_pages/demo")) == 2
     assert not (dagster_home / "qpipe" / "assets").exists()
+    from qpipe_dagster.embed.rotation import stored_concepts  # what `qpipe reembed` walks
+
+    assert stored_concepts(asset_storage_dir()) == ["demo"]
 
 
 def test_partition_key_that_escapes_is_refused_before_any_request(s3_assets) -> None:
