@@ -227,6 +227,22 @@ def test_receiver_manifests_load_into_the_kubernetes_models() -> None:
         url.group(2),
     )
     assert container.liveness_probe.http_get.path == "/health"
+    from webhook_sensor.app import create_app
+    from webhook_sensor.settings import Settings
+
+    app = create_app(  # the probes ask the receiver for routes it serves to GET
+        Settings(
+            current_signing_key="k1",
+            next_signing_key="k2",
+            receiver_url="https://qpipe.test/api/qstash",
+            inbox_path=REPO / "unused.sqlite",
+            dagster_home=REPO / "unused",
+            using_dev_keys=False,
+        )
+    )
+    served = {r.path for r in app.routes if "GET" in (getattr(r, "methods", None) or ())}
+    probes = [container.readiness_probe, container.liveness_probe, container.startup_probe]
+    assert {p.http_get.path for p in probes} <= served
     assert "--uid 10001" in (REPO / "Dockerfile").read_text()
     assert deployment.spec.template.spec.security_context.run_as_user == 10001
     # several replicas need the shared inbox: QPIPE_INBOX_URL comes from the secret
