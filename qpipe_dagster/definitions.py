@@ -20,6 +20,12 @@ from qpipe_dagster.defs.operations import (
 )
 from qpipe_dagster.defs.resources import default_resources
 from qpipe_dagster.defs.triggers import qstash_inbox_sensor
+from qpipe_dagster.with_parent import die_with_run_worker
+
+# A step process of a run (the multiprocess executor's child of the run worker) dies with the
+# run worker: killed with kill -9 or by the OOM killer, the worker used to leave it running as an
+# orphan holding its memory (and GPU). Elsewhere (code server, run worker) this does nothing.
+die_with_run_worker()
 
 # Code references are beta in Dagster 1.13; the warnings would fill every log with noise.
 warnings.filterwarnings("ignore", category=BetaWarning)

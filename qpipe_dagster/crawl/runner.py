@@ -243,6 +243,9 @@ def _extras_inputs(extras: Any) -> tuple[list[str], CrawlSettings, Path]:
 def _main_pipes() -> int:
     from dagster_pipes import open_dagster_pipes
 
+    from qpipe_dagster.with_parent import die_with_parent
+
+    die_with_parent()  # the step process that started this crawl may be killed: go with it
     with open_dagster_pipes() as pipes:
         # A ValueError here propagates: Pipes reports it to Dagster, which fails the step.
         seeds, settings, out_path = _extras_inputs(pipes.extras)
