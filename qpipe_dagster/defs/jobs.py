@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
 from qpipe_dagster.defs.partitions import concepts_partitions
+from qpipe_dagster.defs.retries import TRANSIENT_RETRY_POLICY
 from qpipe_dagster.settings import env_int
 
 DEFAULT_MAX_RUNTIME_S = 7200
@@ -34,6 +35,7 @@ concept_pipeline_job = define_asset_job(
     partitions_def=concepts_partitions,
     description="Crawl, parse, embed, store and backtest one concept.",
     tags={MAX_RUNTIME_TAG: str(max_runtime_s())},
+    op_retry_policy=TRANSIENT_RETRY_POLICY,  # transient errors only: defs.retries
     # One process per run: imports, the embedding model and the compiled kernels are loaded once
     # per run, not once per step (a step process each cost more than most steps' own work).
     # Runs still overlap; the crawl keeps its own Pipes child, and the `gpu` pool still holds

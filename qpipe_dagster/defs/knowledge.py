@@ -36,6 +36,7 @@ from qpipe_dagster.defs.resources import (
     EmbedderResource,
     VectorStoreResource,
 )
+from qpipe_dagster.defs.retries import transient_only
 from qpipe_dagster.embed.encoder import Encoder
 from qpipe_dagster.storage.arrow_files import MAX_PART_BYTES, StoredTableError, read_table
 from qpipe_dagster.store.objects import content_hash, objects_schema
@@ -194,6 +195,7 @@ class CrawlConfig(Config):
     description="Raw pages crawled with Scrapy from the concept's seed URLs (same-site links, "
     "robots.txt obeyed). One row per requested URL; failures are rows with their error.",
 )
+@transient_only
 def crawled_pages(
     context: AssetExecutionContext,
     config: CrawlConfig,
@@ -306,6 +308,7 @@ class ParseConfig(Config):
     "token-aware chunks per page, as an Arrow table stored in IPC parts under 1 MB.",
     metadata={"dagster/column_schema": column_schema(PARSED_PAGES_SCHEMA, PARSED_PAGES_COLUMNS)},
 )
+@transient_only
 def parsed_pages(
     context: AssetExecutionContext,
     config: ParseConfig,
@@ -404,6 +407,7 @@ def parsed_pages(
     description="One row per chunk with its sentence-transformers vector (float32). Chunks whose "
     "text and model are unchanged since the last run reuse their stored vector.",
 )
+@transient_only
 def page_embeddings(
     context: AssetExecutionContext,
     parsed_pages: pa.Table,
@@ -514,6 +518,7 @@ def embeddings_dim_for(page_embeddings: pa.Table, encoder: Encoder, concept: str
     "vanished pages are deleted. Metadata: inserted/updated/unchanged/deleted by this run, "
     "objects_for_concept held afterwards.",
 )
+@transient_only
 def weaviate_objects(
     context: AssetExecutionContext,
     page_embeddings: pa.Table,

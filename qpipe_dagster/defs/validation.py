@@ -29,6 +29,7 @@ from qpipe_dagster.defs.resources import (
     PriceSourceResource,
     VectorStoreResource,
 )
+from qpipe_dagster.defs.retries import transient_only
 from qpipe_dagster.defs.trial_assets import (  # strategy_recommendations: loaded from here
     record_trials,
     strategy_recommendations,  # noqa: F401
@@ -56,6 +57,7 @@ SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades every day; matches vectorbt'
     description="OHLCV bars for the concept's market symbol: columns validated, timestamps "
     "sorted and de-duplicated, gaps reported.",
 )
+@transient_only
 def market_prices(
     context: AssetExecutionContext,
     concepts: ConceptRegistryResource,
@@ -194,6 +196,7 @@ def _grids(config: BacktestConfig) -> list:
     "with its DSR and PBO, and the best set is chosen by the robust ranking of `qpipe "
     "recommend` (not the in-sample argmax) and reported out of sample.",
 )
+@transient_only
 def backtest_results(
     context: AssetExecutionContext,
     config: BacktestConfig,
