@@ -28,7 +28,7 @@ from qpipe_dagster.controls.state import read_halt
 from qpipe_dagster.monitoring import instance as dagster_reads
 from qpipe_dagster.monitoring import state
 from qpipe_dagster.qstash.ledger import published_today
-from qpipe_dagster.resilience.breakers import breaker_db, read_states
+from qpipe_dagster.resilience.breakers import breaker_db, by_system, read_states
 from webhook_sensor.settings import inbox_target_from_env
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,7 @@ class PipelineCollector(Collector):
             ("gpu", self._gpus),
             ("breakers", self._breakers),
             ("controls", self._controls),
+            ("trials", self._trials),
         ]
 
     # -- Dagster -------------------------------------------------------------------------------
@@ -227,7 +228,29 @@ class PipelineCollector(Collector):
         for asset, more in sorted(self._reader.backlog.items()):
             backlog.add_metric([asset], float(more))
         backlog.add_metric(["steps"], float(self._reader.steps_backlog))
-        return [pages, failed, chunks, objects, sets, secs, rate, backlog]
+        trials = CounterMetricFamily(
+            "qpipe_trials_ingested",
+            "Backtest trials ingested into the trial store, by action",
+            labels=["action"],
+        )
+        for action in dagster_reads.TRIAL_ACTIONS:
+            trials.add_metric([action], t.trials[action])
+        return [pages, failed, chunks, objects, sets, secs, rate, backlog, trials]
+
+    def _trials(self) -> list[Metric]:
+        """Review decisions from the trial store's status history (small: one row per change)."""
+        from qpipe_dagster.trials.store import TrialStore
+
+        history = TrialStore().history()
+        changes = CounterMetricFamily(
+            "qpipe_trial_status_changes",
+            "Trial status changes (promote, reject, archive, unarchive), by new status",
+            labels=["to_status"],
+        )
+        counts = dict(history.group_by("to_status").len().iter_rows()) if history.height else {}
+        for status in ("promoted", "rejected", "archived", "candidate"):
+            changes.add_metric([status], int(counts.get(status, 0)))
+        return [changes]
 
     # -- qpipe state ---------------------------------------------------------------------------
 
@@ -367,7 +390,7 @@ class PipelineCollector(Collector):
         return [used, total, util]
 
     def _breakers(self) -> list[Metric]:
-        stored = read_states(breaker_db(self.env))
+        stored = by_system(read_states(breaker_db(self.env)))
         st = GaugeMetricFamily(
             "qpipe_circuit_breaker_state",
             "1 for each outside system's current breaker state (closed, half-open, open)",

@@ -23,6 +23,7 @@ ACTIVE = ("QUEUED", "STARTING", "STARTED", "CANCELING")  # always exported, 0 wh
 RUN_BUCKETS_S = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 STEP_BUCKETS_S = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 # Asset metadata read into counters (asset key -> how to read one materialization)
+TRIAL_ACTIONS = ("inserted", "updated", "skipped", "archived", "unarchived", "error")
 METADATA_ASSETS = ("crawled_pages", "page_embeddings", "weaviate_objects", "backtest_results")
 EVENTS_PER_SCRAPE = 25  # per asset and batch
 CATCH_UP_BUDGET_S = 0.25  # more batches per scrape while behind, for at most this long
@@ -142,6 +143,7 @@ class AssetTotals:
     param_sets: Counter = field(default_factory=Counter)  # backend -> parameter sets
     compute_s: Counter = field(default_factory=Counter)  # backend -> compute seconds
     last_rate: dict[str, float] = field(default_factory=dict)  # backend -> sets/s, latest run
+    trials: Counter = field(default_factory=Counter)  # trial-store ingest action -> trials
     materializations: Counter = field(default_factory=Counter)  # asset -> events read
 
     def add(self, asset: str, md: dict) -> None:
@@ -172,6 +174,8 @@ class AssetTotals:
             self.compute_s[backend] += seconds
             if seconds > 0:
                 self.last_rate[backend] = sets / seconds
+            for action in TRIAL_ACTIONS:
+                self.trials[action] += _num(md.get(f"trials_{action}"))
 
 
 class IncrementalReader:
