@@ -369,12 +369,14 @@ def _check_dagster(state: ReceiverState) -> None:
 def _breaker_states(dagster_home: Path) -> dict[str, str]:
     """Each outside system's circuit breaker state, shared by every qpipe process of this
     DAGSTER_HOME (closed when never used); unreadable state is reported as such, never a 500."""
-    from qpipe_dagster.resilience.breakers import breaker_db, read_states
+    from qpipe_dagster.resilience.breakers import breaker_db, by_system, read_states
 
     try:
         import os
 
-        stored = read_states(breaker_db({**os.environ, "DAGSTER_HOME": str(dagster_home)}))
+        stored = by_system(
+            read_states(breaker_db({**os.environ, "DAGSTER_HOME": str(dagster_home)}))
+        )
     except Exception as exc:  # a damaged state file must not take /ready down
         return {"error": type(exc).__name__}
     return {

@@ -30,7 +30,7 @@ def gather(instance: DagsterInstance, env: Mapping[str, str], now: float | None 
     from qpipe_dagster.monitoring import state
     from qpipe_dagster.monitoring.collector import DEFAULT_MAX_CONCEPTS_PER_DAY, _limit
     from qpipe_dagster.qstash.ledger import published_today
-    from qpipe_dagster.resilience.breakers import breaker_db, read_states
+    from qpipe_dagster.resilience.breakers import breaker_db, by_system, read_states
     from webhook_sensor.settings import inbox_target_from_env
 
     now = time.time() if now is None else now
@@ -113,7 +113,7 @@ def gather(instance: DagsterInstance, env: Mapping[str, str], now: float | None 
         }
 
     def breakers() -> dict:
-        stored = read_states(breaker_db(env))
+        stored = by_system(read_states(breaker_db(env)))
         return {
             system: (stored[system].state if system in stored else "closed")
             for system in sorted({*state.SYSTEMS, *stored})

@@ -263,10 +263,10 @@ def check_breakers(env: Mapping[str, str]) -> Check:
     """The circuit breaker of each outside system, as every qpipe process on this host shares it
     (an open one means that system failed FAIL_MAX calls in a row, retries included)."""
     from qpipe_dagster.monitoring.state import SYSTEMS
-    from qpipe_dagster.resilience.breakers import breaker_db, read_states
+    from qpipe_dagster.resilience.breakers import breaker_db, by_system, read_states
     from qpipe_dagster.resilience.guard import describe
 
-    stored = read_states(breaker_db(env))
+    stored = by_system(read_states(breaker_db(env)))
     parts, status = [], OK
     for system in sorted({*SYSTEMS, *stored}):
         found = stored.get(system)

@@ -124,8 +124,9 @@ _LOCK = threading.Lock()
 
 def breaker(system: str, path: Path | None = None) -> pybreaker.CircuitBreaker:
     """The breaker guarding one outside system ('weaviate', 'postgres', 'qstash'), one object
-    per process and state file. Errors that are the caller's fault are not counted (see
-    `resilience.transient`)."""
+    per process and state file. `system@target` (e.g. 'postgres@db:5432/qpipe') gives each
+    server of a kind its own breaker; reports group them by kind (`by_system`). Errors that are
+    the caller's fault are not counted (see `resilience.transient`)."""
     from qpipe_dagster.resilience.transient import is_transient
 
     path = breaker_db() if path is None else path
@@ -170,3 +171,23 @@ def read_states(path: Path | None = None) -> dict[str, BreakerState]:
     finally:
         db.close()
     return {r[0]: BreakerState(r[0], r[1], int(r[2]), r[3], float(r[4])) for r in rows}
+
+
+_RANK = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1, pybreaker.STATE_OPEN: 2}
+
+
+def by_system(states: dict[str, BreakerState]) -> dict[str, BreakerState]:
+    """One state per kind of system ('postgres@a' and 'postgres@b' are 'postgres'): the worst
+    of its breakers (open over half-open over closed), what the alerts and screens show."""
+    out: dict[str, BreakerState] = {}
+    for name, st in states.items():
+        system = name.split("@", 1)[0]
+        found = out.get(system)
+        if found is None or (_RANK.get(st.state, 0), st.fail_counter) > (
+            _RANK.get(found.state, 0),
+            found.fail_counter,
+        ):
+            out[system] = BreakerState(
+                system, st.state, st.fail_counter, st.opened_at, st.updated_at
+            )
+    return out

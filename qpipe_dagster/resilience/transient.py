@@ -38,6 +38,42 @@ def is_transient(exc: BaseException) -> bool:
 
     if isinstance(exc, pybreaker.CircuitBreakerError):
         return False  # the breaker itself: waiting is the breaker's job, not a retry's
+    marked = getattr(exc, "transient", None)
+    if isinstance(marked, bool):  # the raiser knows best (QStashError, InboxUnavailable, ...)
+        return marked
+    if _own_transient(exc):
+        return True
+    cause = exc.__cause__
+    # a wrapper (QStashError, InboxUnavailable) raised from a transient error is transient
+    return cause is not None and cause is not exc and _own_transient(cause)
+
+
+# PostgreSQL SQLSTATEs worth another try: connection exceptions (08), admin/crash shutdown and
+# "cannot connect now" (57P01-03), too many connections (53300), serialization and deadlock.
+_PG_TRANSIENT = ("08", "57P01", "57P02", "57P03", "53300", "40001", "40P01")
+# libpq errors without a SQLSTATE that mean "the server is not there (yet)"
+_PG_DOWN = (
+    "connection refused",
+    "could not connect",
+    "server closed the connection",
+    "terminating connection",
+    "timeout expired",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "no route to host",
+    "connection reset",
+)
+
+
+def _pg_transient(exc: BaseException) -> bool:
+    code = getattr(exc, "pgcode", None)
+    if code:
+        return str(code).startswith(_PG_TRANSIENT)
+    text = str(exc).lower()
+    return any(marker in text for marker in _PG_DOWN)
+
+
+def _own_transient(exc: BaseException) -> bool:
     status = _http_status(exc)
     if status is not None:
         return status in TRANSIENT_HTTP_STATUS
@@ -57,9 +93,11 @@ def is_transient(exc: BaseException) -> bool:
     }:
         return True
     if mod.startswith("psycopg2"):
-        # OperationalError: server down, restarting, connection lost; InterfaceError: the
-        # connection was closed under us. Data and programming errors are the caller's.
-        return name in {"OperationalError", "InterfaceError", "AdminShutdown", "CannotConnectNow"}
+        # server down, restarting, connection lost (not: a missing database, a bad password,
+        # a read-only server, bad data: those are the caller's to fix)
+        if name == "InterfaceError":
+            return True  # the connection was closed under us
+        return _pg_transient(exc)
     if mod.startswith("weaviate"):
         return name in {
             "WeaviateConnectionError",
