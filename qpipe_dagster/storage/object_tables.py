@@ -80,6 +80,12 @@ def read_manifest(folder: UPath) -> dict[str, Any] | None:
     try:
         raw = fs.cat_file(key)
     except FileNotFoundError:
+        bucket = folder.path.split("/", 1)[0]
+        if not fs.exists(bucket):  # else "materialize it first" would send users the wrong way
+            raise ObjectStoreError(
+                f"asset store {folder}: bucket {bucket!r} does not exist or these credentials "
+                "cannot see it; create it, or fix QPIPE_ASSET_URL / QPIPE_ASSET_S3_*"
+            ) from None
         return None
     except OSError as exc:
         raise _fail(folder, f"reading {MANIFEST}", exc) from exc

@@ -144,6 +144,14 @@ def test_missing_part_and_damaged_manifest_are_named(s3_assets) -> None:
     assert read_table(folder).column("i").to_pylist() == [7]
 
 
+def test_missing_bucket_is_named_not_mistaken_for_an_empty_partition(s3_assets, monkeypatch):
+    monkeypatch.setenv("QPIPE_ASSET_URL", "s3://no-such-bucket/assets")
+    folder = partition_folder(None, "parsed_pages", "demo")
+    for action in (lambda: read_table(folder), lambda: write_table(pa.table({"i": [1]}), folder)):
+        with pytest.raises(object_tables.ObjectStoreError, match="no-such-bucket"):
+            action()
+
+
 def test_settings_errors_name_the_variable(monkeypatch, dagster_home) -> None:
     monkeypatch.setenv("QPIPE_ASSET_URL", "gs://bucket/x")
     with pytest.raises(SettingError, match="QPIPE_ASSET_URL 'gs://bucket/x': unsupported scheme"):
