@@ -79,13 +79,29 @@ def load_manifest(data: dict[str, Any]) -> Any:
 
 
 class _Recorder(BaseHTTPRequestHandler):
-    """Answers a create with 201 and the object, as the API server does; keeps what it got."""
+    """Answers a create with 201 and the object, as the API server does, keeps what it got, and
+    reports a created Job as active."""
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.created.append((self.path, body))  # type: ignore[attr-defined]
         answer = json.dumps(body).encode()
         self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def do_GET(self) -> None:
+        """A created Job's status (read by the launcher's health check): active, one pod."""
+        for path, body in self.server.created:  # type: ignore[attr-defined]
+            if self.path == f"{path}/{body['metadata']['name']}/status":
+                answer = json.dumps({**body, "status": {"active": 1}}).encode()
+                self.send_response(200)
+                break
+        else:
+            answer = json.dumps({"kind": "Status", "code": 404, "reason": "NotFound"}).encode()
+            self.send_response(404)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()

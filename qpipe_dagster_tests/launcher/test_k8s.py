@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("dagster_k8s", reason="dagster-k8s (dev extra) not installed")
 
+from dagster._core.launcher import WorkerStatus
 from dagster_k8s.job import get_job_name_from_run_id
 from kubernetes.client import ApiClient
 
@@ -88,6 +89,12 @@ def test_gpu_and_cpu_runs_become_jobs_in_their_node_pools(api_server, monkeypatc
         built = build_run_job(launcher, run, name, run_job_args(launcher, run))
         sent = created[0][1]
         assert ApiClient().sanitize_for_serialization(built) == sent
+
+        # run monitoring asks the Kubernetes launcher about Kubernetes runs (the Job's status)
+        router = instance.run_launcher
+        assert router.supports_check_run_worker_health and router.supports_resume_run
+        health = router.check_run_worker_health(instance.get_run_by_id(cpu_run.run_id))
+        assert health.status == WorkerStatus.RUNNING, health.msg
 
     spec, container = _pod(gpu_job)
     assert gpu_job.metadata.name == f"dagster-run-{gpu_run.run_id}"
