@@ -13,12 +13,24 @@
 #   secret pip_ca       a CA bundle pip must trust (TLS-inspecting proxy): --secret id=pip_ca,src=FILE
 #                       It is mounted for the pip steps only and is never stored in a layer.
 ARG BASE_IMAGE=python:3.11-slim
+ARG EXTRAS="prod"
+
+# The dependency list alone, out of pyproject.toml: edits elsewhere in that file (tool settings,
+# markers) leave requirements.txt byte-identical, so the long dependency layer stays cached.
+FROM ${BASE_IMAGE} AS requirements
+ARG EXTRAS
+COPY pyproject.toml /src/pyproject.toml
+RUN python3 -c 'import sys, tomllib; p = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; \
+extras = [e for e in sys.argv[1].split(",") if e]; \
+deps = [*p["dependencies"], *(d for e in extras for d in p["optional-dependencies"][e])]; \
+open("/requirements.txt", "w").write("\n".join(deps) + "\n")' "${EXTRAS}"
+
 FROM ${BASE_IMAGE}
 
 ARG TORCH_SPEC="torch==2.13.0"
 ARG TORCH_INDEX="https://download.pytorch.org/whl/cpu"
 ARG TORCH_TRUSTED_HOST=""
-ARG EXTRAS="prod"
+ARG EXTRAS
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -47,17 +59,18 @@ RUN --mount=type=secret,id=pip_ca \
     && pip install --no-deps --index-url "${TORCH_INDEX}" \
         ${TORCH_TRUSTED_HOST:+--trusted-host "$TORCH_TRUSTED_HOST"} "${TORCH_SPEC}"
 
-# Dependencies at the tested pins (constraints.txt) in their own layer, before the source.
-COPY pyproject.toml README.md constraints.txt ./
+# Dependencies of ".[${EXTRAS}]" at the tested pins (constraints.txt), in their own layer.
+COPY --from=requirements /requirements.txt ./requirements.txt
+COPY constraints.txt ./
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
-    mkdir -p qpipe_dagster webhook_sensor && touch qpipe_dagster/__init__.py webhook_sensor/__init__.py \
-    && pip install -c constraints.txt ".[${EXTRAS}]" \
-    && pip uninstall -y qpipe && rm -rf qpipe_dagster webhook_sensor build *.egg-info
+    pip install -c constraints.txt -r requirements.txt
 
+# qpipe itself; `pip check` proves the layers above satisfy ".[${EXTRAS}]".
+COPY pyproject.toml README.md ./
 COPY qpipe_dagster ./qpipe_dagster
 COPY webhook_sensor ./webhook_sensor
-RUN pip install --no-deps --no-build-isolation . && rm -rf build *.egg-info
+RUN pip install --no-deps --no-build-isolation ".[${EXTRAS}]" && rm -rf build *.egg-info && pip check
 
 COPY dagster.yaml ./dagster.yaml
 COPY deploy ./deploy

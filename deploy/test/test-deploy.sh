@@ -39,7 +39,7 @@ if ! daemon_up; then
 fi
 
 start=$(date +%s)
-QPIPE_TEST_DEPLOY=1 QPIPE_DOCKER="$DOCKER" "$PY" -m pytest qpipe_dagster_tests/deploy -m deploy -x -q -rs -s -p no:cacheprovider
+QPIPE_TEST_DEPLOY=1 QPIPE_DOCKER="$DOCKER" "$PY" -m pytest qpipe_dagster_tests/deploy -m deploy -q -rs -s -p no:cacheprovider
 rc=$?
 echo "make test-deploy: $(( $(date +%s) - start ))s, exit $rc"
 

@@ -39,14 +39,14 @@ def _skip_reason() -> str | None:
 
 
 def env_values(
-    stack_dir: Path, https_port: int, http_port: int, key: str, ui_hash: str
+    name: str, stack_dir: Path, https_port: int, http_port: int, key: str, ui_hash: str
 ) -> dict[str, str]:
     """.env.example as shipped, with the values it marks REQUIRED filled in for this test."""
     values: dict[str, str] = {}
     for line in (st.REPO / ".env.example").read_text().splitlines():
         if line.strip() and not line.startswith("#") and "=" in line:
-            name, value = line.split("=", 1)
-            values[name] = value
+            var, value = line.split("=", 1)
+            values[var] = value
     values.update(
         DAGSTER_PG_PASSWORD=secrets.token_hex(12),
         QPIPE_PUBLIC_HOST=st.PUBLIC_HOST,
@@ -64,6 +64,8 @@ def env_values(
         # a test setting, not a substitution: the fault test's stream of new concepts stays
         # pending in the inbox instead of starting a run each
         MAX_CONCEPTS_PER_DAY="1",
+        QPIPE_GPU_DEVICE_REQUESTS="off",
+        DOCKER_GID=str(os.stat("/var/run/docker.sock").st_gid),
         QPIPE_ENV_FILE=str(stack_dir / "stack.env"),
     )
     return values
@@ -108,7 +110,23 @@ def projects() -> Iterator[list[st.Stack]]:
     yield started
     for s in started:
         st.log(f"cleanup: {s.project} (containers, networks, volumes)")
-        s.compose("down", "-v", "--remove-orphans", "-t", "5", timeout=300, check=False)
+        # run containers the GPU router started on this stack's network are not compose's
+        network = s.env_value("QPIPE_STACK")
+        ids = st.run([s.docker, "ps", "-aq", "--filter", f"network={network}"], check=False)
+        compose_ids = set(s.compose("ps", "-q", check=False).stdout.split())
+        extra = [c for c in ids.stdout.split() if c not in compose_ids and len(c) >= 12]
+        if extra:
+            st.run([s.docker, "rm", "-f", *extra], check=False)
+        down = s.compose("down", "-v", "--remove-orphans", "-t", "5", timeout=300, check=False)
+        if down.returncode != 0:
+            st.log(f"cleanup: `down -v` exited {down.returncode}: {down.stderr[-1000:]}")
+        # whatever `down` left of this stack's own names (its volumes and network)
+        left = st.run(
+            [s.docker, "volume", "ls", "-q", "--filter", f"name=^{network}-"], check=False
+        )
+        for volume in left.stdout.split():
+            st.run([s.docker, "volume", "rm", "-f", volume], check=False)
+        st.run([s.docker, "network", "rm", network], check=False)
 
 
 @pytest.fixture(scope="session")

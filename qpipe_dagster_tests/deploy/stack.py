@@ -44,7 +44,7 @@ PUBLIC_HOST = "qpipe.test"
 TORCH_INDEX_PORT = 47613  # preferred, see wheel_index
 RECEIVER_PATH = "/api/qstash"
 QPIPE_SERVICES = ("code", "webserver", "daemon", "receiver")
-ALL_SERVICES = ("postgres", *QPIPE_SERVICES, "caddy", "demo-site")
+ALL_SERVICES = ("postgres", *QPIPE_SERVICES, "metrics", "caddy", "demo-site")
 
 
 class StackError(AssertionError):
@@ -264,6 +264,12 @@ class Stack:
     def receiver_url(self) -> str:
         return f"https://{PUBLIC_HOST}{RECEIVER_PATH}"
 
+    def env_value(self, name: str) -> str:
+        for line in self.env_file.read_text().splitlines():
+            if line.startswith(name + "="):
+                return line.split("=", 1)[1]
+        raise StackError(f"{name} is not in {self.env_file}")
+
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("QPIPE_", "DAGSTER_"))}
         return {**env, "QPIPE_ENV_FILE": str(self.env_file), "QPIPE_IMAGE": PROJECT_IMAGE}
@@ -388,7 +394,7 @@ class Stack:
         )
         return json.loads(self.sql(query))
 
-    def wait_run(self, partition: str, *, timeout: float = 600, after: Sequence[str] = ()) -> dict:
+    def wait_run(self, partition: str, *, timeout: float = 900, after: Sequence[str] = ()) -> dict:
         """The newest run of `partition` (not in `after`) once it has finished."""
         deadline = time.monotonic() + timeout
         seen: dict | None = None

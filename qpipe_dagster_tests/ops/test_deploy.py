@@ -160,7 +160,8 @@ def test_dockerfile_pins_cpu_torch_and_installs_prod_extra() -> None:
         'TORCH_SPEC="torch==2.13.0"' in text
         and 'TORCH_INDEX="https://download.pytorch.org/whl/cpu"' in text
     )
-    assert 'pip install -c constraints.txt ".[${EXTRAS}]"' in text and 'EXTRAS="prod"' in text
+    assert 'EXTRAS="prod"' in text and 'optional-dependencies"][e]' in text
+    assert "pip install -c constraints.txt -r requirements.txt" in text and "pip check" in text
     # a CA bundle reaches pip only as a BuildKit secret, never through COPY/ADD or an ARG
     assert "--mount=type=secret,id=pip_ca" in text
     assert not any(w in text for w in ("ADD ", "COPY ca", "ARG PIP_CERT", "ENV PIP_CERT"))
