@@ -76,7 +76,7 @@ def _recommend(args: argparse.Namespace) -> int:
     from qpipe_dagster.trials.recommend import recommend
 
     store = _store()
-    df = store.frame()
+    df = store.frame(args.concept, family=args.family, symbol=args.symbol)
     filters = Filters(
         require_oos=args.require_oos,
         min_dsr=args.min_dsr,
@@ -84,9 +84,18 @@ def _recommend(args: argparse.Namespace) -> int:
         max_drawdown=args.max_drawdown,
     )
     if df.height == 0:
+        what = (
+            "is empty"
+            if not store.concepts()
+            else (
+                f"holds no {args.family} trials"
+                + (f" for concept {args.concept!r}" if args.concept else "")
+                + (f" on {args.symbol}" if args.symbol else "")
+            )
+        )
         out = {
             "status": "none",
-            "reasons": [f"the trial store at {store.root} is empty: {FILL_HINT}"],
+            "reasons": [f"the trial store at {store.root} {what}: {FILL_HINT}"],
             "recommendations": [],
         }
         if args.json:

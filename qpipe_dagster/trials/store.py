@@ -126,10 +126,22 @@ class TrialStore:
             return []
         return sorted(p.stem for p in self.data.glob("*.parquet"))
 
-    def frame(self, concept: str | None = None) -> pl.DataFrame:
-        """Every stored trial (of one concept when given); empty frame when none."""
+    def frame(self, concept: str | None = None, **equal: str | None) -> pl.DataFrame:
+        """Every stored trial (of one concept when given; ``family="rsi"`` and the like keep
+        rows whose column equals the value, filtered while scanning so a store of millions
+        is never read whole for one family); empty frame when none."""
         names = [concept] if concept else self.concepts()
-        frames = [f for f in (self._read_concept(c) for c in names) if f is not None]
+        frames = []
+        for name in names:
+            path = self.data / _concept_file_name(name)
+            if not path.exists():
+                continue
+            lazy = pl.scan_parquet(path)
+            for col, value in equal.items():
+                if value is not None:
+                    lazy = lazy.filter(pl.col(col) == value)
+            frames.append(lazy.collect())
+        frames = [f for f in frames if f.height]
         if not frames:
             return pl.DataFrame()
         return pl.concat(frames, how="diagonal_relaxed")

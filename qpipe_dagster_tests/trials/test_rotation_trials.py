@@ -3,6 +3,9 @@ collection (trial search works after it), and `qpipe models drop` removes the ol
 
 from __future__ import annotations
 
+import json
+
+import polars as pl
 import pytest
 
 from qpipe_dagster.backtest.trials import trial_concept
@@ -43,6 +46,13 @@ def test_reembed_moves_trials_and_drop_removes_the_old_collection(
         assert similar(row, moved, new.encode, k=3)
     finally:
         moved.close()
+
+    trial_id = TrialStore().frame("rotate").filter(pl.col("embedded"))["id"][0]
+    assert main(["trials", "similar", trial_id[:10], "-k", "2", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert (
+        len(hits) == 2 and all(h["label"] for h in hits) and trial_id not in [h["id"] for h in hits]
+    )
 
     # the active model's collection is never dropped
     assert main(["models", "drop", "--model", "all-MiniLM-L6-v2", "--truncate-dim", "128"]) == 2
