@@ -63,13 +63,26 @@ def guarded_call(
     try:
         return cb.call(with_retries)
     except pybreaker.CircuitBreakerError:
-        opened = cb._state_storage.opened_at  # shared state: when any process opened it
-        since = f" since {opened.astimezone(UTC).isoformat(timespec='seconds')}" if opened else ""
-        raise CircuitOpenError(
-            f"circuit breaker for {system} is open{since} after {cb.fail_max} failed calls in a"
-            f" row: calls are refused for {RESET_TIMEOUT_S:.0f} s after it opened, then one trial"
-            f" call is let through. `qpipe doctor` shows {system}'s state"
-        ) from None
+        raise _open_error(system, cb) from None
+
+
+def breaker_call(system: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """fn through `system`'s breaker only, for callers that retry by themselves."""
+    cb = breaker(system)
+    try:
+        return cb.call(fn, *args, **kwargs)
+    except pybreaker.CircuitBreakerError:
+        raise _open_error(system, cb) from None
+
+
+def _open_error(system: str, cb: pybreaker.CircuitBreaker) -> CircuitOpenError:
+    opened = cb._state_storage.opened_at  # shared state: when any process opened it
+    since = f" since {opened.astimezone(UTC).isoformat(timespec='seconds')}" if opened else ""
+    return CircuitOpenError(
+        f"circuit breaker for {system} is open{since} after {cb.fail_max} failed calls in a"
+        f" row: calls are refused for {RESET_TIMEOUT_S:.0f} s after it opened, then one trial"
+        f" call is let through. `qpipe doctor` shows {system.split('@', 1)[0]}'s state"
+    )
 
 
 def guarded(system: str) -> Callable[[Callable[P, T]], Callable[P, T]]:

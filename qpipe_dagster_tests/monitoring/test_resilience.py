@@ -286,3 +286,67 @@ def test_doctor_reports_each_breaker(dagster_home: Path) -> None:
     check = check_breakers(env)
     assert check.status == FAIL
     assert "qstash open since 20" in check.detail and "(5 failed calls)" in check.detail
+
+
+def test_the_postgres_inbox_rides_out_a_restart_and_then_its_breaker_opens(
+    cluster: StoppableCluster,
+) -> None:
+    """The sensor's reads of a PostgreSQL inbox go through retries and the breaker: a restart
+    costs a few seconds; a server that stays down is refused at once after FAIL_MAX calls."""
+    from webhook_sensor.inbox import InboxUnavailable, open_inbox
+
+    inbox = open_inbox(cluster.dsn)
+    assert inbox.depth() == 0
+    inbox.close()
+    cluster.stop()
+    restart = threading.Timer(2.0, cluster.start)
+    restart.start()
+    try:
+        assert inbox.depth() == 0  # refused while down, retried, then answered
+    finally:
+        restart.join()
+    assert by_system_state("postgres") == "closed"
+
+    inbox.close()
+    cluster.stop()
+    for _ in range(breakers.FAIL_MAX):
+        with pytest.raises(InboxUnavailable, match=r"(?i)connection refused"):
+            inbox.depth()
+    started = time.monotonic()
+    with pytest.raises(InboxUnavailable, match=r"circuit breaker for postgres@127\.0\.0\.1:"):
+        inbox.depth()
+    assert time.monotonic() - started < 1.0  # refused at once, no retries against a dead server
+    assert by_system_state("postgres") == "open"
+
+
+def by_system_state(system: str) -> str:
+    return (
+        breakers.by_system(read_states())
+        .get(system, breakers.BreakerState(system, "closed", 0, None, 0))
+        .state
+    )
+
+
+def test_qstash_client_opens_its_breaker_on_503s_and_not_on_401s() -> None:
+    from qpipe_dagster.qstash.client import QStashClient, QStashError
+
+    flaky = Flaky(fail=10_000, status=503)
+    refusing = Flaky(fail=10_000, status=401)
+    try:
+        base = flaky.url.rsplit("/v1/meta", 1)[0]
+        with QStashClient("token", base, max_retries=0, backoff_s=0.01) as client:
+            for _ in range(breakers.FAIL_MAX):
+                with pytest.raises(QStashError, match="QStash answered 503"):
+                    client.list_schedules()
+            hits = flaky.hits
+            with pytest.raises(QStashError, match=r"circuit breaker for qstash@127\.0\.0\.1:"):
+                client.list_schedules()
+            assert flaky.hits == hits  # refused without a request
+        base = refusing.url.rsplit("/v1/meta", 1)[0]
+        with QStashClient("token", base, max_retries=0) as client:
+            for _ in range(breakers.FAIL_MAX + 2):
+                with pytest.raises(QStashError, match="QStash answered 401"):
+                    client.list_schedules()  # a wrong token: the caller's, never counted
+    finally:
+        flaky.server.shutdown()
+        refusing.server.shutdown()

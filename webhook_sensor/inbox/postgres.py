@@ -263,6 +263,21 @@ class PostgresInbox:
         return redact(self.url)
 
     def _run(self, work: Callable[[Any], T]) -> T:
+        """`work(cursor)` through this database's circuit breaker, transient errors (server
+        down or restarting) retried with backoff and jitter: a PostgreSQL restart costs the
+        sensor a few seconds, not a failed tick. An open breaker is InboxUnavailable at once."""
+        from urllib.parse import urlsplit
+
+        from qpipe_dagster.resilience.guard import CircuitOpenError, guarded_call
+
+        parts = urlsplit(self.url)
+        where = f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+        try:
+            return guarded_call(f"postgres@{where}", self._run_once, work)
+        except CircuitOpenError as exc:
+            raise InboxUnavailable(f"inbox {self.describe()}: {exc}") from None
+
+    def _run_once(self, work: Callable[[Any], T]) -> T:
         """`work(cursor)` in one transaction; database errors become InboxUnavailable."""
         psycopg2 = _psycopg2()
         for attempt in (1, 2):
@@ -272,7 +287,8 @@ class PostgresInbox:
             except psycopg2.errors.UndefinedTable as exc:
                 if attempt == 2:
                     raise InboxUnavailable(f"inbox {self.describe()}: {_first_line(exc)}") from exc
-                self._run(_create_schema)  # dropped under us (a restore, an operator): recreate
+                # dropped under us (a restore, an operator): recreate
+                self._run_once(_create_schema)
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 # A pooled connection the server dropped (restart, idle timeout): retry once on
                 # a fresh one. Every `work` here is a read or an idempotent update.
