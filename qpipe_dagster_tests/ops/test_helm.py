@@ -248,6 +248,10 @@ def test_receiver_manifests_load_into_the_kubernetes_models() -> None:
     # several replicas need the shared inbox: QPIPE_INBOX_URL comes from the secret
     assert [e.secret_ref.name for e in container.env_from] == ["qpipe-env"]
     assert "QPIPE_INBOX_URL" in (HELM / "receiver.yaml").read_text()
+    # /ready loads the chart's instance config, which reads the password from the chart's secret
+    [pg] = [e for e in container.env if e.name == "DAGSTER_PG_PASSWORD"]
+    assert pg.value_from.secret_key_ref.name == _values()["global"]["postgresqlSecretName"]
+    assert pg.value_from.secret_key_ref.key == "postgresql-password"
 
 
 def test_a_misspelt_receiver_field_fails() -> None:
