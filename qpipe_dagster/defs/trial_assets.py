@@ -118,6 +118,10 @@ def record_trials(
             f"PBO {pbo:.2f} > {PBO_WARN}: the in-sample best set ranks below the median out of "
             "sample in most splits; treat these results as overfit"
         )
+    if run.robust and run.pick.status == "degraded":
+        warnings.append(
+            "the best set passed only relaxed filters (" + "; ".join(run.pick.reasons) + ")"
+        )
     if not run.robust:
         warnings.append(
             f"no set passed the recommend filters even relaxed (best set's DSR "
