@@ -82,6 +82,16 @@ def default_actor() -> str:
         return "unknown"
 
 
+def _valid_concept(concept: str) -> bool:
+    from qpipe_dagster.concepts import ConceptError, validate_slug
+
+    try:
+        validate_slug(concept)
+    except ConceptError:
+        return False
+    return True
+
+
 def _concept_file_name(concept: str) -> str:
     from qpipe_dagster.concepts import validate_slug
 
@@ -195,6 +205,9 @@ class TrialStore:
             & pl.col("id").is_first_distinct()  # an id twice in one batch: the first counts
         )
         good = new.filter(valid)
+        bad_keys = [c for c in good["concept"].unique().to_list() if not _valid_concept(c)]
+        if bad_keys:  # a key that is not a slug would name a file outside data/
+            good = good.filter(~pl.col("concept").is_in(bad_keys))
         counts.error = new.height - good.height
         embedded = set(embedded_ids) if embedded_ids is not None else None
         events: list[pl.DataFrame] = []
@@ -249,7 +262,8 @@ class TrialStore:
             pl.when(is_new).then(pl.col("status"))
             .when(was_archived).then(restored)
             .otherwise(pl.col("_status")).alias("status"),
-            pl.when(is_new).then(None).otherwise(pl.col("_status_before_archive"))
+            pl.when(is_new | was_archived).then(None)
+            .otherwise(pl.col("_status_before_archive"))
             .alias("status_before_archive").cast(pl.Utf8),
             pl.when(was_archived).then(pl.lit(now)).otherwise(pl.col("_status_at"))
             .alias("status_at").cast(TS),
@@ -332,10 +346,16 @@ class TrialStore:
         """One trial by id or unique id prefix (at least 6 characters)."""
         if not trial_id or len(trial_id) < 6:
             raise TrialStoreError(f"trial id {trial_id!r}: give at least 6 characters of the id")
-        df = self.frame()
-        if df.height == 0:
+        if not self.concepts():
             raise TrialStoreError(f"no trial {trial_id!r}: the trial store is empty")
-        hits = df.filter(pl.col("id").str.starts_with(trial_id))
+        found = [
+            pl.scan_parquet(self.data / _concept_file_name(c))
+            .filter(pl.col("id").str.starts_with(trial_id))
+            .collect()
+            for c in self.concepts()
+        ]
+        found = [f for f in found if f.height]
+        hits = pl.concat(found, how="diagonal_relaxed") if found else pl.DataFrame({"id": []})
         if hits.height == 0:
             raise TrialStoreError(f"no trial {trial_id!r} (see `qpipe trials list`)")
         if hits.height > 1:

@@ -85,10 +85,12 @@ def test_bad_rows_are_errors_and_review_errors_name_the_problem(trial_run, tmp_p
             df.head(3),
             df.head(1),  # a duplicate id
             df.slice(3, 1).with_columns(pl.lit(None, pl.Utf8).alias("params")),
+            df.slice(4, 1).with_columns(pl.lit("../x").alias("concept")),  # not a slug
         ]
     )
     counts = store.ingest(broken, now=NOW)
-    assert counts.inserted == 3 and counts.error == 2
+    assert counts.inserted == 3 and counts.error == 3
+    assert store.concepts() == ["demo"]
     with pytest.raises(TrialStoreError, match="at least 6 characters"):
         store.find("abc")
     with pytest.raises(TrialStoreError, match="no trial 'ffffffffff'"):
