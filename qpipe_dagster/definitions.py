@@ -12,6 +12,7 @@ from dagster import (
 
 from qpipe_dagster.defs import knowledge, validation
 from qpipe_dagster.defs.alerts import run_failure_webhook
+from qpipe_dagster.defs.housekeeping import inbox_housekeeping_job, inbox_housekeeping_schedule
 from qpipe_dagster.defs.jobs import concept_pipeline_job
 from qpipe_dagster.defs.operations import (
     OPERATIONS_ASSETS,
@@ -38,8 +39,8 @@ def build_definitions() -> Definitions:
         assets=with_source_code_references(
             [*load_assets_from_modules([knowledge, validation]), *OPERATIONS_ASSETS]
         ),
-        jobs=[concept_pipeline_job, *OPERATIONS_JOBS],
-        schedules=OPERATIONS_SCHEDULES,
+        jobs=[concept_pipeline_job, *OPERATIONS_JOBS, inbox_housekeeping_job],
+        schedules=[*OPERATIONS_SCHEDULES, inbox_housekeeping_schedule],
         sensors=[qstash_inbox_sensor, run_failure_webhook],
         resources=default_resources(),
     )

@@ -281,6 +281,33 @@ def check_breakers(env: Mapping[str, str]) -> Check:
     return Check("circuit breakers", status, "; ".join(parts))
 
 
+def check_disk(env: Mapping[str, str]) -> Check:
+    """Each state path's filesystem against QPIPE_DISK_WARN_PERCENT (default 85, the alert's
+    threshold) and QPIPE_DISK_FAIL_PERCENT (default 95), with what each path itself holds."""
+    from qpipe_dagster.monitoring.state import filesystem_usage, state_paths, tree_bytes
+    from qpipe_dagster.settings import env_int
+
+    warn = env_int("QPIPE_DISK_WARN_PERCENT", 1, 100, env) or 85
+    fail = env_int("QPIPE_DISK_FAIL_PERCENT", 1, 100, env) or 95
+    status, parts = OK, []
+    for name, path in sorted(state_paths(env).items()):
+        usage = filesystem_usage(path)
+        if usage is None or usage[1] == 0:
+            parts.append(f"{name}: filesystem unreadable")
+            status = WARN if status == OK else status
+            continue
+        pct = 100.0 * usage[0] / usage[1]
+        held = tree_bytes(path) / 2**20 if name != "dagster_home" else None
+        parts.append(
+            f"{name} {pct:.0f}% used" + (f" ({held:.0f} MiB here)" if held is not None else "")
+        )
+        if pct >= fail:
+            status = FAIL
+        elif pct >= warn and status == OK:
+            status = WARN
+    return Check("disk", status, f"warn at {warn}%, fail at {fail}%: " + "; ".join(parts))
+
+
 DEFAULT_CHECKS: tuple[CheckFn, ...] = (
     check_env,
     check_postgres,
@@ -291,6 +318,7 @@ DEFAULT_CHECKS: tuple[CheckFn, ...] = (
     check_gpu,
     check_backup_target,
     check_breakers,
+    check_disk,
 )
 
 

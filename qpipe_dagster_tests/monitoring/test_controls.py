@@ -23,7 +23,12 @@ from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixt
 
 AUTOMATION = {
     "sensors": {"qstash_inbox_sensor", "run_failure_webhook"},
-    "schedules": {"recrawl_schedule", "nightly_backup_schedule", "daily_report_schedule"},
+    "schedules": {
+        "recrawl_schedule",
+        "nightly_backup_schedule",
+        "daily_report_schedule",
+        "inbox_housekeeping_schedule",
+    },
 }
 
 
@@ -85,6 +90,7 @@ def test_halt_stops_automation_cancels_queued_runs_and_resume_restarts_exactly_t
     assert status["halt"]["reason"] == "vendor outage"
     assert sorted(status["halt"]["stopped"]) == [
         "daily_report_schedule",
+        "inbox_housekeeping_schedule",
         "nightly_backup_schedule",
         "qstash_inbox_sensor",
     ]
@@ -96,8 +102,8 @@ def test_halt_stops_automation_cancels_queued_runs_and_resume_restarts_exactly_t
 
     assert main(["resume"]) == 0
     assert (
-        "resumed: started qstash_inbox_sensor, daily_report_schedule, nightly_backup_schedule"
-        in (capsys.readouterr().out)
+        "resumed: started qstash_inbox_sensor, daily_report_schedule,"
+        " inbox_housekeeping_schedule, nightly_backup_schedule\n" in (capsys.readouterr().out)
     )
     with DagsterInstance.get() as instance:
         states = automation_states(instance)
@@ -106,6 +112,7 @@ def test_halt_stops_automation_cancels_queued_runs_and_resume_restarts_exactly_t
             "recrawl_schedule": False,  # stopped before the halt: still stopped
             "nightly_backup_schedule": True,
             "daily_report_schedule": True,
+            "inbox_housekeeping_schedule": True,
         }
         assert instance.get_run_by_id(second).status == DagsterRunStatus.CANCELED
     assert main(["resume"]) == 0

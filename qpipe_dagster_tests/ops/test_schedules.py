@@ -212,7 +212,12 @@ def test_definitions_load_with_operations() -> None:
 
     repo = defs.get_repository_def()
     names = {s.name for s in repo.schedule_defs}
-    assert names == {"recrawl_schedule", "nightly_backup_schedule", "daily_report_schedule"}
+    assert names == {
+        "recrawl_schedule",
+        "nightly_backup_schedule",
+        "daily_report_schedule",
+        "inbox_housekeeping_schedule",
+    }
     assert repo.has_job("nightly_backup") and repo.has_job("daily_report")
 
 
