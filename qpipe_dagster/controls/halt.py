@@ -123,16 +123,28 @@ def halt(
 def _cancel(
     instance: DagsterInstance, statuses: list[DagsterRunStatus], progress: Callable[[str], None]
 ) -> list[str]:
+    """Cancel the runs in `statuses`; returns the ids that were canceled. A running run whose
+    launcher cannot reach its worker (e.g. one started from a terminal with `dagster job
+    execute`) is named, not counted: it keeps running until it ends or is killed by hand."""
     runs = instance.get_runs(RunsFilter(statuses=statuses))
     done = []
     for i, run in enumerate(runs, 1):
         if run.status in (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED):
             instance.report_run_canceled(run, message="canceled by `qpipe halt`")
+            ok = True
         else:
-            # the coordinator asks the launcher to stop the run worker (and its step processes)
-            instance.run_coordinator.cancel_run(run.run_id)
-        done.append(run.run_id)
-        progress(f"[{i}/{len(runs)}] canceled {run.status.value.lower()} run {run.run_id}")
+            # the coordinator asks the launcher to stop the run worker (its steps die with it)
+            ok = bool(instance.run_coordinator.cancel_run(run.run_id))
+        what = run.status.value.lower()
+        if ok:
+            done.append(run.run_id)
+            progress(f"[{i}/{len(runs)}] canceled {what} run {run.run_id}")
+        else:
+            progress(
+                f"[{i}/{len(runs)}] could not terminate {what} run {run.run_id}: its launcher"
+                " cannot reach the run worker (the run shows CANCELING until run monitoring's"
+                " cancel timeout fails it); if it is still working, kill its process by hand"
+            )
     return done
 
 

@@ -174,3 +174,34 @@ def test_pipeline_runs_carry_a_max_runtime_that_run_monitoring_enforces(
         (record,) = instance.get_run_records()
         check_run_timeout(instance, record, logging.getLogger("test"), 0.0)
         assert instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE
+
+
+def test_terminate_names_a_running_run_it_cannot_reach(
+    dagster_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A STARTED run whose worker the launcher cannot reach (started outside the daemon) is
+    named with what to do, not reported as terminated."""
+    from datetime import UTC, datetime
+
+    from dagster import DagsterEvent, DagsterEventType
+
+    with DagsterInstance.get() as instance:
+        run_id = make_new_run_id()
+        instance.add_run(
+            DagsterRun(
+                job_name="concept_pipeline", run_id=run_id, status=DagsterRunStatus.NOT_STARTED
+            )
+        )
+        instance.run_storage.handle_run_event(
+            run_id,
+            DagsterEvent(DagsterEventType.RUN_START.value, "concept_pipeline"),
+            datetime.now(UTC),
+        )
+    assert main(["halt", "--terminate", "--reason", "disk full"]) == 0
+    captured = capsys.readouterr()
+    assert f"could not terminate started run {run_id}: its launcher cannot reach" in captured.err
+    assert "terminated 0 running" in captured.out
+    with DagsterInstance.get() as instance:
+        # Dagster's launcher marks it CANCELING; run monitoring fails it after its timeout
+        assert instance.get_run_by_id(run_id).status == DagsterRunStatus.CANCELING
+    assert main(["resume"]) == 0
