@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from upath import UPath  # QPIPE_ASSET_URL: tables in a bucket
+
 from qpipe_dagster.embed.encoder import DEFAULT_MODEL, Encoder
 from qpipe_dagster.embed.incremental import embed_chunks, explode_chunks
 from qpipe_dagster.paths import qpipe_home
@@ -79,7 +81,7 @@ def set_active_model(choice: ModelChoice) -> None:
     os.replace(tmp, path)
 
 
-def stored_concepts(asset_dir: Path) -> list[str]:
+def stored_concepts(asset_dir: Path | UPath) -> list[str]:
     folder = asset_dir / "parsed_pages"
     return (
         sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -91,7 +93,7 @@ def stored_concepts(asset_dir: Path) -> list[str]:
 def reembed_all(
     encoder: Encoder,
     open_store: Callable[[str, int], VectorStore],
-    asset_dir: Path,
+    asset_dir: Path | UPath,
     *,
     concepts: list[str] | None = None,
     log: Callable[[str], None] = print,

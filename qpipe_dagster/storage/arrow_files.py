@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+from upath import UPath
 
 from qpipe_dagster.storage import object_tables
 from qpipe_dagster.storage.errors import StoredTableError, redo_hint
+
+TableFolder = Path | UPath  # a local folder, or a UPath on object storage (QPIPE_ASSET_URL)
 
 MAX_PART_BYTES = 1_000_000
 
@@ -30,7 +33,7 @@ _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 
 @dataclass(frozen=True)
 class WrittenTable:
-    path: Path  # or a UPath on object storage
+    path: TableFolder
     rows: int
     parts: int
     total_bytes: int
@@ -59,14 +62,13 @@ def split_into_parts(table: pa.Table, max_part_bytes: int = MAX_PART_BYTES) -> l
 
 
 def write_table(
-    table: pa.Table, folder: Path, max_part_bytes: int = MAX_PART_BYTES
+    table: pa.Table, folder: TableFolder, max_part_bytes: int = MAX_PART_BYTES
 ) -> WrittenTable:
     """Replace `folder` with the table's parts (part-00000.arrows, ...)."""
     parts = split_into_parts(table, max_part_bytes)
-    if object_tables.is_object_path(folder):
+    if not isinstance(folder, Path):
         object_tables.write_parts(folder, parts, table.num_rows)
     else:
-        folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.tmp"
         staging.mkdir()
@@ -88,26 +90,25 @@ def write_table(
     )
 
 
-def part_sizes(folder: Path) -> list[int]:
-    if object_tables.is_object_path(folder):
+def part_sizes(folder: TableFolder) -> list[int]:
+    if not isinstance(folder, Path):
         return object_tables.part_sizes(folder)
     return [p.stat().st_size for p in sorted(Path(folder).glob("part-*.arrows"))]
 
 
-def read_table(folder: Path) -> pa.Table | None:
+def read_table(folder: TableFolder) -> pa.Table | None:
     """The stored table, or None when the partition was never written.
 
     A truncated or foreign part, or parts that disagree on the schema, raise StoredTableError
     naming the file: pyarrow's own words ("Expected to read 600 metadata bytes") name none.
     """
-    if object_tables.is_object_path(folder):
+    if not isinstance(folder, Path):
         stored = object_tables.read_parts(folder)
         if stored is None:
             return None
         names: list = [url for url, _ in stored]
         loaders = [lambda blob=blob: blob for _, blob in stored]
     else:
-        folder = Path(folder)
         found = sorted(folder.glob("part-*.arrows"))
         if not found:
             return None
@@ -115,7 +116,7 @@ def read_table(folder: Path) -> pa.Table | None:
     return _decode(folder, names, loaders)
 
 
-def _decode(folder: Path, parts: list, loaders: list[Callable[[], bytes]]) -> pa.Table:
+def _decode(folder: TableFolder, parts: list, loaders: list[Callable[[], bytes]]) -> pa.Table:
     """The parts as one table; a damaged part or a schema split raises naming the part."""
     tables = []
     for part, load in zip(parts, loaders, strict=True):

@@ -20,7 +20,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from upath import UPath
 
@@ -47,13 +47,6 @@ def asset_root(url: str, env: Mapping[str, str]) -> UPath:
 def root_for(settings: S3Settings) -> UPath:
     path = f"s3://{settings.bucket}/{settings.prefix}".rstrip("/")
     return UPath(path, **settings.fsspec_options())
-
-
-def is_object_path(folder: object) -> bool:
-    """True for a UPath on a remote filesystem (local UPaths are plain pathlib.Path objects)."""
-    from pathlib import Path
-
-    return isinstance(folder, UPath) and not isinstance(folder, Path)
 
 
 def _fail(folder: UPath, what: str, exc: BaseException) -> ObjectStoreError:
@@ -126,7 +119,7 @@ def write_parts(folder: UPath, parts: list[bytes], rows: int, now: float | None 
         fs.pipe_file(f"{folder.path}/{MANIFEST}", json.dumps(manifest).encode())
     except OSError as exc:
         raise _fail(folder, f"committing {MANIFEST}", exc) from exc
-    _sweep(folder, keep=version, replaced=previous and previous.get("version"), now=now)
+    _sweep(folder, keep=version, replaced=previous["version"] if previous else None, now=now)
     return version
 
 
@@ -172,7 +165,7 @@ def read_parts(folder: UPath) -> list[tuple[str, bytes]] | None:
         for part in manifest["parts"]:
             url = str(folder / manifest["version"] / part["name"])
             try:
-                blob = folder.fs.cat_file(f"{base}/{part['name']}")
+                blob = cast(bytes, folder.fs.cat_file(f"{base}/{part['name']}"))
             except FileNotFoundError:
                 fault = StoredTableError(
                     f"stored table part {url} is missing (named by {MANIFEST}): {redo_hint(folder)}"

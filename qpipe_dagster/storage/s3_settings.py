@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 S3_SCHEMES = ("s3", "r2")
@@ -33,9 +34,9 @@ class S3Settings:
         at = f" at {self.endpoint_url}" if self.endpoint_url else ""
         return f"s3://{self.bucket}/{self.prefix}{at}"
 
-    def fsspec_options(self) -> dict[str, object]:
+    def fsspec_options(self) -> dict[str, Any]:
         """Keyword arguments for s3fs.S3FileSystem (and so UPath) naming the same bucket."""
-        options: dict[str, object] = {}
+        options: dict[str, Any] = {}
         if self.endpoint_url:
             options["endpoint_url"] = self.endpoint_url
         if self.access_key:

@@ -21,16 +21,17 @@ if TYPE_CHECKING:
 
 def run_job_args(launcher: K8sRunLauncher, run: DagsterRun, resume: bool = False) -> list[str]:
     """The run worker's command line, as K8sRunLauncher.launch_run / resume_run give it."""
-    from dagster._cli.api import ExecuteRunArgs
-    from dagster._grpc.types import ResumeRunArgs
+    from dagster._grpc.types import ExecuteRunArgs, ResumeRunArgs
 
     cls = ResumeRunArgs if resume else ExecuteRunArgs
-    return cls(
-        job_origin=check.not_none(run.job_code_origin),
-        run_id=run.run_id,
-        instance_ref=launcher._instance.get_ref(),
-        set_exit_code_on_failure=launcher.fail_pod_on_run_failure,
-    ).get_command_args()
+    return list(
+        cls(
+            job_origin=check.not_none(run.job_code_origin),
+            run_id=run.run_id,
+            instance_ref=launcher._instance.get_ref(),
+            set_exit_code_on_failure=launcher.fail_pod_on_run_failure,
+        ).get_command_args()
+    )
 
 
 def build_run_job(
@@ -64,5 +65,5 @@ def build_run_job(
         labels=labels,
         env_vars=[{"name": "DAGSTER_RUN_JOB_NAME", "value": job_origin.job_name}],
     )
-    job.metadata.namespace = check.not_none(container_context.namespace)
+    check.not_none(job.metadata).namespace = check.not_none(container_context.namespace)
     return job

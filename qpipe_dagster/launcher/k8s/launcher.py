@@ -37,6 +37,7 @@ def _check_launcher_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def make_pool_launcher_class() -> type:
     """PoolK8sRunLauncher, defined when dagster-k8s is importable (it is an optional extra)."""
+    from dagster import _check as check
     from dagster._core.storage.tags import DOCKER_IMAGE_TAG
     from dagster_k8s import K8sRunLauncher
 
@@ -59,13 +60,11 @@ def make_pool_launcher_class() -> type:
         ) -> None:
             # dagster-k8s 0.29's method, with the Job built by build_run_job (what tests check)
             job = build_run_job(self, run, job_name, args)
-            self._instance.add_run_tags(
-                run.run_id, {DOCKER_IMAGE_TAG: job.spec.template.spec.containers[0].image}
-            )
-            self._report_run_worker_creating(run, job_name, job.metadata.namespace)
-            self._api_client.create_namespaced_job_with_retries(
-                body=job, namespace=job.metadata.namespace
-            )
+            pod = check.not_none(check.not_none(job.spec).template.spec)
+            namespace = check.not_none(check.not_none(job.metadata).namespace)
+            self._instance.add_run_tags(run.run_id, {DOCKER_IMAGE_TAG: pod.containers[0].image})
+            self._report_run_worker_creating(run, job_name, namespace)
+            self._api_client.create_namespaced_job_with_retries(body=job, namespace=namespace)
             self._report_run_worker_created(run)
 
     return PoolK8sRunLauncher
