@@ -175,7 +175,7 @@ class AssetTotals:
             if seconds > 0:
                 self.last_rate[backend] = sets / seconds
             for action in TRIAL_ACTIONS:
-                self.trials[action] += _num(md.get(f"trials_{action}"))
+                self.trials[action] += int(_num(md.get(f"trials_{action}")))
 
 
 class IncrementalReader:

@@ -59,7 +59,7 @@ def _norm_cdf(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     out = np.full(x.shape, np.nan)
     ok = np.isfinite(x)
-    out[ok] = 0.5 * erfc(-x[ok] / math.sqrt(2.0)).astype(np.float64)
+    out[ok] = 0.5 * np.asarray(erfc(-x[ok] / math.sqrt(2.0)), dtype=np.float64)
     out[np.isposinf(x)] = 1.0
     out[np.isneginf(x)] = 0.0
     return out

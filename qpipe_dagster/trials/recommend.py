@@ -152,11 +152,9 @@ def rank(df: pl.DataFrame, objective: str) -> pl.DataFrame:
 
 
 def _num(v: object) -> float | int | None:
-    if v is None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
         return None
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+    return v if math.isfinite(v) else None
 
 
 def to_item(row: dict, objective: str, dsr: str = "dsr") -> dict:

@@ -90,8 +90,9 @@ def build_trials(
     """One row per set of ``report`` with its metrics, evidence and a candidate status."""
     now = now or datetime.now(UTC)
     code = code or code_version()
-    df = pl.from_arrow(report.table).rename({"strategy": "family"})
+    df = pl.from_arrow(report.table)
     assert isinstance(df, pl.DataFrame)
+    df = df.rename({"strategy": "family"})
     df = df.with_columns(
         **{k: pl.Series(k, v) for k, v in evidence.columns.items() if k not in df.columns}
     )

@@ -120,7 +120,7 @@ def power_sums(
     b = np.asarray(blocks, dtype=np.int64)
     if b.ndim != 1 or b.shape[0] < 2 or (np.diff(b) < 1).any():
         raise ValueError(f"blocks must be increasing bar indices, got {b}")
-    return _power_sums(*_args(close, grid, costs), b, int(is_end))
+    return _power_sums(*_args(close, grid, costs), b, int(is_end))  # pyright: ignore[reportCallIssue]
 
 
 def trial_returns(
@@ -129,4 +129,4 @@ def trial_returns(
     """Per-bar returns (bars 0..end-1 x sets) of every set of ``grid``: for small grids and
     the sample `stats.mean_correlation` reads, never for a whole large sweep."""
     args = _args(close, grid, costs)
-    return _returns(*args, int(args[0].shape[0] if end is None else end))
+    return _returns(*args, int(args[0].shape[0] if end is None else end))  # pyright: ignore[reportCallIssue]

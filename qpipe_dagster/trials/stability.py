@@ -39,7 +39,9 @@ def neighbour_stats(
         coords.append(idx.astype(np.int64))
         sizes.append(uniq.shape[0] + 2)  # room for -1 / +1 steps without wrapping
     strides = np.cumprod([1, *sizes[:-1]]).astype(np.int64)
-    key = sum((c + 1) * st for c, st in zip(coords, strides, strict=True))
+    key = np.zeros(n, dtype=np.int64)
+    for c, st in zip(coords, strides, strict=True):
+        key += (c + 1) * st
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     finite = np.isfinite(obj)

@@ -102,8 +102,8 @@ def mean_correlation(returns: np.ndarray) -> float:
     r = r[:, sd > 0]
     if r.shape[1] < 2:
         return float("nan")
-    c = np.corrcoef(r, rowvar=False)
-    n = c.shape[0]
+    c = np.asarray(np.corrcoef(r, rowvar=False))
+    n = r.shape[1]
     return float((c.sum() - np.trace(c)) / (n * (n - 1)))
 
 

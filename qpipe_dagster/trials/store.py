@@ -34,15 +34,17 @@ import pyarrow as pa
 from qpipe_dagster.trials.recommend import FAMILIES, STATUSES
 
 TS = pl.Datetime("us", "UTC")
-HISTORY_SCHEMA = {
-    "trial_id": pl.Utf8,
-    "concept": pl.Utf8,
-    "from_status": pl.Utf8,
-    "to_status": pl.Utf8,
-    "actor": pl.Utf8,
-    "at": TS,
-    "reason": pl.Utf8,
-}
+HISTORY_SCHEMA = pl.Schema(
+    {
+        "trial_id": pl.Utf8,
+        "concept": pl.Utf8,
+        "from_status": pl.Utf8,
+        "to_status": pl.Utf8,
+        "actor": pl.Utf8,
+        "at": TS,
+        "reason": pl.Utf8,
+    }
+)
 KEEP_ON_REINGEST = (
     "status",
     "status_before_archive",

@@ -38,7 +38,8 @@ def describe(row: dict) -> str:
     text = describe_trial({**row, "strategy": row["family"]}, row["concept"], row.get("symbol"))
 
     def num(v: object) -> str:
-        return "n/a" if v is None or not math.isfinite(float(v)) else f"{float(v):.2f}"
+        ok = isinstance(v, int | float) and math.isfinite(v)
+        return f"{float(v):.2f}" if ok else "n/a"  # pyright: ignore[reportArgumentType]
 
     return (
         f"{text} Deflated Sharpe ratio {num(row.get('dsr'))}, probability of backtest "
