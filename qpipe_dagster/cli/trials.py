@@ -150,6 +150,10 @@ def _list(args: argparse.Namespace) -> int:
     for col, value in (("family", args.family), ("status", args.status), ("symbol", args.symbol)):
         if value:
             df = df.filter(pl.col(col) == value)
+    if args.min_dsr is not None:
+        df = df.filter(pl.col("dsr").fill_nan(None) >= args.min_dsr)
+    if args.max_pbo is not None:
+        df = df.filter(pl.col("pbo").fill_nan(None) <= args.max_pbo)
     df = df.sort(["plateau_sharpe", "id"], descending=[True, False], nulls_last=True)
     shown = df.head(args.limit).select([c for c in LIST_COLUMNS if c in df.columns])
     if args.json:
@@ -271,6 +275,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("--family", choices=FAMILIES)
     ls.add_argument("--status", choices=STATUSES)
     ls.add_argument("--symbol")
+    ls.add_argument("--min-dsr", type=_fraction("min_dsr", False), metavar="X")
+    ls.add_argument("--max-pbo", type=_fraction("max_pbo", False), metavar="X")
     ls.add_argument("--limit", type=_count(1, 10**6), default=20)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=_list)

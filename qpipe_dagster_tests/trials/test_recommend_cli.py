@@ -101,6 +101,13 @@ def test_recommend_json_and_review_workflow(home, capsys, trial_run) -> None:
     assert code == 0 and "-> promoted" in out
     code, out, _ = run(capsys, "trials", "list", "--status", "rejected", "--json")
     assert [r["id"] for r in json.loads(out)] == [first["id"]]
+    code, out, _ = run(capsys, "trials", "list", "--min-dsr", "0.95", "--max-pbo", "1", "--json",
+                       "--limit", "1000")  # fmt: skip
+    strong = json.loads(out)
+    assert strong and all(r["dsr"] >= 0.95 for r in strong)
+    assert len(strong) == int((pl.from_arrow(trial_run.trials)["dsr"] >= 0.95).sum())
+    code, _, err = run(capsys, "trials", "list", "--max-pbo", "2")
+    assert code == 2 and "--max-pbo" in err
     code, _, err = run(capsys, "trials", "reject", first["id"])
     assert code == 2 and "--reason" in err
     code, _, err = run(capsys, "trials", "show", "zzzzzzzz")
