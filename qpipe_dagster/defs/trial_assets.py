@@ -8,6 +8,7 @@ import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from qpipe_dagster.defs.partitions import concepts_partitions
+from qpipe_dagster.defs.retries import transient_only
 
 PBO_WARN = 0.5
 REC_COLUMNS = ("family", "status", "label", "score", "oos_sharpe", "dsr", "pbo", "trades", "review",
@@ -167,6 +168,7 @@ def record_trials(
     "(the same ranking as `qpipe recommend`), with the DSR of every set against its in-sample "
     "Sharpe and the PBO λ histogram of the latest sweep.",
 )
+@transient_only  # concept_pipeline retries only transient errors; no trials stored fails once
 def strategy_recommendations(context: AssetExecutionContext) -> MaterializeResult:
     from qpipe_dagster.backtest.charts import png_markdown
     from qpipe_dagster.trials.charts import dsr_vs_sharpe_png, lambda_histogram_png

@@ -64,3 +64,12 @@ def test_strategy_recommendations_shows_table_and_charts(dagster_home, tmp_path)
         assert "data:image/png;base64," in md[key]
     assert md["trials"] == md["trials_in_latest_sweep"] == md["trials_candidate"] > 0
     assert md["status_ma_crossover"] in ("ok", "degraded") and 0 <= md["pbo"] <= 1
+
+
+def test_strategy_recommendations_without_trials_fails_once_naming_the_fix(dagster_home) -> None:
+    import pytest
+    from dagster import Failure
+
+    with pytest.raises(Failure, match="materialize backtest_results") as info:
+        strategy_recommendations(build_asset_context(partition_key="demo"))
+    assert info.value.allow_retries is False  # bad state, not a transient error: no retry
