@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
@@ -70,6 +71,7 @@ def halt(
     terminate: bool = False,
     progress: Callable[[str], None] = lambda _msg: None,
     clock: Callable[[], float] = time.time,
+    bar: Callable[..., Any] | None = None,
 ) -> HaltResult:
     """Stop automation, cancel queued runs (and running ones with `terminate`), record it.
 
@@ -94,8 +96,9 @@ def halt(
                 )
                 stopped_schedules.append(schedule.name)
                 progress(f"stopped schedule {schedule.name}")
-    canceled = _cancel(instance, [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED], progress)
-    terminated = _cancel(instance, ACTIVE, progress) if terminate else []
+    queued = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED]
+    canceled = _cancel(instance, queued, progress, bar, "canceling queued runs")
+    terminated = _cancel(instance, ACTIVE, progress, bar, "terminating runs") if terminate else []
     if existing is not None:
         record = HaltRecord(
             reason=existing.reason,
@@ -121,13 +124,20 @@ def halt(
 
 
 def _cancel(
-    instance: DagsterInstance, statuses: list[DagsterRunStatus], progress: Callable[[str], None]
+    instance: DagsterInstance,
+    statuses: list[DagsterRunStatus],
+    progress: Callable[[str], None],
+    bar: Callable[..., Any] | None = None,
+    what_for: str = "",
 ) -> list[str]:
     """Cancel the runs in `statuses`; returns the ids that were canceled. A running run whose
     launcher cannot reach its worker (e.g. one started from a terminal with `dagster job
     execute`) is named, not counted: it keeps running until it ends or is killed by hand."""
     runs = instance.get_runs(RunsFilter(statuses=statuses))
-    done = []
+    done: list[str] = []
+    # a progress bar with counts and time left on a terminal (`bar`, e.g. tqdm), else lines
+    meter = bar(total=len(runs), desc=what_for, unit="run") if bar is not None and runs else None
+    say = meter.write if meter is not None else progress
     for i, run in enumerate(runs, 1):
         if run.status in (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED):
             instance.report_run_canceled(run, message="canceled by `qpipe halt`")
@@ -136,15 +146,20 @@ def _cancel(
             # the coordinator asks the launcher to stop the run worker (its steps die with it)
             ok = bool(instance.run_coordinator.cancel_run(run.run_id))
         what = run.status.value.lower()
+        if meter is not None:
+            meter.update(1)
         if ok:
             done.append(run.run_id)
-            progress(f"[{i}/{len(runs)}] canceled {what} run {run.run_id}")
+            if meter is None:
+                say(f"[{i}/{len(runs)}] canceled {what} run {run.run_id}")
         else:
-            progress(
+            say(
                 f"[{i}/{len(runs)}] could not terminate {what} run {run.run_id}: its launcher"
                 " cannot reach the run worker (the run shows CANCELING until run monitoring's"
                 " cancel timeout fails it); if it is still working, kill its process by hand"
             )
+    if meter is not None:
+        meter.close()
     return done
 
 

@@ -205,3 +205,45 @@ def test_terminate_names_a_running_run_it_cannot_reach(
         # Dagster's launcher marks it CANCELING; run monitoring fails it after its timeout
         assert instance.get_run_by_id(run_id).status == DagsterRunStatus.CANCELING
     assert main(["resume"]) == 0
+
+
+def test_halt_shows_a_progress_bar_on_a_terminal(dagster_home: Path) -> None:
+    """On a terminal the cancellations are a bar with counts and time left (tqdm); piped, the
+    same command prints one line per run (the tests above)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    with DagsterInstance.get() as instance:
+        for _ in range(3):
+            _queued_run(instance)
+    leader, follower = pty.openpty()
+    # a terminal 100 columns wide (a fresh pty reports 0, and tqdm draws a 0-wide bar)
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "qpipe"), "halt", "--reason", "drill"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    assert proc.wait(120) == 0
+    text = out.decode(errors="replace")
+    assert "canceling queued runs" in text and "3/3" in text, text
+    assert "[1/3] canceled" not in text  # the bar replaces the per-run lines
+    assert "canceled 3 queued run(s)" in text
+    assert main(["resume"]) == 0
