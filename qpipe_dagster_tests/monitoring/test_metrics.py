@@ -334,3 +334,21 @@ def test_inbox_on_postgres_is_read_the_same_way(postgres_cluster) -> None:  # no
     assert summary.by_status == {"pending": 1, "consumed": 1}
     assert summary.oldest_pending_age_s == pytest.approx(1000, abs=1)
     assert summary.deliveries_today == 2
+
+
+def test_new_concepts_today_is_the_sensors_stored_count(instance: DagsterInstance) -> None:
+    """The MAX_CONCEPTS_PER_DAY figure (metrics, status, daily report) is the count the QStash
+    sensor stored in its cursor for today, read back from the instance as the daemon left it."""
+    from qpipe_dagster.controls.halt import code_location
+
+    with code_location(instance) as repo:
+        sensor = repo.get_sensor("qstash_inbox_sensor")
+        # running by default, so nothing is stored yet: stop and start it to store a state
+        instance.stop_sensor(sensor.get_remote_origin_id(), sensor.selector_id, sensor)
+        state = instance.start_sensor(sensor)
+    cursor = json.dumps({"day": "2026-12-06", "new_today": 7, "emitted": ["m1"]})
+    instance.update_instigator_state(state.with_data(state.instigator_data._replace(cursor=cursor)))
+    assert reads.new_concepts_today(instance, "2026-12-06") == 7
+    assert reads.new_concepts_today(instance, "2026-12-07") == 0  # a new UTC day starts at 0
+    got = _scrape(PipelineCollector(instance, clock=lambda: NOW.timestamp()))
+    assert got[("qpipe_cap_used", (("cap", "MAX_CONCEPTS_PER_DAY"),))] == 7
