@@ -86,7 +86,7 @@ def _postgres() -> Iterator[tuple[str, str]]:
     if url:
         yield url, "QPIPE_BENCH_PG_URL"
         return
-    from qpipe_dagster_tests.receiver.postgres_cluster import throwaway_cluster
+    from qpipe_dagster_tests.postgres_cluster import throwaway_cluster
 
     with throwaway_cluster(fsync=True) as cluster:
         yield cluster.new_database(), "throwaway local cluster, fsync=on"

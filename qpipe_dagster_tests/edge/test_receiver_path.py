@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from qpipe_dagster_tests.receiver.conftest import start_receiver
+from qpipe_dagster_tests.webhook_sensor.conftest import start_receiver
 from webhook_sensor.app import RECEIVER_PATH
 
 WRANGLER = Path(__file__).resolve().parents[2] / "edge" / "wrangler.toml"

@@ -27,7 +27,7 @@ from qpipe_dagster.launcher.gpu_router import (
 )
 from qpipe_dagster_tests.launcher.test_gpu_router import DEFS_FILE, REPO_ROOT, make_run
 from qpipe_dagster_tests.ops.prod_instance import use_prod_instance
-from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixtures)
+from qpipe_dagster_tests.postgres_cluster import (  # noqa: F401  (fixtures)
     Cluster,
     postgres_cluster,
 )

@@ -17,7 +17,7 @@ from dagster._core.utils import make_new_run_id
 from qpipe_dagster.cli import main
 from qpipe_dagster.controls.halt import automation_states, code_location
 from qpipe_dagster_tests.ops.prod_instance import use_prod_instance
-from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixtures)
+from qpipe_dagster_tests.postgres_cluster import (  # noqa: F401  (fixtures)
     postgres_cluster,
 )
 

@@ -13,7 +13,7 @@ from dagster import DagsterInstance
 
 from qpipe_dagster.ops.housekeeping import purge_consumed, retention_days
 from qpipe_dagster.settings import SettingError
-from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixtures)
+from qpipe_dagster_tests.postgres_cluster import (  # noqa: F401  (fixtures)
     postgres_cluster,
     postgres_url,
 )

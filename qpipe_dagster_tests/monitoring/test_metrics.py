@@ -37,7 +37,7 @@ from qpipe_dagster.monitoring.collector import PipelineCollector
 from qpipe_dagster.monitoring.server import build_registry, serve
 from qpipe_dagster.qstash.ledger import PublishLedger, ledger_path
 from qpipe_dagster.resilience.breakers import breaker
-from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixtures)
+from qpipe_dagster_tests.postgres_cluster import (  # noqa: F401  (fixtures)
     postgres_cluster,
 )
 from webhook_sensor.inbox import InboxRecord, open_inbox

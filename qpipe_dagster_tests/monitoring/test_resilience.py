@@ -20,7 +20,7 @@ import pytest
 from qpipe_dagster.resilience import breakers, guard
 from qpipe_dagster.resilience.breakers import read_states
 from qpipe_dagster.resilience.guard import CircuitOpenError, guarded_call
-from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixtures)
+from qpipe_dagster_tests.postgres_cluster import (  # noqa: F401  (fixtures)
     _as_owner,
     _free_port,
     find_bindir,
@@ -251,7 +251,7 @@ def test_ready_shows_breakers_and_an_open_inbox_breaker_makes_it_unready(
     postgres_url: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from qpipe_dagster_tests.receiver.conftest import start_receiver
+    from qpipe_dagster_tests.webhook_sensor.conftest import start_receiver
 
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from qpipe_dagster_tests.conftest import REPO
-from qpipe_dagster_tests.receiver.postgres_cluster import Cluster
+from qpipe_dagster_tests.postgres_cluster import Cluster
 
 PROD_YAML = REPO / "deploy" / "dagster.prod.yaml"
 

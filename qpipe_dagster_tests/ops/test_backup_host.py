@@ -25,7 +25,7 @@ from qpipe_dagster.ops.manifest import BackupError
 from qpipe_dagster.ops.targets import LocalTarget
 from qpipe_dagster_tests.ops.helpers import fill_stores
 from qpipe_dagster_tests.ops.prod_instance import use_prod_instance
-from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixtures)
+from qpipe_dagster_tests.postgres_cluster import (  # noqa: F401  (fixtures)
     Cluster,
     postgres_cluster,
 )

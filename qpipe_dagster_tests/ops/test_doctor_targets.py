@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from qpipe_dagster.ops.doctor import FAIL, OK, WARN, check_model, check_receiver
-from qpipe_dagster_tests.receiver.conftest import start_receiver
+from qpipe_dagster_tests.webhook_sensor.conftest import start_receiver
 
 PUBLIC = "https://qpipe.example.invalid/api/qstash"  # .invalid never resolves
 

@@ -15,7 +15,7 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, asset, material
 from sqlalchemy.engine import make_url
 
 from qpipe_dagster_tests.ops.prod_instance import PROD_YAML, use_prod_instance
-from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixtures)
+from qpipe_dagster_tests.postgres_cluster import (  # noqa: F401  (fixtures)
     Cluster,
     postgres_cluster,
 )

@@ -19,7 +19,7 @@ from qpipe_dagster.concepts import (
     RegistryError,
     default_registry,
 )
-from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixtures)
+from qpipe_dagster_tests.postgres_cluster import (  # noqa: F401  (fixtures)
     postgres_cluster,
     postgres_url,
 )

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from qpipe_dagster_tests.qstash.scripted import scripted  # noqa: F401  (fixture)
-from qpipe_dagster_tests.receiver.conftest import (
+from qpipe_dagster_tests.webhook_sensor.conftest import (
     CURRENT,
     Receiver,
     ServerThread,

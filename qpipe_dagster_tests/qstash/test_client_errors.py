@@ -15,7 +15,7 @@ import pytest
 from qpipe_dagster.qstash.client import PublishOptions, QStashClient, QStashError, QStashInputError
 from qpipe_dagster.qstash.resource import QStashResource
 from qpipe_dagster_tests.qstash.scripted import Answer, ScriptedServer, json_answer
-from qpipe_dagster_tests.receiver.conftest import free_port
+from qpipe_dagster_tests.webhook_sensor.conftest import free_port
 
 DEST = "https://dest.example/api/qstash"
 OK = json_answer(200, '{"messageId": "msg_1"}')

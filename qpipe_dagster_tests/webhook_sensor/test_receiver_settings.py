@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from qpipe_dagster_tests.receiver.conftest import free_port
+from qpipe_dagster_tests.webhook_sensor.conftest import free_port
 from webhook_sensor.limits import TokenBucket
 from webhook_sensor.settings import Settings, SettingsError
 

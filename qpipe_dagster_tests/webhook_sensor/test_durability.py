@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from qpipe_dagster_tests.receiver.conftest import CURRENT, NEXT, free_port, make_token
+from qpipe_dagster_tests.webhook_sensor.conftest import CURRENT, NEXT, free_port, make_token
 from webhook_sensor.inbox import InboxTarget, is_postgres_url, open_inbox
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from qpipe_dagster_tests.receiver.conftest import CURRENT, make_token, start_receiver
+from qpipe_dagster_tests.webhook_sensor.conftest import CURRENT, make_token, start_receiver
 
 BODY = b'{"concept": "Hostile Input"}'
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from qstash import Receiver
 from qstash.errors import SignatureError
 
-from qpipe_dagster_tests.receiver.conftest import CURRENT, NEXT, make_token
+from qpipe_dagster_tests.webhook_sensor.conftest import CURRENT, NEXT, make_token
 from webhook_sensor.verify import SignatureVerifier, VerifyError
 
 URL = "https://qpipe.example.com/api/qstash"

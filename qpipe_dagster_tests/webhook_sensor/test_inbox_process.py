@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from qpipe_dagster_tests.receiver.conftest import free_port
-from qpipe_dagster_tests.receiver.test_durability import _spawn
-from qpipe_dagster_tests.receiver.test_inbox_contract import rec
+from qpipe_dagster_tests.webhook_sensor.conftest import free_port
+from qpipe_dagster_tests.webhook_sensor.test_durability import _spawn
+from qpipe_dagster_tests.webhook_sensor.test_inbox_contract import rec
 from webhook_sensor.inbox import InboxUnavailable, open_inbox
 from webhook_sensor.inbox.process import ProcessCommitWriter
 
@@ -91,7 +91,7 @@ def test_child_exits_when_the_receiver_is_sigkilled(tmp_path: Path) -> None:
     (and nothing holding the inbox file's lock)."""
     import httpx
 
-    from qpipe_dagster_tests.receiver.conftest import CURRENT, make_token
+    from qpipe_dagster_tests.webhook_sensor.conftest import CURRENT, make_token
 
     home = tmp_path / "home"
     home.mkdir()

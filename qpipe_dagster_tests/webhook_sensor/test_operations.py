@@ -7,7 +7,7 @@ import re
 
 import httpx
 
-from qpipe_dagster_tests.receiver.conftest import CURRENT, make_token, start_receiver
+from qpipe_dagster_tests.webhook_sensor.conftest import CURRENT, make_token, start_receiver
 from webhook_sensor.inbox import Inbox
 
 BODY = b'{"concept": "ops check"}'

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qpipe_dagster_tests.receiver.conftest import start_receiver
+from qpipe_dagster_tests.webhook_sensor.conftest import start_receiver
 from webhook_sensor.inbox import open_inbox
 
 

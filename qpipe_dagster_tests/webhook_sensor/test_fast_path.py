@@ -20,7 +20,7 @@ import uvicorn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qpipe_dagster_tests.receiver.conftest import (
+from qpipe_dagster_tests.webhook_sensor.conftest import (
     CURRENT,
     NEXT,
     free_port,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from qpipe_dagster.crawl.addresses import seed_url_fault
-from qpipe_dagster_tests.receiver.conftest import Receiver, start_receiver
+from qpipe_dagster_tests.webhook_sensor.conftest import Receiver, start_receiver
 from webhook_sensor.inbox import open_inbox
 
 

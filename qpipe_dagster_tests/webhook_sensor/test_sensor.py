@@ -200,7 +200,7 @@ def test_fifty_duplicate_deliveries_make_one_run_request(dagster_home, instance,
 
     import httpx
 
-    from qpipe_dagster_tests.receiver.conftest import CURRENT, make_token
+    from qpipe_dagster_tests.webhook_sensor.conftest import CURRENT, make_token
 
     receiver = backend_receiver
     body = b'{"concept": "Storm Sensor"}'

@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from qpipe_dagster_tests.receiver.conftest import CURRENT, make_token, start_receiver
+from qpipe_dagster_tests.webhook_sensor.conftest import CURRENT, make_token, start_receiver
 from webhook_sensor.inbox import InboxRecord, InboxUnavailable, open_inbox
 from webhook_sensor.inbox.postgres import TABLE, redact
 from webhook_sensor.settings import (

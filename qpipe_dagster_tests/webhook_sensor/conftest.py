@@ -17,7 +17,7 @@ import jwt
 import pytest
 import uvicorn
 
-from qpipe_dagster_tests.receiver.postgres_cluster import (  # noqa: F401  (fixtures)
+from qpipe_dagster_tests.postgres_cluster import (  # noqa: F401  (fixtures)
     postgres_cluster,
     postgres_url,
 )

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qpipe_dagster_tests.receiver.conftest import CURRENT, NEXT, free_port, make_token
+from qpipe_dagster_tests.webhook_sensor.conftest import CURRENT, NEXT, free_port, make_token
 
 REPO = Path(__file__).resolve().parents[2]
 DEFS = Path(__file__).with_name("two_hosts_defs.py")
