@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import sys
 import time
@@ -24,11 +23,11 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qpipe_dagster.defs.knowledge import CHUNK_TYPE  # noqa: E402
 from qpipe_dagster.embed.encoder import Encoder  # noqa: E402
 from qpipe_dagster.embed.incremental import embed_chunks, explode_chunks  # noqa: E402
 from qpipe_dagster.parse.chunk import Chunker  # noqa: E402
 from qpipe_dagster.parse.extract import extract_article  # noqa: E402
+from qpipe_dagster.parse.table import CHUNK_TYPE, chunk_rows  # noqa: E402
 
 
 def load_pages(articles: Path) -> list[tuple[str, bytes]]:
@@ -51,15 +50,7 @@ def parsed_table(
             text = (
                 text.upper()
             )  # same tokens for the uncased model, so same chunking, but every chunk's hash differs
-        chunks = [
-            {
-                "index": c.index,
-                "text": c.text,
-                "token_count": c.token_count,
-                "content_hash": hashlib.sha256(c.text.encode()).hexdigest(),
-            }
-            for c in chunker.chunk(text)
-        ]
+        chunks = chunk_rows(chunker, text)
         rows.append(
             {
                 "url": f"https://bench.local/{name}",

@@ -6,7 +6,9 @@ what happened as metadata and asset checks. All four are partitioned by concept.
 
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,7 +29,11 @@ from dagster import (
 )
 from pydantic import Field
 
+from qpipe_dagster.concepts import Concept, ConceptError, validate_slug, validate_url
+from qpipe_dagster.crawl.outcomes import failed_by_class
+from qpipe_dagster.crawl.runner import pipes_command, pipes_extras, read_crawled_pages
 from qpipe_dagster.crawl.schema import CRAWLED_PAGES_SCHEMA, empty_crawl_reason
+from qpipe_dagster.crawl.settings import CrawlSettings
 from qpipe_dagster.defs.budget import enforce_compute, enforce_pages
 from qpipe_dagster.defs.io import partition_folder
 from qpipe_dagster.defs.partitions import concepts_partitions
@@ -38,64 +44,31 @@ from qpipe_dagster.defs.resources import (
 )
 from qpipe_dagster.defs.retries import transient_only
 from qpipe_dagster.embed.encoder import Encoder
-from qpipe_dagster.storage.arrow_files import MAX_PART_BYTES, StoredTableError, read_table
-from qpipe_dagster.store.objects import content_hash, objects_schema
+from qpipe_dagster.embed.incremental import EmbedStats, embed_chunks, explode_chunks
+from qpipe_dagster.parse.chunk import Chunker
+from qpipe_dagster.parse.extract import PARSER_VERSION
+from qpipe_dagster.parse.table import (
+    PARSED_PAGES_COLUMNS,
+    PARSED_PAGES_SCHEMA,
+    parse_pages,
+    stale_parser_versions,
+)
+from qpipe_dagster.settings import SettingError, crawl_private_addresses_allowed
+from qpipe_dagster.storage.arrow_files import (
+    MAX_PART_BYTES,
+    StoredTableError,
+    part_sizes,
+    read_table,
+)
+from qpipe_dagster.store.objects import objects_schema
 
 GROUP = "knowledge"
 OWNERS = ["team:knowledge"]
-
-CHUNK_TYPE = pa.struct(
-    [
-        ("index", pa.int32()),
-        ("text", pa.large_string()),
-        ("token_count", pa.int32()),
-        ("content_hash", pa.string()),
-    ]
-)
-PARSED_PAGES_SCHEMA = pa.schema(
-    [
-        ("url", pa.string()),
-        ("final_url", pa.string()),
-        ("fetched_at", pa.timestamp("us", tz="UTC")),
-        ("title", pa.string()),
-        ("text", pa.large_string()),
-        ("language", pa.string()),
-        ("published", pa.string()),
-        ("links", pa.list_(pa.string())),
-        ("word_count", pa.int32()),
-        ("content_hash", pa.string()),
-        ("parser_version", pa.string()),
-        ("extractor", pa.string()),
-        ("error", pa.string()),
-        ("chunk_max_tokens", pa.int32()),
-        ("chunk_overlap_tokens", pa.int32()),
-        ("chunks", pa.list_(CHUNK_TYPE)),
-    ]
-)
 
 # The stored upstream columns each asset reads (checked before any work, see require_columns).
 CRAWLED_COLUMNS_READ = ("url", "final_url", "fetched_at", "encoding", "html", "error")
 PARSED_COLUMNS_READ = ("url", "title", "fetched_at", "parser_version", "chunks")
 EMBEDDING_COLUMNS_READ = ("id", "model")
-
-PARSED_PAGES_COLUMNS = {
-    "url": "URL as requested (seed or discovered link)",
-    "final_url": "URL after redirects",
-    "fetched_at": "when the page was fetched (UTC)",
-    "title": "article title",
-    "text": "main article text, boilerplate removed",
-    "language": "detected language code",
-    "published": "publication date found in the page, if any",
-    "links": "outgoing links found in the page",
-    "word_count": "words in text",
-    "content_hash": "hash of text; unchanged chunks keep their stored vectors",
-    "parser_version": "extractor release that produced the row",
-    "extractor": "which extractor produced the text",
-    "error": "why no text could be extracted (null when fine)",
-    "chunk_max_tokens": "chunking config used",
-    "chunk_overlap_tokens": "chunking config used",
-    "chunks": "token-aware chunks: index, text, token_count, content_hash",
-}
 
 
 def column_schema(schema: pa.Schema, descriptions: dict[str, str]) -> TableSchema:
@@ -109,8 +82,6 @@ def column_schema(schema: pa.Schema, descriptions: dict[str, str]) -> TableSchem
 
 def ipc_size_check(context: AssetExecutionContext, asset_name: str) -> AssetCheckResult:
     """Guard the 1 MB-per-stream budget on what the IO manager wrote for the previous output."""
-    from qpipe_dagster.storage.arrow_files import part_sizes
-
     sizes = part_sizes(partition_folder(None, asset_name, context.partition_key))
     largest = max(sizes, default=0)
     return AssetCheckResult(
@@ -121,12 +92,6 @@ def ipc_size_check(context: AssetExecutionContext, asset_name: str) -> AssetChec
     )
 
 
-def stale_parser_versions(parsed_pages: pa.Table, current: str) -> list[str]:
-    """Parser versions in stored parsed_pages other than `current` (rows from an older qpipe)."""
-    versions = pc.unique(parsed_pages.column("parser_version")).to_pylist()
-    return sorted(v if v is not None else "(none)" for v in versions if v != current)
-
-
 def concept_key(context: AssetExecutionContext, asset_name: str) -> str:
     """The run's partition key, refused unless it is a concept slug.
 
@@ -134,8 +99,6 @@ def concept_key(context: AssetExecutionContext, asset_name: str) -> str:
     manager refuses keys that are not one plain folder name ('../crawled_pages/x'); this refuses
     every other non-slug key too, in concept terms, before the asset does any work.
     """
-    from qpipe_dagster.concepts import ConceptError, validate_slug
-
     try:
         return validate_slug(context.partition_key)
     except ConceptError as exc:
@@ -164,18 +127,104 @@ def require_columns(
         )
 
 
-class CrawlConfig(Config):
-    """How far and how hard to crawl; defaults suit news and blog sites."""
+_CRAWL_DEFAULTS = CrawlSettings()  # the stage owns the defaults; the run config only shows them
 
-    max_depth: int = Field(default=2, ge=0, description="same-site link depth from the seeds")
-    max_pages: int = Field(default=200, ge=1, description="at most this many URLs are requested")
-    max_bytes: int = Field(default=5_000_000, ge=1024, description="larger responses are skipped")
-    timeout_s: float = Field(default=15.0, gt=0, description="per-request timeout, seconds")
-    retries: int = Field(default=2, ge=0, description="retries per URL on timeouts, 5xx and 429")
-    obey_robots: bool = Field(default=True, description="skip URLs that robots.txt disallows")
+
+class CrawlConfig(Config):
+    """How far and how hard to crawl; defaults suit news and blog sites (CrawlSettings')."""
+
+    max_depth: int = Field(
+        default=_CRAWL_DEFAULTS.max_depth, ge=0, description="same-site link depth from the seeds"
+    )
+    max_pages: int = Field(
+        default=_CRAWL_DEFAULTS.max_pages, ge=1, description="at most this many URLs are requested"
+    )
+    max_bytes: int = Field(
+        default=_CRAWL_DEFAULTS.max_bytes, ge=1024, description="larger responses are skipped"
+    )
+    timeout_s: float = Field(
+        default=_CRAWL_DEFAULTS.timeout_s, gt=0, description="per-request timeout, seconds"
+    )
+    retries: int = Field(
+        default=_CRAWL_DEFAULTS.retries,
+        ge=0,
+        description="retries per URL on timeouts, 5xx and 429",
+    )
+    obey_robots: bool = Field(
+        default=_CRAWL_DEFAULTS.obey_robots, description="skip URLs that robots.txt disallows"
+    )
     extra_seed_urls: list[str] = Field(
         default_factory=list, description="seeds for this run only, besides the concept's own"
     )
+
+    def crawl_settings(self, *, allow_private_addresses: bool) -> CrawlSettings:
+        """The stage's settings: these fields over CrawlSettings' defaults for the rest."""
+        return CrawlSettings(
+            allow_private_addresses=allow_private_addresses,
+            **self.model_dump(exclude={"extra_seed_urls"}),
+        )
+
+
+def run_seeds(
+    config: CrawlConfig, registry: ConceptRegistryResource, key: str
+) -> tuple[Concept, list[str]]:
+    """The concept and its seeds plus the run's extra ones, de-duplicated in order; a bad extra
+    seed or a concept without any seed fails the run naming the fix."""
+    extra = []
+    for i, url in enumerate(config.extra_seed_urls):
+        try:
+            extra.append(validate_url(url))
+        except ConceptError as exc:  # it said "seed URL ...", as if the concept's own were bad
+            raise Failure(
+                description=f"crawled_pages config extra_seed_urls[{i}] = {url!r}: {exc}"
+            ) from None
+    concept = registry.get(key)
+    seeds = list(dict.fromkeys([*concept.seed_urls, *extra]))
+    if not seeds:
+        raise Failure(
+            f"concept {concept.slug!r} has no seed URLs: add some with "
+            f"`qpipe concepts add {concept.slug} --url https://...`"
+        )
+    return concept, seeds
+
+
+def private_addresses_allowed() -> bool:
+    """QPIPE_CRAWL_PRIVATE_ADDRESSES, a bad value failing the run with the setting's message."""
+    try:
+        return crawl_private_addresses_allowed()
+    except SettingError as exc:
+        raise Failure(description=str(exc)) from None
+
+
+def crawl_results(
+    table: pa.Table, slug: str, seeds: list[str], reported: Mapping[str, Any]
+) -> tuple[Output, AssetCheckResult]:
+    """The crawled_pages output with its metadata, and the blocking crawl_not_empty check."""
+    ok = pc.sum(pc.is_null(table.column("error"))).as_py() or 0
+    output = Output(
+        table,
+        metadata={
+            **reported,
+            "concept": slug,
+            "seed_urls": MetadataValue.json(seeds),
+            "pages_total": table.num_rows,
+            "pages_ok": ok,
+            # read by the metrics exporter: qpipe_pages_failed_total{error_class}
+            "pages_failed_by_class": MetadataValue.json(
+                failed_by_class(table.column("error").to_pylist())
+            ),
+        },
+    )
+    check = AssetCheckResult(
+        check_name="crawl_not_empty",
+        passed=ok > 0,
+        severity=AssetCheckSeverity.ERROR,  # blocking + ERROR: the step, so the run, fails
+        metadata={"pages_ok": ok, "pages_total": table.num_rows},
+        description=(
+            f"{ok} of {table.num_rows} pages fetched" if ok else empty_crawl_reason(table)
+        ),
+    )
+    return output, check
 
 
 @asset(
@@ -202,41 +251,10 @@ def crawled_pages(
     concepts: ConceptRegistryResource,
     pipes_subprocess_client: PipesSubprocessClient,
 ):
-    from qpipe_dagster.concepts import ConceptError, validate_url
-    from qpipe_dagster.crawl.outcomes import failed_by_class
-    from qpipe_dagster.crawl.runner import pipes_command, pipes_extras, read_crawled_pages
-    from qpipe_dagster.crawl.settings import CrawlSettings
-    from qpipe_dagster.settings import SettingError, crawl_private_addresses_allowed
-
-    extra = []
-    for i, url in enumerate(config.extra_seed_urls):
-        try:
-            extra.append(validate_url(url))
-        except ConceptError as exc:  # it said "seed URL ...", as if the concept's own were bad
-            raise Failure(
-                description=f"crawled_pages config extra_seed_urls[{i}] = {url!r}: {exc}"
-            ) from None
-    concept = concepts.get(context.partition_key)
-    seeds = list(dict.fromkeys([*concept.seed_urls, *extra]))
-    if not seeds:
-        raise Failure(
-            f"concept {concept.slug!r} has no seed URLs: add some with "
-            f"`qpipe concepts add {concept.slug} --url https://...`"
-        )
-    try:
-        allow_private = crawl_private_addresses_allowed()
-    except SettingError as exc:
-        raise Failure(description=str(exc)) from None
+    concept, seeds = run_seeds(config, concepts, context.partition_key)
+    allow_private = private_addresses_allowed()
     enforce_pages(context, config.max_pages)  # QPIPE_BUDGET_MAX_PAGES, before any fetch
-    settings = CrawlSettings(
-        allow_private_addresses=allow_private,
-        max_depth=config.max_depth,
-        max_pages=config.max_pages,
-        max_bytes=config.max_bytes,
-        timeout_s=config.timeout_s,
-        retries=config.retries,
-        obey_robots=config.obey_robots,
-    )
+    settings = config.crawl_settings(allow_private_addresses=allow_private)
     with tempfile.TemporaryDirectory(prefix="qpipe-crawl-") as tmp:
         out_path = Path(tmp) / "crawled.arrow"
         invocation = pipes_subprocess_client.run(
@@ -246,31 +264,10 @@ def crawled_pages(
         )
         reported = invocation.get_materialize_result().metadata or {}
         table = read_crawled_pages(out_path)
-    ok = pc.sum(pc.is_null(table.column("error"))).as_py() or 0
-    yield Output(
-        table,
-        metadata={
-            **reported,
-            "concept": concept.slug,
-            "seed_urls": MetadataValue.json(seeds),
-            "pages_total": table.num_rows,
-            "pages_ok": ok,
-            # read by the metrics exporter: qpipe_pages_failed_total{error_class}
-            "pages_failed_by_class": MetadataValue.json(
-                failed_by_class(table.column("error").to_pylist())
-            ),
-        },
-    )
-    yield AssetCheckResult(
-        check_name="crawl_not_empty",
-        passed=ok > 0,
-        severity=AssetCheckSeverity.ERROR,  # blocking + ERROR: the step, so the run, fails
-        metadata={"pages_ok": ok, "pages_total": table.num_rows},
-        description=(
-            f"{ok} of {table.num_rows} pages fetched" if ok else empty_crawl_reason(table)
-        ),
-    )
-    if not ok:  # Dagster's own blocking error names the check but not why: say it on the run
+    output, check = crawl_results(table, concept.slug, seeds, reported)
+    yield output
+    yield check
+    if not check.passed:  # Dagster's own blocking error names the check but not why: say it here
         raise Failure(
             description=f"crawl_not_empty failed for concept {concept.slug!r}: "
             f"{empty_crawl_reason(table)}. The rows are stored in crawled_pages for inspection."
@@ -289,6 +286,23 @@ class ParseConfig(Config):
     chunk_overlap_tokens: int = Field(
         default=32, ge=0, description="tokens repeated from the previous chunk, for context"
     )
+
+
+def parse_chunker(config: ParseConfig, encoder: Encoder) -> Chunker:
+    """The chunker for this run, sized in the model's own tokens; sizes the model would
+    silently truncate fail the run naming the config."""
+    try:
+        return Chunker(
+            encoder.tokenizer,
+            max_tokens=config.chunk_max_tokens,
+            overlap_tokens=config.chunk_overlap_tokens,
+            model_max_seq_length=encoder.max_seq_length,
+        )
+    except ValueError as exc:
+        raise Failure(
+            description=f"parsed_pages config chunk_max_tokens={config.chunk_max_tokens}, "
+            f"chunk_overlap_tokens={config.chunk_overlap_tokens}: invalid chunking config: {exc}"
+        ) from exc
 
 
 @asset(
@@ -315,76 +329,71 @@ def parsed_pages(
     crawled_pages: pa.Table,
     embedder: EmbedderResource,
 ):
-    from qpipe_dagster.parse.chunk import Chunker
-    from qpipe_dagster.parse.extract import PARSER_VERSION, extract_article
-
     concept = concept_key(context, "parsed_pages")
     require_columns(
         crawled_pages, CRAWLED_PAGES_SCHEMA, CRAWLED_COLUMNS_READ, "crawled_pages", concept
     )
-    encoder = embedder.encoder()
-    try:
-        chunker = Chunker(
-            encoder.tokenizer,
-            max_tokens=config.chunk_max_tokens,
-            overlap_tokens=config.chunk_overlap_tokens,
-            model_max_seq_length=encoder.max_seq_length,
-        )
-    except ValueError as exc:  # chunk sizes that the model would silently truncate
-        raise Failure(
-            description=f"parsed_pages config chunk_max_tokens={config.chunk_max_tokens}, "
-            f"chunk_overlap_tokens={config.chunk_overlap_tokens}: invalid chunking config: {exc}"
-        ) from exc
+    chunker = parse_chunker(config, embedder.encoder())
     started = time.perf_counter()
-    rows = []
-    for page in crawled_pages.to_pylist():
-        if page["error"] is not None or page["html"] is None:
-            continue  # failed or skipped fetches stay visible in crawled_pages
-        article = extract_article(page["html"], page["final_url"] or page["url"], page["encoding"])
-        chunks = [
-            {
-                "index": c.index,
-                "text": c.text,
-                "token_count": c.token_count,
-                "content_hash": content_hash(c.text),
-            }
-            for c in chunker.chunk(article.text)
-        ]
-        rows.append(
-            {
-                "url": page["url"],
-                "final_url": page["final_url"],
-                "fetched_at": page["fetched_at"],
-                "title": article.title,
-                "text": article.text,
-                "language": article.language,
-                "published": article.published,
-                "links": list(article.links),
-                "word_count": article.word_count,
-                "content_hash": content_hash(article.text),
-                "parser_version": PARSER_VERSION,
-                "extractor": article.extractor,
-                "error": article.error,
-                "chunk_max_tokens": config.chunk_max_tokens,
-                "chunk_overlap_tokens": config.chunk_overlap_tokens,
-                "chunks": chunks,
-            }
-        )
-    table = pa.Table.from_pylist(rows, schema=PARSED_PAGES_SCHEMA)
+    parsed = parse_pages(crawled_pages, chunker)
     stage_seconds = time.perf_counter() - started  # extract + chunk, without model loading
-    n_chunks = sum(len(r["chunks"]) for r in rows)
     yield Output(
-        table,
+        parsed.table,
         metadata={
             "stage_seconds": round(stage_seconds, 3),
-            "pages": table.num_rows,
-            "pages_without_text": sum(1 for r in rows if not r["text"]),
-            "chunks": n_chunks,
-            "words": sum(r["word_count"] for r in rows),
+            "pages": parsed.table.num_rows,
+            "pages_without_text": parsed.pages_without_text,
+            "chunks": parsed.chunks,
+            "words": parsed.words,
             "parser_version": PARSER_VERSION,
         },
     )
     yield ipc_size_check(context, "parsed_pages")
+
+
+def warn_stale_parser(
+    context: AssetExecutionContext, parsed_pages: pa.Table, concept: str
+) -> list[str]:
+    """Parser versions of stored parsed_pages older than this qpipe's, logged with the fix."""
+    stale = stale_parser_versions(parsed_pages, PARSER_VERSION)
+    if stale:
+        context.log.warning(
+            f"parsed_pages of concept {concept!r} were parsed by {', '.join(map(repr, stale))}, "
+            f"not the current parser {PARSER_VERSION!r}: their chunks are embedded as they are; "
+            "materialize parsed_pages for this concept again to re-parse the stored pages"
+        )
+    return stale
+
+
+def previous_embeddings(context: AssetExecutionContext, concept: str) -> pa.Table | None:
+    """The stored page_embeddings whose vectors may be reused; None when unreadable."""
+    try:
+        return read_table(partition_folder(None, "page_embeddings", concept))
+    except StoredTableError as exc:  # only a cache of vectors: re-embed instead of failing
+        context.log.warning(f"previous page_embeddings not reused, every chunk is embedded: {exc}")
+        return None
+
+
+def embedding_checks(
+    table: pa.Table, encoder: Encoder, stats: EmbedStats
+) -> list[AssetCheckResult]:
+    """The model's declared dimension, the width it really outputs and the stored width agree,
+    and no vector holds NaN."""
+    dim = encoder.dim
+    produced = int(encoder.encode(["dimension probe"]).shape[1])
+    stored = table.schema.field("vector").type.list_size
+    return [
+        AssetCheckResult(
+            check_name="embedding_dim_matches_model",
+            passed=stored == dim == produced,
+            metadata={"stored_dim": stored, "model_dim": dim, "produced_dim": produced},
+        ),
+        AssetCheckResult(
+            check_name="no_nan_vectors",
+            passed=stats.nan_rows == 0,
+            metadata={"nan_rows": stats.nan_rows},
+        ),
+    ]
 
 
 @asset(
@@ -413,26 +422,13 @@ def page_embeddings(
     parsed_pages: pa.Table,
     embedder: EmbedderResource,
 ):
-    from qpipe_dagster.embed.incremental import embed_chunks, explode_chunks
-    from qpipe_dagster.parse.extract import PARSER_VERSION
-
     concept = concept_key(context, "page_embeddings")
     require_columns(parsed_pages, PARSED_PAGES_SCHEMA, PARSED_COLUMNS_READ, "parsed_pages", concept)
-    stale = stale_parser_versions(parsed_pages, PARSER_VERSION)
-    if stale:
-        context.log.warning(
-            f"parsed_pages of concept {concept!r} were parsed by {', '.join(map(repr, stale))}, "
-            f"not the current parser {PARSER_VERSION!r}: their chunks are embedded as they are; "
-            "materialize parsed_pages for this concept again to re-parse the stored pages"
-        )
+    stale = warn_stale_parser(context, parsed_pages, concept)
     encoder = embedder.encoder()
     model, dim = encoder.model_id, encoder.dim
     chunks = explode_chunks(parsed_pages, concept, model)
-    try:
-        previous = read_table(partition_folder(None, "page_embeddings", concept))
-    except StoredTableError as exc:  # only a cache of vectors: re-embed instead of failing
-        context.log.warning(f"previous page_embeddings not reused, every chunk is embedded: {exc}")
-        previous = None
+    previous = previous_embeddings(context, concept)
     started = time.perf_counter()
     table, stats = embed_chunks(chunks, encoder, previous)
     stage_seconds = time.perf_counter() - started  # the encode itself, without model loading
@@ -450,19 +446,7 @@ def page_embeddings(
             "stale_parser_versions": MetadataValue.json(stale),
         },
     )
-    # The model's declared dimension, the width it really outputs, and the stored width agree.
-    produced = int(encoder.encode(["dimension probe"]).shape[1])
-    stored = table.schema.field("vector").type.list_size
-    yield AssetCheckResult(
-        check_name="embedding_dim_matches_model",
-        passed=stored == dim == produced,
-        metadata={"stored_dim": stored, "model_dim": dim, "produced_dim": produced},
-    )
-    yield AssetCheckResult(
-        check_name="no_nan_vectors",
-        passed=stats.nan_rows == 0,
-        metadata={"nan_rows": stats.nan_rows},
-    )
+    yield from embedding_checks(table, encoder, stats)
     # after the output is stored: over budget, the vectors are kept and later steps do not run
     enforce_compute(context, "page_embeddings")  # QPIPE_BUDGET_MAX_COMPUTE_S
 

@@ -15,7 +15,7 @@ from dagster import AssetKey, DagsterInstance
 from qpipe_dagster.concepts import Concept, ConceptRegistry, default_registry
 from qpipe_dagster.crawl.schema import CRAWLED_PAGES_SCHEMA
 from qpipe_dagster.definitions import defs
-from qpipe_dagster.defs.knowledge import PARSED_PAGES_SCHEMA
+from qpipe_dagster.parse.table import PARSED_PAGES_SCHEMA
 from qpipe_dagster.storage.arrow_files import read_table, write_table
 
 
