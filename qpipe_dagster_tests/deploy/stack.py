@@ -296,6 +296,15 @@ class Stack:
                   check=False)  # fmt: skip
         return json.loads(out.stdout) if out.returncode == 0 else {"Status": "absent"}
 
+    def crash(self, service: str) -> None:
+        """SIGKILL the service's main process from the host, as a crash or the OOM killer would.
+        (`docker kill` would not do: Docker counts it as a manual stop and its restart policy
+        then leaves the container down.)"""
+        pid = self.state(service).get("Pid")
+        if not pid:
+            raise StackError(f"{service} has no running process to kill: {self.state(service)}")
+        os.kill(int(pid), 9)
+
     def health(self, service: str) -> str:
         st = self.state(service)
         return (st.get("Health") or {}).get("Status") or st.get("Status", "absent")

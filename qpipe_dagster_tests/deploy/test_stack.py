@@ -212,9 +212,7 @@ def test_fault_receiver_killed_under_a_stream_of_deliveries(stack: Stack) -> Non
     this test's .env) stay pending, so the stream starts no runs."""
     accepted: list[str] = []
     refused = 0
-    killer = threading.Timer(
-        1.0, lambda: st.run([stack.docker, "kill", stack.container("receiver")])
-    )
+    killer = threading.Timer(1.0, lambda: stack.crash("receiver"))
     with stack.https() as client:
         killer.start()
         deadline = time.monotonic() + 6
@@ -245,7 +243,7 @@ def test_fault_receiver_killed_under_a_stream_of_deliveries(stack: Stack) -> Non
 
 
 def test_fault_code_daemon_and_postgres_during_a_run(stack: Stack) -> None:
-    """During a run: `docker kill` of the code container, then of the daemon, then a PostgreSQL
+    """During a run: SIGKILL of the code container's process, then of the daemon's, then a PostgreSQL
     restart. Every container comes back by itself (restart: unless-stopped); the run (in its
     own container, from the GPU router) either finishes or fails visibly and is re-run by
     run_retries, ending in SUCCESS with no hand edits. The outcome is logged for the runbook."""
@@ -253,8 +251,8 @@ def test_fault_code_daemon_and_postgres_during_a_run(stack: Stack) -> None:
     _deliver(stack, {"concept": CONCEPT, "urls": SEEDS})
     run = _wait_started(stack, known)
     time.sleep(5)  # inside a step, not at the run's very start
-    st.run([stack.docker, "kill", stack.container("code")])
-    st.run([stack.docker, "kill", stack.container("daemon")])
+    stack.crash("code")
+    stack.crash("daemon")
     st.run([stack.docker, "restart", "-t", "10", stack.container("postgres")])
     st.log(f"fault: killed code and daemon, restarted PostgreSQL during run {run['id']}")
     st.log(f"recovered: every service healthy again in {stack.wait_healthy(timeout=420):.0f}s")
@@ -281,14 +279,16 @@ def test_fault_code_daemon_and_postgres_during_a_run(stack: Stack) -> None:
 def test_backup_and_dry_run_then_restore_into_a_fresh_stack(
     stack: Stack, projects: list[Stack], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """The runbook's procedure: `qpipe backup`, `qpipe restore ID --dry-run`, then on a new host
-    (a new compose project: empty volumes, same .env) the backup restored before first start."""
+    """The runbook's procedure: `qpipe backup` and `qpipe backups`, then on a new host (a new
+    compose project: empty volumes, same .env) `qpipe restore ID --dry-run` and `qpipe restore
+    ID` before the first start. (--dry-run also checks that the stores are empty, so it refuses
+    on the live host.)"""
     before = snapshot(stack)
     out = stack.exec("code", "qpipe", "backup", timeout=600)
     backup_id = out.stdout.strip().splitlines()[-1].split()[-1]
     st.log(f"backup {backup_id}: {out.stdout.strip()[-300:]}")
-    dry = stack.exec("code", "qpipe", "restore", backup_id, "--dry-run", timeout=300, check=False)
-    assert dry.returncode == 0, f"restore --dry-run failed:\n{dry.stdout}{dry.stderr}"
+    listed = stack.exec("code", "qpipe", "backups").stdout
+    assert backup_id in listed, f"backup {backup_id} is not listed as complete:\n{listed}"
     # the backup leaves this host as an operator would copy it (or it is in BACKUP_URL's bucket)
     carried = tmp_path_factory.mktemp("carried")
     tar = carried / f"{backup_id}.tar"  # a tar stream keeps the files' owner (uid 10001)
@@ -310,6 +310,10 @@ def test_backup_and_dry_run_then_restore_into_a_fresh_stack(
     st.run(["sh", "-c", f'"{fresh.docker}" cp - "{dest}" < "{tar}"'])
     fresh.compose("up", "-d", "postgres", timeout=300)
     fresh.wait_healthy(["postgres"], timeout=120)
+    # --dry-run checks the backup and that every store is empty, writing nothing
+    dry = fresh.compose("run", "--rm", "--no-deps", "code", "qpipe", "restore", backup_id,
+                        "--dry-run", timeout=600, check=False)  # fmt: skip
+    assert dry.returncode == 0, f"restore --dry-run failed:\n{dry.stdout}{dry.stderr}"
     restored = fresh.compose("run", "--rm", "--no-deps", "code", "qpipe", "restore", backup_id,
                              timeout=600, check=False)  # fmt: skip
     assert restored.returncode == 0, f"restore failed:\n{restored.stdout}{restored.stderr}"
