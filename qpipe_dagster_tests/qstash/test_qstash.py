@@ -116,8 +116,11 @@ def test_submit_through_qstash_is_delivered_to_the_receiver(
     assert sent["headers"]["upstash-delay"] == "10s"
     assert sent["headers"]["upstash-deduplication-id"] == "dedup-1"
     inbox = Inbox(live_receiver.settings.inbox_path)
-    deadline = time.time() + 10
-    while inbox.get(out["messageId"]) is None and time.time() < deadline:
+    deadline = time.monotonic() + 10
+    # The row is committed before the receiver's 200 reaches the emulator: wait for both.
+    while (
+        inbox.get(out["messageId"]) is None or not qstash_emulator.deliveries
+    ) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert inbox.get(out["messageId"]).slug == "via-qstash"
     assert qstash_emulator.deliveries == [200]
