@@ -8,11 +8,13 @@ New concepts are capped per UTC day; over the cap a message stays in the inbox a
 the next day, and the tick reports why. A stored message that today's concept rules refuse (an
 older receiver's row, a hand edit) is rejected alone: marked consumed so it is not retried every
 tick, and logged with its message id and reason; the rest of the batch goes on.
+
+Those decisions are `qstash.planning.plan_tick` (plain data, tested directly); this module
+reads the tick's inputs (cursor, inbox claims, partitions) and applies the plan.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Callable
@@ -27,16 +29,12 @@ from dagster import (
     sensor,
 )
 
-from qpipe_dagster.concepts import (
-    Concept,
-    ConceptError,
-    default_registry,
-    validate_slug,
-)
+from qpipe_dagster.concepts import default_registry
 from qpipe_dagster.defs.partitions import CONCEPTS_PARTITIONS, concepts_partitions
 from qpipe_dagster.ops.env import whole
+from qpipe_dagster.qstash.planning import TickCursor, TickPlan, plan_tick, tick_day
 from webhook_sensor.claims import claim
-from webhook_sensor.inbox import InboxMessage, InboxTarget, open_inbox
+from webhook_sensor.inbox import InboxMessage, InboxStore, InboxTarget, open_inbox
 from webhook_sensor.settings import default_inbox_target
 
 DEFAULT_MAX_CONCEPTS_PER_DAY = 50
@@ -59,60 +57,76 @@ def max_concepts_per_day() -> int:
     return value
 
 
-CURSOR_RESET_HINT = (
-    "reset it with `dagster sensor cursor qstash_inbox_sensor --delete` (or the sensor's page in "
-    "the UI): messages already run are not run again (their run keys are known), only today's "
-    "count of new concepts starts again at 0"
-)
-
-
-def _read_cursor(raw: str | None) -> dict:
-    """The cursor this sensor wrote. Shapes are checked, not coerced: an "emitted" string used to
-    be read as one message id per character, and a negative "new_today" lifted the daily cap."""
-    if not raw:
-        return {"day": "", "new_today": 0, "emitted": []}
-    try:
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise TypeError(f"a JSON {type(data).__name__}, not an object")
-        day, new_today, emitted = data["day"], data["new_today"], data["emitted"]
-        if not isinstance(day, str):
-            raise TypeError(f"day is {day!r}, not a date string")
-        if isinstance(new_today, bool) or not isinstance(new_today, int) or new_today < 0:
-            raise TypeError(f"new_today is {new_today!r}, not a whole number >= 0")
-        if not isinstance(emitted, list) or not all(isinstance(m, str) for m in emitted):
-            raise TypeError(f"emitted is {str(emitted)[:40]}, not a list of message ids")
-    except (ValueError, KeyError, TypeError) as exc:
-        reason = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise ValueError(
-            f"qstash_inbox_sensor cursor {raw[:80]!r} is not readable ({reason}): "
-            + CURSOR_RESET_HINT
-        ) from exc
-    return {"day": day, "new_today": new_today, "emitted": emitted}
-
-
 def claim_owner() -> str:
     """Who claims inbox messages: one name per deployment (host and DAGSTER_HOME), so a tick
     re-evaluated after a failed submission renews its own claims instead of waiting them out."""
     return f"{socket.gethostname()}:{os.environ.get('DAGSTER_HOME', '')}"
 
 
-def concept_of(msg: InboxMessage) -> Concept:
-    """The concept a stored message asks for, checked by today's rules (ConceptError says why).
+def claimed_batch(
+    context: SensorEvaluationContext,
+    inbox: InboxStore,
+    target: InboxTarget,
+    cursor: TickCursor,
+    today: str,
+    batch_size: int,
+) -> list[InboxMessage]:
+    """Pending messages this deployment claims, oldest first, at most `batch_size`.
 
-    The receiver validated it when it arrived, but the row may come from an older receiver or a
-    hand edit: an unchecked slug became a partition key no asset accepts, and an unchecked seed
-    URL was merged into the registry, where every later crawl of the concept refused it.
+    Another deployment's sensor may read this inbox too: only what this one claims runs here.
     """
-    if msg.fault:
-        raise ConceptError(f"stored row is damaged: {msg.fault}")
-    validate_slug(msg.slug)
-    if not isinstance(msg.concept_name, str):
-        raise ConceptError(f"concept name must be a string, got {type(msg.concept_name).__name__}")
-    if isinstance(msg.symbol, (bytes, int, float)):
-        raise ConceptError(f"market symbol must be a string, got {type(msg.symbol).__name__}")
-    checked = Concept.create(msg.concept_name, msg.seed_urls, msg.symbol)
-    return Concept(msg.slug, checked.name, checked.seed_urls, checked.symbol)
+    try:
+        batch = inbox.pending(
+            batch_size * CLAIM_LOOKAHEAD, skip_deferred_on=today, exclude=list(cursor.emitted)
+        )
+    except (ValueError, TypeError) as exc:  # a damaged JSON column comes back as msg.fault;
+        # this is the last line of defence for anything the inbox backend itself cannot read
+        raise ValueError(
+            f"qstash_inbox_sensor cannot read the pending messages of inbox "
+            f"{inbox.describe()}: a stored row is damaged ({type(exc).__name__}: {exc}); no "
+            "message runs until that row is repaired or marked consumed"
+        ) from exc
+    offered = [m.message_id for m in batch]
+    won = claim(target, offered, claim_owner(), limit=batch_size)
+    batch = [m for m in batch if m.message_id in won]
+    if offered and not batch:
+        context.log.info(
+            f"{len(offered)} pending message(s) are claimed by another deployment's sensor "
+            "(qpipe_inbox_claims); they run there"
+        )
+    return batch
+
+
+def apply_plan(context: SensorEvaluationContext, inbox: InboxStore, plan: TickPlan) -> SensorResult:
+    """Do what the plan says to the inbox, log why, and give Dagster the tick's result."""
+    for mid, reason in plan.rejected:
+        context.log.warning(f"message {mid} rejected (marked consumed, no run): {reason}")
+    if plan.rejected:
+        inbox.mark_consumed(plan.rejected_ids)
+    if plan.deferred:
+        inbox.defer(plan.deferred, plan.today)
+        context.log.warning(plan.cap_note())
+    cursor = plan.cursor.to_json()
+    if not plan.runs:
+        return SensorResult(skip_reason=plan.skip_reason(), cursor=cursor)
+    context.log.info(
+        f"{len(plan.runs)} run(s) for {len(set(r.slug for r in plan.runs))} concept(s); "
+        f"new partitions: {plan.new_slugs or 'none'}"
+    )
+    return SensorResult(
+        run_requests=[
+            RunRequest(
+                run_key=r.message_id,
+                partition_key=r.slug,
+                tags={TAG_MESSAGE_ID: r.message_id, TAG_CONCEPT: r.slug, TAG_TRIGGER: "qstash"},
+            )
+            for r in plan.runs
+        ],
+        dynamic_partitions_requests=(
+            [concepts_partitions.build_add_request(plan.new_slugs)] if plan.new_slugs else []
+        ),
+        cursor=cursor,
+    )
 
 
 def build_qstash_inbox_sensor(
@@ -141,111 +155,16 @@ def build_qstash_inbox_sensor(
         cap = max_concepts_per_day() if daily_cap is None else daily_cap
         target = inbox_path or default_inbox_target()
         inbox = open_inbox(target)
-        state = _read_cursor(context.cursor)
-        inbox.mark_consumed(state["emitted"])
-        today = clock().date().isoformat()
-        new_today = state["new_today"] if state["day"] == today else 0
-
+        cursor = TickCursor.parse(context.cursor)
+        inbox.mark_consumed(list(cursor.emitted))
+        today = tick_day(clock())
         known = set(context.instance.get_dynamic_partitions(CONCEPTS_PARTITIONS))
         registry = default_registry()
-        new_slugs: list[str] = []
-        runs: list[RunRequest] = []
-        deferred: list[str] = []
-        rejected: list[str] = []
-        try:
-            batch = inbox.pending(
-                batch_size * CLAIM_LOOKAHEAD, skip_deferred_on=today, exclude=state["emitted"]
-            )
-        except (ValueError, TypeError) as exc:  # a damaged JSON column comes back as msg.fault;
-            # this is the last line of defence for anything the inbox backend itself cannot read
-            raise ValueError(
-                f"qstash_inbox_sensor cannot read the pending messages of inbox "
-                f"{inbox.describe()}: a stored row is damaged ({type(exc).__name__}: {exc}); no "
-                "message runs until that row is repaired or marked consumed"
-            ) from exc
-        # Another deployment's sensor may read this inbox too: run only what this one claims.
-        offered = [m.message_id for m in batch]
-        won = claim(target, offered, claim_owner(), limit=batch_size)
-        batch = [m for m in batch if m.message_id in won]
-        if offered and not batch:
-            context.log.info(
-                f"{len(offered)} pending message(s) are claimed by another deployment's sensor "
-                "(qpipe_inbox_claims); they run there"
-            )
-        for msg in batch:
-            try:
-                concept = concept_of(msg)
-            except ConceptError as exc:
-                rejected.append(msg.message_id)
-                context.log.warning(
-                    f"message {msg.message_id} rejected (marked consumed, no run): {exc}"
-                )
-                continue
-            is_new = msg.slug not in known and msg.slug not in new_slugs
-            if is_new and new_today + len(new_slugs) >= cap:
-                deferred.append(msg.message_id)
-                continue
-            try:
-                registry.upsert(concept)
-            except ConceptError as exc:
-                rejected.append(msg.message_id)
-                context.log.warning(
-                    f"message {msg.message_id} rejected (marked consumed, no run): {exc}"
-                )
-                continue
-            if is_new:
-                new_slugs.append(msg.slug)
-            runs.append(
-                RunRequest(
-                    run_key=msg.message_id,
-                    partition_key=msg.slug,
-                    tags={
-                        TAG_MESSAGE_ID: msg.message_id,
-                        TAG_CONCEPT: msg.slug,
-                        TAG_TRIGGER: "qstash",
-                    },
-                )
-            )
-        notes = []
-        if rejected:
-            inbox.mark_consumed(rejected)
-            notes.append(
-                f"{len(rejected)} message(s) rejected, see this tick's log for why: "
-                + ", ".join(rejected[:5])
-            )
-        cap_note = ""
-        if deferred:
-            inbox.defer(deferred, today)
-            cap_note = (
-                f"daily cap of {cap} new concepts reached (MAX_CONCEPTS_PER_DAY); "
-                f"{len(deferred)} message(s) kept in the inbox until tomorrow (UTC): "
-                + ", ".join(deferred[:5])
-            )
-            context.log.warning(cap_note)
-        cursor = json.dumps(
-            {
-                "day": today,
-                "new_today": new_today + len(new_slugs),
-                "emitted": [r.run_key for r in runs],
-            }
+        batch = claimed_batch(context, inbox, target, cursor, today, batch_size)
+        plan = plan_tick(
+            batch, cursor=cursor, today=today, cap=cap, known=known, register=registry.upsert
         )
-        if not runs:
-            return SensorResult(
-                skip_reason="; ".join([*notes, cap_note] if cap_note else notes)
-                or "no new messages in the inbox",
-                cursor=cursor,
-            )
-        context.log.info(
-            f"{len(runs)} run(s) for {len(set(r.partition_key for r in runs))} concept(s); "
-            f"new partitions: {new_slugs or 'none'}"
-        )
-        return SensorResult(
-            run_requests=runs,
-            dynamic_partitions_requests=(
-                [concepts_partitions.build_add_request(new_slugs)] if new_slugs else []
-            ),
-            cursor=cursor,
-        )
+        return apply_plan(context, inbox, plan)
 
     return _sensor
 
