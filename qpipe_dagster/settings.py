@@ -12,6 +12,9 @@ import os
 import re
 from collections.abc import Mapping
 
+from qpipe_dagster.concepts import ConceptError, normalize_symbol
+from qpipe_dagster.embed.encoder import EmbeddingError, normalize_device
+
 _WHOLE = re.compile(r"[0-9]+")  # ASCII digits only: no sign, exponent, '_' or other scripts
 
 
@@ -49,8 +52,6 @@ def env_int(name: str, lo: int, hi: int, env: Mapping[str, str] | None = None) -
 
 def embed_device(env: Mapping[str, str] | None = None) -> str:
     """QPIPE_EMBED_DEVICE normalised (auto, cpu, cuda, cuda:N); auto when unset."""
-    from qpipe_dagster.embed.encoder import EmbeddingError, normalize_device
-
     value = env_value("QPIPE_EMBED_DEVICE", env)
     if value is None:
         return "auto"
@@ -94,8 +95,6 @@ DEFAULT_SYMBOL = "BTC-USD"
 
 def default_symbol(env: Mapping[str, str] | None = None) -> str:
     """QPIPE_DEFAULT_SYMBOL normalised ('btc-usd' -> 'BTC-USD'), BTC-USD when unset or blank."""
-    from qpipe_dagster.concepts import ConceptError, normalize_symbol
-
     value = env_value("QPIPE_DEFAULT_SYMBOL", env)
     if value is None:
         return DEFAULT_SYMBOL

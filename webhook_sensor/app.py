@@ -31,7 +31,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from qpipe_dagster.crawl.addresses import seed_url_fault
 from qpipe_dagster.paths import dagster_home as env_dagster_home
+from qpipe_dagster.resilience.breakers import breaker_db, by_system, read_states
 from webhook_sensor.inbox import (
     InboxRecord,
     InboxTarget,
@@ -344,8 +346,6 @@ async def _deliver(state: ReceiverState, scope: Scope, receive: Receive, send: S
 def _private_seed(urls: Sequence[str]) -> str | None:
     """With QPIPE_CRAWL_PRIVATE_ADDRESSES=refuse: the first seed URL that is certainly not public
     (an IP literal or a localhost name; other names are checked by the crawler's resolver)."""
-    from qpipe_dagster.crawl.addresses import seed_url_fault  # not paid unless the setting is on
-
     for url in urls:
         why = seed_url_fault(url)
         if why:
@@ -369,8 +369,6 @@ def _check_dagster(state: ReceiverState) -> None:
 def _breaker_states(dagster_home: Path) -> dict[str, str]:
     """Each outside system's circuit breaker state, shared by every qpipe process of this
     DAGSTER_HOME (closed when never used); unreadable state is reported as such, never a 500."""
-    from qpipe_dagster.resilience.breakers import breaker_db, by_system, read_states
-
     try:
         import os
 

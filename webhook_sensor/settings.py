@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qpipe_dagster.paths import qpipe_home
+from qpipe_dagster.qstash.checks import QStashInputError, http_url
+from qpipe_dagster.settings import SettingError, crawl_private_addresses_allowed, whole_number
+from webhook_sensor.inbox.postgres import redact
 
 # Published keys of the QStash local dev server (`npx @upstash/qstash-cli dev`); used only when
 # no keys are configured, so `qpipe submit` works locally with no account.
@@ -57,8 +60,6 @@ MAX_BODY_LIMIT = 1 << 30  # 1 GiB: the body is held in memory while it is verifi
 def env_bytes(env: Mapping[str, str], name: str, default: int) -> int:
     """A byte count in ASCII digits: '2.5' was truncated, '1e400' or 'nan' escaped as bare
     OverflowError/ValueError from int()."""
-    from qpipe_dagster.settings import whole_number
-
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -72,8 +73,6 @@ def receiver_url(raw: str) -> str:
     """QPIPE_RECEIVER_URL by the rule `qpipe submit` applies to it (whitespace, no host, a bad
     port or IPv6 literal, non-ASCII); such a URL used to start a receiver that refused every
     delivery as wrong_subject."""
-    from qpipe_dagster.qstash.checks import QStashInputError, http_url
-
     try:
         return http_url("QPIPE_RECEIVER_URL", raw)
     except QStashInputError as exc:
@@ -88,8 +87,6 @@ def default_inbox_path() -> Path:
 
 def inbox_url_from_env(env: Mapping[str, str]) -> str | None:
     """QPIPE_INBOX_URL, validated: a postgresql:// URL, and not combined with QPIPE_INBOX_PATH."""
-    from webhook_sensor.inbox.postgres import redact
-
     url = env.get("QPIPE_INBOX_URL", "").strip()
     if not url:
         return None
@@ -146,8 +143,6 @@ def inbox_target_from_env(env: Mapping[str, str]) -> Path | str:
 
 
 def _private_addresses_allowed(env: Mapping[str, str]) -> bool:
-    from qpipe_dagster.settings import SettingError, crawl_private_addresses_allowed
-
     try:  # the crawler's own rule, so both read the variable alike
         return crawl_private_addresses_allowed(env)
     except SettingError as exc:

@@ -15,7 +15,9 @@ from typing import TypedDict, Unpack
 
 import numpy as np
 
+from qpipe_dagster.backtest.gpu import device_name, gpu_sweep  # CuPy itself is imported on use
 from qpipe_dagster.backtest.kernels import DIRECTION_CODES, FAMILY_CODES, metrics_dict
+from qpipe_dagster.backtest.reference import vectorbt_sweep  # vectorbt itself is imported on use
 from qpipe_dagster.backtest.strategies import StrategyGrid, sweep_cpu
 from qpipe_dagster.backtest.validation import validate_close, validate_costs, validate_direction
 
@@ -150,8 +152,6 @@ def run_sweep(
     }
     start = time.perf_counter()
     if choice == "vectorbt":
-        from qpipe_dagster.backtest.reference import vectorbt_sweep
-
         segs = [
             vectorbt_sweep(arr, grid, start=int(b[s]), end=int(b[s + 1]), **kw)
             for s in range(b.shape[0] - 1)
@@ -160,8 +160,6 @@ def run_sweep(
             seg["trade_count"] = seg["trade_count"].astype(np.int64)
         return GridRun(grid, segs, b, "vectorbt", cpu_name(), None, time.perf_counter() - start)
     if choice == "gpu":
-        from qpipe_dagster.backtest.gpu import device_name, gpu_sweep
-
         w1, w2, x1, x2 = grid.kernel_arrays()
         try:
             out = gpu_sweep(

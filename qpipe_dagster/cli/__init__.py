@@ -2,6 +2,10 @@
 
 Each module in COMMAND_MODULES exposes `register(subparsers)`, adding its sub-commands with a
 `handler(args) -> int` default. Errors the user can fix raise CliError and print one line.
+
+Handlers import the stage code they run inside themselves, on purpose: every command module is
+loaded to build the parser, and `qpipe concepts list` must not pay for Dagster, torch, Scrapy or
+the vector stores (seconds each). These are the package's deliberate function-level imports.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from typing import Any
 
 from qpipe_dagster.concepts.model import Concept, RegistryError, merge_for_upsert
 from qpipe_dagster.concepts.sqlite import ConceptRegistry
+from webhook_sensor.inbox.postgres import redact as _redact
 
 ENV_VAR = "QPIPE_CONCEPTS_URL"
 TABLE = "qpipe_concepts"
@@ -36,8 +37,6 @@ _SCHEMA_LOCK_KEY = 0x71706963  # "qpic": CREATE TABLE IF NOT EXISTS is not atomi
 
 def redact(url: str) -> str:
     """The URL without its password or query (for messages)."""
-    from webhook_sensor.inbox.postgres import redact as _redact
-
     return _redact(url)
 
 

@@ -34,9 +34,23 @@ from dagster import (
 )
 from pydantic import Field
 
+from qpipe_dagster.concepts import default_registry
 from qpipe_dagster.defs.partitions import CONCEPTS_PARTITIONS
+from qpipe_dagster.defs.triggers import max_concepts_per_day
+from qpipe_dagster.monitoring.instance import new_concepts_today
+from qpipe_dagster.ops.backup import Sources, run_backup
 from qpipe_dagster.ops.env import cron_problem, hours_problem, whole
-from webhook_sensor.settings import env_number
+from qpipe_dagster.ops.manifest import BackupError
+from qpipe_dagster.ops.report import (
+    BacktestBest,
+    RunSummary,
+    best_from_metadata,
+    build_report,
+    inbox_stats,
+    report_markdown,
+)
+from qpipe_dagster.ops.targets import target_from_env
+from webhook_sensor.settings import default_inbox_target, env_number
 
 TAG_TRIGGER = "qpipe/trigger"
 TAG_CONCEPT = "qpipe/concept"
@@ -121,8 +135,6 @@ def build_recrawl_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefi
         description=f"Re-runs concepts whose pages are older than {max_age} (cron {cron}).",
     )
     def recrawl_schedule(context: ScheduleEvaluationContext):
-        from qpipe_dagster.concepts import default_registry
-
         now = context.scheduled_execution_time or datetime.now(UTC)
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)
@@ -193,10 +205,6 @@ class BackupConfig(Config):
 
 @op(description="Snapshot the vector store, inbox and concept registry to the backup target.")
 def backup_stores(context: OpExecutionContext, config: BackupConfig) -> None:
-    from qpipe_dagster.ops.backup import Sources, run_backup
-    from qpipe_dagster.ops.manifest import BackupError
-    from qpipe_dagster.ops.targets import target_from_env
-
     try:
         result = run_backup(
             Sources.from_env(),
@@ -278,18 +286,6 @@ def _optional_int(name: str, minimum: int) -> int | None:
     "(MAX_CONCEPTS_PER_DAY, QSTASH_DAILY_LIMIT) and the top backtest results.",
 )
 def daily_ops_report(context) -> MaterializeResult:  # AssetExecutionContext
-    from qpipe_dagster.defs.triggers import max_concepts_per_day
-    from qpipe_dagster.monitoring.instance import new_concepts_today
-    from qpipe_dagster.ops.report import (
-        BacktestBest,
-        RunSummary,
-        best_from_metadata,
-        build_report,
-        inbox_stats,
-        report_markdown,
-    )
-    from webhook_sensor.settings import default_inbox_target
-
     instance = context.instance
     now = datetime.now(UTC)
     since = now - timedelta(days=1)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from upath import UPath  # QPIPE_ASSET_URL: tables in a bucket
 
+from qpipe_dagster.concepts import validate_slug
 from qpipe_dagster.embed.encoder import DEFAULT_MODEL, Encoder
 from qpipe_dagster.embed.incremental import embed_chunks, explode_chunks
 from qpipe_dagster.paths import qpipe_home
@@ -99,8 +100,6 @@ def reembed_all(
     log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, int]]:
     """Embed every stored concept's chunks with `encoder` into its own collection."""
-    from qpipe_dagster.concepts import validate_slug
-
     for concept in concepts or []:  # a key like '../x' would read files outside parsed_pages
         validate_slug(concept)
     report: dict[str, dict[str, int]] = {}

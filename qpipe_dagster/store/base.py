@@ -9,7 +9,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pyarrow as pa
 
+from qpipe_dagster.paths import qpipe_home
+from qpipe_dagster.store.lance import LanceStore
 from qpipe_dagster.store.objects import SearchHit, UpsertCounts, VectorStoreError
+from qpipe_dagster.store.weaviate import WeaviateStore  # the client itself is imported on use
 
 
 @runtime_checkable
@@ -58,8 +61,6 @@ class VectorStore(Protocol):
 
 def default_lance_path() -> Path:
     """`$DAGSTER_HOME/qpipe/vectors`: the local store lives with the rest of the install."""
-    from qpipe_dagster.paths import qpipe_home
-
     try:
         return qpipe_home() / "vectors"
     except OSError as exc:
@@ -85,8 +86,6 @@ def open_store(
     nothing is created: a missing store or collection is a VectorStoreError saying so.
     """
     if weaviate_url and weaviate_url.strip():
-        from qpipe_dagster.store.weaviate import WeaviateStore
-
         return WeaviateStore(
             url=weaviate_url,
             api_key=weaviate_api_key,
@@ -95,8 +94,6 @@ def open_store(
             batch_size=batch_size,
             create=create,
         )
-    from qpipe_dagster.store.lance import LanceStore
-
     # blank means the default, as for QPIPE_LANCE_PATH ('' would be the working directory)
     blank = lance_path is None or not str(lance_path).strip()
     path = default_lance_path() if blank else Path(str(lance_path).strip())
