@@ -327,7 +327,7 @@ extern "C" __global__ void sweep(
             double cum = cumprod * 100.0;
             if (cum > peak) peak = cum;
             double dd = cum / peak - 1.0;
-            if (dd < max_dd) max_dd = dd;
+            if (dd < max_dd || dd != dd) max_dd = dd;  /* NaN sticks, as in vectorbt */
         } else if (peak == -QP_INF) {
             peak = cumprod * 100.0;
         }
