@@ -184,14 +184,17 @@ def test_production_crawl_refuses_loopback_seeds(
     dagster_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """QPIPE_CRAWL_PRIVATE_ADDRESSES=refuse reaches the crawler child through the real asset:
-    a seed on loopback becomes a refused row (nothing listens there: nothing may connect)."""
+    a seed on loopback becomes a refused row (nothing listens there: nothing may connect), and
+    a crawl that fetched nothing fails the run (the blocking crawl_not_empty) naming why."""
     ConceptRegistry(dagster_home / "qpipe" / "concepts.sqlite").upsert(
         Concept.create("inside job", ["http://127.0.0.1:9/admin", "http://[::1]:9/"])
     )
     monkeypatch.setenv("QPIPE_CRAWL_PRIVATE_ADDRESSES", "refuse")
     with DagsterInstance.get() as instance:
         result, failure = _run(instance, "crawled_pages", "inside-job", {"retries": 0})
-    assert failure is None
+    assert failure is not None
+    assert "crawl_not_empty failed for concept 'inside-job': no page was fetched" in failure
+    assert "QPIPE_CRAWL_PRIVATE_ADDRESSES=refuse" in failure
     table = result.output_for_node("crawled_pages")
     errors = sorted(table.column("error").to_pylist())
     assert errors == [
