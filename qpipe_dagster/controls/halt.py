@@ -19,11 +19,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from qpipe_dagster.controls.state import HaltRecord, clear_halt, read_halt, write_halt
+
+if TYPE_CHECKING:
+    from dagster._core.remote_representation.external import RemoteRepository
 
 LOCATION_NAME = "qpipe"  # workspace.yaml and deploy/workspace.yaml
 DEFINITIONS_MODULE = "qpipe_dagster.definitions"
@@ -40,7 +43,7 @@ class ControlError(RuntimeError):
 
 
 @contextmanager
-def code_location(instance: DagsterInstance) -> Iterator[object]:
+def code_location(instance: DagsterInstance) -> Iterator[RemoteRepository]:
     """The repository of the qpipe code location, loaded in this process."""
     from dagster._core.remote_origin import InProcessCodeLocationOrigin
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -29,6 +30,9 @@ from qpipe_dagster.monitoring import instance as dagster_reads
 from qpipe_dagster.monitoring import state
 from qpipe_dagster.qstash.ledger import published_today
 from qpipe_dagster.resilience.breakers import breaker_db, by_system, read_states
+
+if TYPE_CHECKING:  # Dagster is imported at the first scrape that needs the instance
+    from dagster import DagsterInstance
 from webhook_sensor.settings import inbox_target_from_env
 
 log = logging.getLogger(__name__)
@@ -55,12 +59,12 @@ class PipelineCollector(Collector):
 
     def __init__(
         self,
-        instance: Callable[[], object] | object | None = None,
+        instance: Callable[[], DagsterInstance] | DagsterInstance | None = None,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._instance_arg = instance
-        self._instance = None
+        self._instance: DagsterInstance | None = None
         self._env = env
         self._clock = clock
         self._lock = threading.Lock()  # the HTTP server answers scrapes on several threads
@@ -73,7 +77,7 @@ class PipelineCollector(Collector):
     def env(self) -> Mapping[str, str]:
         return os.environ if self._env is None else self._env
 
-    def instance(self):
+    def instance(self) -> DagsterInstance:
         if self._instance is None:
             arg = self._instance_arg
             if arg is None:

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
@@ -83,7 +84,8 @@ def run_duration_histograms(instance: DagsterInstance) -> dict[tuple[str, str], 
     )
     out: dict[tuple[str, str], Histogram] = {}
     with storage.connect() as conn:
-        for job, status, n, total, *counts in conn.execute(query).fetchall():
+        for row in conn.execute(query).fetchall():
+            job, status, n, total, *counts = tuple(row)
             out[(str(job), str(status))] = Histogram(
                 RUN_BUCKETS_S, [int(c or 0) for c in counts], float(total or 0.0), int(n)
             )
@@ -132,16 +134,23 @@ def _num(value: object) -> float:
     return out if out == out and out not in (float("inf"), float("-inf")) else 0.0
 
 
+def _tally() -> dict[Any, float]:
+    """A Counter: sums metadata numbers (floats) and reads a missing key as 0. typeshed types a
+    Counter's values as int, so it is declared as the mapping it is used as."""
+    return cast("dict[Any, float]", Counter())
+
+
 @dataclass
 class AssetTotals:
     """Counters summed over every materialization read so far."""
 
-    pages: Counter = field(default_factory=Counter)  # ok / failed / skipped
-    pages_failed_by_class: Counter = field(default_factory=Counter)
-    chunks: Counter = field(default_factory=Counter)  # embedded / reused
-    objects: Counter = field(default_factory=Counter)  # (backend, inserted|updated|deleted)
-    param_sets: Counter = field(default_factory=Counter)  # backend -> parameter sets
-    compute_s: Counter = field(default_factory=Counter)  # backend -> compute seconds
+    pages: dict[str, float] = field(default_factory=_tally)  # ok / failed / skipped
+    pages_failed_by_class: dict[str, float] = field(default_factory=_tally)
+    chunks: dict[str, float] = field(default_factory=_tally)  # embedded / reused
+    # (backend, inserted|updated|deleted)
+    objects: dict[tuple[str, str], float] = field(default_factory=_tally)
+    param_sets: dict[str, float] = field(default_factory=_tally)  # backend -> parameter sets
+    compute_s: dict[str, float] = field(default_factory=_tally)  # backend -> compute seconds
     last_rate: dict[str, float] = field(default_factory=dict)  # backend -> sets/s, latest run
     trials: Counter = field(default_factory=Counter)  # trial-store ingest action -> trials
     materializations: Counter = field(default_factory=Counter)  # asset -> events read

@@ -13,13 +13,15 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar, cast
 
 from webhook_sensor.inbox import InboxTarget, is_postgres_url
 
+T = TypeVar("T")
 SYSTEMS = ("weaviate", "postgres", "qstash")  # outside systems with a circuit breaker
 
 
@@ -71,7 +73,8 @@ def inbox_summary(target: InboxTarget, now: float) -> InboxSummary:
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT to_regclass(%s)", (TABLE,))
-                if cur.fetchone()[0] is None:
+                (regclass,) = cur.fetchone() or (None,)  # one row: NULL when there is no table
+                if regclass is None:
                     return InboxSummary()
 
                 def run(sql: str, params: tuple) -> list:
@@ -256,11 +259,11 @@ class TtlCache:
         self._clock = clock
         self._values: dict[str, tuple[float, object]] = {}
 
-    def get(self, key: str, compute):
+    def get(self, key: str, compute: Callable[[], T]) -> T:
         hit = self._values.get(key)
         now = self._clock()
         if hit is not None and now - hit[0] < self.ttl_s:
-            return hit[1]
+            return cast(T, hit[1])  # stored by this method for this key
         value = compute()
         self._values[key] = (now, value)
         return value

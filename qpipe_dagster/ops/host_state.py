@@ -264,7 +264,8 @@ def instance_runs(pg: Mapping[str, str]) -> tuple[int, str, dict[str, int]]:
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT to_regclass('public.runs') IS NOT NULL")
-            if not cur.fetchone()[0]:
+            (has_runs,) = cur.fetchone() or (False,)  # one row
+            if not has_runs:
                 return 0, hashlib.sha256(b"").hexdigest(), {}
             cur.execute("SELECT run_id, status FROM runs ORDER BY run_id")
             rows = cur.fetchall()

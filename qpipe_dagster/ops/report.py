@@ -98,7 +98,8 @@ def inbox_stats(target: Path | str, since: float) -> InboxStats:
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT to_regclass(%s)", (TABLE,))
-                if cur.fetchone()[0] is None:
+                (regclass,) = cur.fetchone() or (None,)  # one row: NULL when there is no table
+                if regclass is None:
                     return InboxStats()
 
                 def run(sql: str, params: tuple) -> list:

@@ -44,6 +44,8 @@ class QStashError(RuntimeError):
     """QStash refused a request, could not be reached, or answered something unreadable; the
     message carries its status and answer."""
 
+    status_code: int | None = None  # QStash's HTTP status, when it answered
+
 
 @dataclass(frozen=True)
 class PublishOptions:

@@ -110,8 +110,8 @@ class SqliteBreakerStorage(pybreaker.CircuitBreakerStorage):
         return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
     @opened_at.setter
-    def opened_at(self, value: datetime) -> None:
-        self._set("opened_at = ?", value.timestamp())
+    def opened_at(self, datetime: datetime) -> None:  # pybreaker's parameter name
+        self._set("opened_at = ?", datetime.timestamp())
 
 
 def _now() -> float:
