@@ -166,6 +166,298 @@ def _var_remove(val, nobs, mean, m2, comp, unstable):
     return nobs, mean, m2, comp, unstable
 
 
+@njit(cache=True, inline="always")
+def _first_signal_bar(family: int, w1: int, w2: int) -> int:
+    """First bar whose indicator is defined (signals before it are all False)."""
+    if family == _MA:
+        return w2 - 1 if w2 > w1 else w1 - 1
+    if family == _BB:
+        return w1 - 1
+    return w1
+
+
+@njit(cache=True, inline="always")
+def _ma_signals(cumsum, i, w1, w2, up_was_below, up_ago, dn_was_below, dn_ago):
+    """MA crossover at bar i: fast crosses above slow (entry) / below (exit), with the state
+    of both `crossed_above_1d_nb` machines (wait=0) carried from bar to bar."""
+    entry = False
+    exit_ = False
+    fm = _sma(cumsum, i, w1)
+    sm = _sma(cumsum, i, w2)
+    if fm > sm:
+        if up_was_below:
+            up_ago += 1
+            entry = up_ago == 0
+    elif fm == sm:
+        up_ago = -1
+    else:
+        up_ago = -1
+        up_was_below = True
+    if sm > fm:
+        if dn_was_below:
+            dn_ago += 1
+            exit_ = dn_ago == 0
+    elif sm == fm:
+        dn_ago = -1
+    else:
+        dn_ago = -1
+        dn_was_below = True
+    return entry, exit_, up_was_below, up_ago, dn_was_below, dn_ago
+
+
+@njit(cache=True, inline="always")
+def _bb_bands(cumsum, i, w1, x1, nobs, m2):
+    """Bollinger bands at bar i: (lower, upper) = SMA -/+ x1 population std."""
+    mid = _sma(cumsum, i, w1)
+    std = np.sqrt(m2 / nobs)
+    return mid - x1 * std, mid + x1 * std
+
+
+@njit(cache=True, inline="always")
+def _rsi_signals(cum_up, cum_dn, i, w1, x1, x2):
+    """RSI threshold at bar i (SMA variant): enter below x1, exit above x2."""
+    gain = (cum_up[i] - cum_up[i - w1]) / w1
+    loss = (cum_dn[i] - cum_dn[i - w1]) / w1
+    no_loss = np.nan if gain == 0.0 else 100.0
+    rsi = no_loss if loss == 0.0 else 100.0 - 100.0 / (1.0 + gain / loss)
+    return rsi < x1, rsi > x2
+
+
+@njit(cache=True, inline="always")
+def _order_kind(entry, exit_, direction, position):
+    """`signals_to_size_nb`: 0 none, 1 buy with all cash, 2 sell the long, 3 sell all
+    (close + short)."""
+    long_entry = entry
+    short_entry = False
+    long_exit = False
+    if direction == 0:
+        long_exit = exit_
+        if long_entry and long_exit:  # upon_long_conflict='ignore'
+            long_entry = False
+            long_exit = False
+    else:
+        short_entry = exit_
+        if long_entry and short_entry:  # upon_dir_conflict='ignore'
+            long_entry = False
+            short_entry = False
+    kind = 0
+    if position > 0.0:
+        if short_entry:
+            kind = 3
+        elif long_exit:
+            kind = 2
+    elif position < 0.0:
+        if long_entry:
+            kind = 1
+    else:
+        if long_entry:
+            kind = 1
+        elif short_entry:
+            kind = 3
+    return kind
+
+
+@njit(cache=True, inline="always")
+def _buy_all(price, slippage, fees, cash, free_cash, debt, position):
+    """`buy_nb(size=inf)`: spend all cash, covering a short first.
+    Returns (traded, size, price, fees, cash, free_cash, debt, position)."""
+    traded = False
+    o_size = 0.0
+    o_price = 0.0
+    o_fees = 0.0
+    adj_price = price * (1.0 + slippage)
+    cash_limit = cash
+    if cash_limit != 0.0:
+        max_req_cash = _add(cash_limit, -0.0) / (1.0 + fees)
+        if max_req_cash > 0.0:
+            final_size = max_req_cash / adj_price
+            if not _is_less(final_size, _MIN_SIZE):
+                fees_paid = cash_limit - max_req_cash
+                new_position = _add(position, final_size)
+                if position < 0.0:
+                    short_size = final_size if new_position < 0.0 else abs(position)
+                    avg_entry = debt / abs(position)
+                    debt_diff = short_size * avg_entry
+                    debt = _add(debt, -debt_diff)
+                    free_cash = _add(free_cash + 2 * debt_diff, -cash_limit)
+                else:
+                    free_cash = _add(free_cash, -cash_limit)
+                cash = _add(cash, -cash_limit)
+                position = new_position
+                traded = True
+                o_size = final_size
+                o_price = adj_price
+                o_fees = fees_paid
+    return traded, o_size, o_price, o_fees, cash, free_cash, debt, position
+
+
+@njit(cache=True, inline="always")
+def _sell(kind, price, slippage, fees, cash, free_cash, debt, position):
+    """`sell_nb`: close the long (kind 2) or sell 100 % (kind 3: close and go short with all
+    free cash). Returns (traded, size, price, fees, cash, free_cash, debt, position)."""
+    traded = False
+    o_size = 0.0
+    o_price = 0.0
+    o_fees = 0.0
+    adj_price = price * (1.0 - slippage)
+    ok = True
+    if kind == 2:
+        size_limit = position
+        if position == 0.0:
+            ok = False
+    else:
+        long_size = max(position, 0.0)
+        long_cash = long_size * adj_price * (1.0 - fees)
+        total_free = _add(free_cash, long_cash)
+        if total_free <= 0.0:
+            if position <= 0.0:
+                ok = False
+            size_limit = long_size
+        else:
+            max_short = _add(total_free, -0.0) / (adj_price * (1.0 + fees))
+            size_limit = _add(long_size, max_short)
+            if size_limit <= 0.0:
+                ok = False
+        size_limit = 1.0 * size_limit
+    if ok and not _is_close(size_limit, 0.0) and not _is_less(size_limit, _MIN_SIZE):
+        acq_cash = size_limit * adj_price
+        fees_paid = acq_cash * fees
+        final_acq = _add(acq_cash, -fees_paid)
+        if final_acq >= 0.0:
+            new_position = _add(position, -size_limit)
+            if new_position < 0.0:
+                short_size = size_limit if position < 0.0 else abs(new_position)
+                short_value = short_size * adj_price
+                debt = debt + short_value
+                free_cash = _add(free_cash, _add(final_acq, -2 * short_value))
+            else:
+                free_cash = free_cash + final_acq
+            cash = cash + final_acq
+            position = new_position
+            traded = True
+            o_size = size_limit
+            o_price = adj_price
+            o_fees = fees_paid
+    return traded, o_size, o_price, o_fees, cash, free_cash, debt, position
+
+
+@njit(cache=True, inline="always")
+def _book_exit_trades(
+    o_size, o_price, o_fees, o_buy, in_trade, trade_long, e_size, e_gross, e_fees, wins, closed
+):
+    """`get_exit_trades_nb` for one fill: grow, reduce or reverse the open trade, counting
+    closed trades and winners. Returns (in_trade, trade_long, e_size, e_gross, e_fees, wins,
+    closed)."""
+    if not in_trade:
+        in_trade = True
+        trade_long = o_buy
+        e_size = 0.0
+        e_gross = 0.0
+        e_fees = 0.0
+    if trade_long == o_buy:
+        e_size += o_size
+        e_gross += o_size * o_price
+        e_fees += o_fees
+    elif _is_close_or_less(o_size, e_size):
+        exit_size = e_size if _is_close(o_size, e_size) else o_size
+        entry_price = e_gross / e_size
+        entry_fees = (exit_size / e_size) * e_fees
+        val_diff = _add(exit_size * o_price, -(exit_size * entry_price))
+        if val_diff != 0.0 and not trade_long:
+            val_diff *= -1.0
+        if val_diff - entry_fees - o_fees > 0.0:
+            wins += 1
+        closed += 1
+        if _is_close(o_size, e_size):
+            in_trade = False
+        else:
+            frac = (e_size - o_size) / e_size
+            e_size *= frac
+            e_gross *= frac
+            e_fees *= frac
+    else:  # reversal: close the whole trade, open the opposite one with the rest
+        cl_size = e_size
+        cl_fees = cl_size / o_size * o_fees
+        entry_price = e_gross / e_size
+        entry_fees = (cl_size / e_size) * e_fees
+        val_diff = _add(cl_size * o_price, -(cl_size * entry_price))
+        if val_diff != 0.0 and not trade_long:
+            val_diff *= -1.0
+        if val_diff - entry_fees - cl_fees > 0.0:
+            wins += 1
+        closed += 1
+        e_size = o_size - cl_size
+        e_gross = e_size * o_price
+        e_fees = o_fees - cl_fees
+        trade_long = not trade_long
+    return in_trade, trade_long, e_size, e_gross, e_fees, wins, closed
+
+
+@njit(cache=True, inline="always")
+def _add_return(value, prev_value, sum_r, sum_r2, sum_down2, cumprod, peak, max_dd):
+    """One bar's return of ``pf.value()`` into the running sums, cumulative product, peak and
+    max drawdown. Returns (sum_r, sum_r2, sum_down2, cumprod, peak, max_dd)."""
+    if prev_value == 0.0:
+        r = 0.0 if value == 0.0 else np.inf * np.sign(value)
+    else:
+        r = (value - prev_value) / prev_value
+        if prev_value < 0.0:
+            r = -r
+    sum_r += r
+    sum_r2 += r * r
+    if r < 0.0:
+        sum_down2 += r * r
+    cumprod *= r + 1.0
+    cum = cumprod * 100.0
+    if cum > peak:
+        peak = cum
+    dd = cum / peak - 1.0
+    # NaN (an infinite return once equity touched 0) sticks, as in vectorbt's min
+    if dd < max_dd or dd != dd:
+        max_dd = dd
+    return sum_r, sum_r2, sum_down2, cumprod, peak, max_dd
+
+
+@njit(cache=True, inline="always")
+def _write_metrics(
+    out,
+    col,
+    seg,
+    n,
+    total_return,
+    sum_r,
+    sum_r2,
+    sum_down2,
+    ann_factor,
+    max_dd,
+    wins,
+    closed,
+    open_trade,
+    in_market,
+):
+    """A segment's metrics into rows ``seg * N_METRICS ...`` of column ``col`` of ``out``."""
+    if n < 2:
+        sharpe = np.nan
+        sortino = np.nan
+    else:
+        mean_r = sum_r / n
+        ssd = sum_r2 - sum_r * mean_r
+        if ssd < 0.0:
+            ssd = 0.0
+        std_r = math.sqrt(ssd / n * n / (n - 1))
+        sharpe = np.inf if std_r == 0.0 else mean_r / std_r * math.sqrt(ann_factor)
+        downside = math.sqrt(sum_down2 / n) * math.sqrt(ann_factor)
+        sortino = np.inf if downside == 0.0 else mean_r * ann_factor / downside
+    base = seg * N_METRICS
+    out[base + 0, col] = total_return
+    out[base + 1, col] = sharpe
+    out[base + 2, col] = sortino
+    out[base + 3, col] = max_dd
+    out[base + 4, col] = wins / closed if closed > 0 else np.nan
+    out[base + 5, col] = float(closed + open_trade)
+    out[base + 6, col] = in_market / n
+
+
 @njit(cache=True)
 def simulate(
     close: np.ndarray,
@@ -193,16 +485,13 @@ def simulate(
     Metrics of segment s go to ``out[s * N_METRICS + j, col]``; with ``write_equity`` the
     portfolio value of every bar in the segments goes to ``equity`` (``init_cash`` before).
     Parameters per family: MA (w1=fast, w2=slow), Bollinger (w1=window, x1=width),
-    RSI (w1=window, x1=low, x2=high).
+    RSI (w1=window, x1=low, x2=high). Each bar: the family's signals, the order they make
+    (shared by every family), the exit-trade book, the return; a segment's last bar writes
+    its metrics.
     """
     n_seg = bounds.shape[0] - 1
     end = bounds[n_seg]
-    if family == _MA:
-        first = w2 - 1 if w2 > w1 else w1 - 1
-    elif family == _BB:
-        first = w1 - 1
-    else:
-        first = w1
+    first = _first_signal_bar(family, w1, w2)
     # crossover state machines (crossed_above_1d_nb with wait=0)
     up_was_below = False
     up_ago = -1
@@ -253,27 +542,12 @@ def simulate(
         exit_ = False
         if family == _MA:
             if i >= first:
-                fm = _sma(cumsum, i, w1)
-                sm = _sma(cumsum, i, w2)
-                if fm > sm:
-                    if up_was_below:
-                        up_ago += 1
-                        entry = up_ago == 0
-                elif fm == sm:
-                    up_ago = -1
-                else:
-                    up_ago = -1
-                    up_was_below = True
-                if sm > fm:
-                    if dn_was_below:
-                        dn_ago += 1
-                        exit_ = dn_ago == 0
-                elif sm == fm:
-                    dn_ago = -1
-                else:
-                    dn_ago = -1
-                    dn_was_below = True
+                entry, exit_, up_was_below, up_ago, dn_was_below, dn_ago = _ma_signals(
+                    cumsum, i, w1, w2, up_was_below, up_ago, dn_was_below, dn_ago
+                )
         elif family == _BB:
+            # rolling_std_1d_nb's Welford state, moved to bar i (recomputed over the window on
+            # the first bar and whenever the running update became unstable)
             if i > 0:
                 if i >= w1:
                     nobs, mean, m2, comp_rem, unstable = _var_remove(
@@ -294,56 +568,19 @@ def simulate(
                     )
                 unstable = False
             if i >= first:
-                mid = _sma(cumsum, i, w1)
-                std = np.sqrt(m2 / nobs)
-                upper = mid + x1 * std
-                lower = mid - x1 * std
+                lower, upper = _bb_bands(cumsum, i, w1, x1, nobs, m2)
                 entry = close[i] < lower
                 exit_ = close[i] > upper
         else:
             if i >= first:
-                gain = (cum_up[i] - cum_up[i - w1]) / w1
-                loss = (cum_dn[i] - cum_dn[i - w1]) / w1
-                if loss == 0.0:
-                    rsi = np.nan if gain == 0.0 else 100.0
-                else:
-                    rsi = 100.0 - 100.0 / (1.0 + gain / loss)
-                entry = rsi < x1
-                exit_ = rsi > x2
+                entry, exit_ = _rsi_signals(cum_up, cum_dn, i, w1, x1, x2)
 
         if i < seg_start:
             continue
 
         # ---------------------------------------------------------------- orders
         price = close[i]
-        long_entry = entry
-        short_entry = False
-        long_exit = False
-        if direction == 0:
-            long_exit = exit_
-            if long_entry and long_exit:  # upon_long_conflict='ignore'
-                long_entry = False
-                long_exit = False
-        else:
-            short_entry = exit_
-            if long_entry and short_entry:  # upon_dir_conflict='ignore'
-                long_entry = False
-                short_entry = False
-        kind = 0  # 0 none, 1 buy with all cash, 2 sell the long, 3 sell all (close + short)
-        if position > 0.0:
-            if short_entry:
-                kind = 3
-            elif long_exit:
-                kind = 2
-        elif position < 0.0:
-            if long_entry:
-                kind = 1
-        else:
-            if long_entry:
-                kind = 1
-            elif short_entry:
-                kind = 3
-
+        kind = _order_kind(entry, exit_, direction, position)
         traded = False
         o_size = 0.0
         o_price = 0.0
@@ -354,72 +591,15 @@ def simulate(
             position = _snap(position)
             debt = _snap(debt)
             free_cash = _snap(free_cash)
-        if kind == 1:  # buy_nb(size=inf): spend all cash, covering a short first
-            adj_price = price * (1.0 + slippage)
-            cash_limit = cash
-            if cash_limit != 0.0:
-                max_req_cash = _add(cash_limit, -0.0) / (1.0 + fees)
-                if max_req_cash > 0.0:
-                    final_size = max_req_cash / adj_price
-                    if not _is_less(final_size, _MIN_SIZE):
-                        fees_paid = cash_limit - max_req_cash
-                        new_position = _add(position, final_size)
-                        if position < 0.0:
-                            short_size = final_size if new_position < 0.0 else abs(position)
-                            avg_entry = debt / abs(position)
-                            debt_diff = short_size * avg_entry
-                            debt = _add(debt, -debt_diff)
-                            free_cash = _add(free_cash + 2 * debt_diff, -cash_limit)
-                        else:
-                            free_cash = _add(free_cash, -cash_limit)
-                        cash = _add(cash, -cash_limit)
-                        position = new_position
-                        traded = True
-                        o_size = final_size
-                        o_price = adj_price
-                        o_fees = fees_paid
-                        o_buy = True
-        elif kind == 2 or kind == 3:  # sell_nb: close the long (2) or sell 100 % (3)
-            adj_price = price * (1.0 - slippage)
-            ok = True
-            if kind == 2:
-                size_limit = position
-                if position == 0.0:
-                    ok = False
-            else:
-                long_size = max(position, 0.0)
-                long_cash = long_size * adj_price * (1.0 - fees)
-                total_free = _add(free_cash, long_cash)
-                if total_free <= 0.0:
-                    if position <= 0.0:
-                        ok = False
-                    size_limit = long_size
-                else:
-                    max_short = _add(total_free, -0.0) / (adj_price * (1.0 + fees))
-                    size_limit = _add(long_size, max_short)
-                    if size_limit <= 0.0:
-                        ok = False
-                size_limit = 1.0 * size_limit
-            if ok and not _is_close(size_limit, 0.0) and not _is_less(size_limit, _MIN_SIZE):
-                acq_cash = size_limit * adj_price
-                fees_paid = acq_cash * fees
-                final_acq = _add(acq_cash, -fees_paid)
-                if final_acq >= 0.0:
-                    new_position = _add(position, -size_limit)
-                    if new_position < 0.0:
-                        short_size = size_limit if position < 0.0 else abs(new_position)
-                        short_value = short_size * adj_price
-                        debt = debt + short_value
-                        free_cash = _add(free_cash, _add(final_acq, -2 * short_value))
-                    else:
-                        free_cash = free_cash + final_acq
-                    cash = cash + final_acq
-                    position = new_position
-                    traded = True
-                    o_size = size_limit
-                    o_price = adj_price
-                    o_fees = fees_paid
-                    o_buy = False
+        if kind == 1:
+            traded, o_size, o_price, o_fees, cash, free_cash, debt, position = _buy_all(
+                price, slippage, fees, cash, free_cash, debt, position
+            )
+        elif kind == 2 or kind == 3:
+            traded, o_size, o_price, o_fees, cash, free_cash, debt, position = _sell(
+                kind, price, slippage, fees, cash, free_cash, debt, position
+            )
+            o_buy = False
 
         if traded:
             n_orders += 1
@@ -430,73 +610,20 @@ def simulate(
                 flow = o_size * o_price - o_fees
                 tp_cash = _add(tp_cash, o_size * o_price - o_fees)
             lcash = _add(lcash, _add(0.0, flow))
-            # exit-trade bookkeeping (get_exit_trades_nb)
-            if not in_trade:
-                in_trade = True
-                trade_long = o_buy
-                e_size = 0.0
-                e_gross = 0.0
-                e_fees = 0.0
-            if trade_long == o_buy:
-                e_size += o_size
-                e_gross += o_size * o_price
-                e_fees += o_fees
-            elif _is_close_or_less(o_size, e_size):
-                exit_size = e_size if _is_close(o_size, e_size) else o_size
-                entry_price = e_gross / e_size
-                entry_fees = (exit_size / e_size) * e_fees
-                val_diff = _add(exit_size * o_price, -(exit_size * entry_price))
-                if val_diff != 0.0 and not trade_long:
-                    val_diff *= -1.0
-                if val_diff - entry_fees - o_fees > 0.0:
-                    wins += 1
-                closed += 1
-                if _is_close(o_size, e_size):
-                    in_trade = False
-                else:
-                    frac = (e_size - o_size) / e_size
-                    e_size *= frac
-                    e_gross *= frac
-                    e_fees *= frac
-            else:  # reversal: close the whole trade, open the opposite one with the rest
-                cl_size = e_size
-                cl_fees = cl_size / o_size * o_fees
-                entry_price = e_gross / e_size
-                entry_fees = (cl_size / e_size) * e_fees
-                val_diff = _add(cl_size * o_price, -(cl_size * entry_price))
-                if val_diff != 0.0 and not trade_long:
-                    val_diff *= -1.0
-                if val_diff - entry_fees - cl_fees > 0.0:
-                    wins += 1
-                closed += 1
-                e_size = o_size - cl_size
-                e_gross = e_size * o_price
-                e_fees = o_fees - cl_fees
-                trade_long = not trade_long
+            in_trade, trade_long, e_size, e_gross, e_fees, wins, closed = _book_exit_trades(
+                o_size, o_price, o_fees, o_buy, in_trade, trade_long, e_size, e_gross, e_fees,
+                wins, closed,
+            )  # fmt: skip
 
         # ---------------------------------------------------------------- returns
         if position != 0.0:
             in_market += 1
         if position != 0.0 or traded:
             value = lcash + position * price
-            if prev_value == 0.0:
-                r = 0.0 if value == 0.0 else np.inf * np.sign(value)
-            else:
-                r = (value - prev_value) / prev_value
-                if prev_value < 0.0:
-                    r = -r
+            sum_r, sum_r2, sum_down2, cumprod, peak, max_dd = _add_return(
+                value, prev_value, sum_r, sum_r2, sum_down2, cumprod, peak, max_dd
+            )
             prev_value = value
-            sum_r += r
-            sum_r2 += r * r
-            if r < 0.0:
-                sum_down2 += r * r
-            cumprod *= r + 1.0
-            cum = cumprod * 100.0
-            if cum > peak:
-                peak = cum
-            dd = cum / peak - 1.0
-            if dd < max_dd:
-                max_dd = dd
             if write_equity:
                 equity[i] = value
         else:
@@ -510,27 +637,11 @@ def simulate(
             # ------------------------------------------------------------ segment metrics
             n = seg_end - seg_start
             total_return = 0.0 if n_orders == 0 else (tp_cash + position * price) / init_cash
-            if n < 2:
-                sharpe = np.nan
-                sortino = np.nan
-            else:
-                mean_r = sum_r / n
-                ssd = sum_r2 - sum_r * mean_r
-                if ssd < 0.0:
-                    ssd = 0.0
-                std_r = math.sqrt(ssd / n * n / (n - 1))
-                sharpe = np.inf if std_r == 0.0 else mean_r / std_r * math.sqrt(ann_factor)
-                downside = math.sqrt(sum_down2 / n) * math.sqrt(ann_factor)
-                sortino = np.inf if downside == 0.0 else mean_r * ann_factor / downside
             open_trade = 1 if (in_trade and _is_less(-e_size, 0.0)) else 0
-            base = seg * N_METRICS
-            out[base + 0, col] = total_return
-            out[base + 1, col] = sharpe
-            out[base + 2, col] = sortino
-            out[base + 3, col] = max_dd
-            out[base + 4, col] = wins / closed if closed > 0 else np.nan
-            out[base + 5, col] = float(closed + open_trade)
-            out[base + 6, col] = in_market / n
+            _write_metrics(
+                out, col, seg, n, total_return, sum_r, sum_r2, sum_down2, ann_factor, max_dd,
+                wins, closed, open_trade, in_market,
+            )  # fmt: skip
             seg += 1
             if seg < n_seg:
                 seg_start = bounds[seg]
