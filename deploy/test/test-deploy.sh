@@ -13,7 +13,7 @@ daemon_up() { [ -n "$DOCKER" ] && "$DOCKER" version --format '{{.Server.Version}
 started_pid=""
 if ! daemon_up; then
     if [ "$(id -u)" != 0 ]; then
-        echo "make test-deploy: SKIPPED: no running Docker daemon and not root (cannot install or start dockerd); run as root or start Docker" >&2
+        echo "make test-deploy: SKIPPED: no Docker daemon this user can reach, and not root (cannot install or start dockerd); run as root, or start Docker and join the docker group" >&2
         exit 0
     fi
     need=""
