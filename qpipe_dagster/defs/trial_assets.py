@@ -2,6 +2,7 @@
 and the `strategy_recommendations` asset. Thin: the work is `qpipe_dagster.trials`."""
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -9,6 +10,11 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from qpipe_dagster.defs.partitions import concepts_partitions
 from qpipe_dagster.defs.retries import transient_only
+
+if TYPE_CHECKING:  # validation imports this module to run record_trials
+    from qpipe_dagster.backtest.results import SweepReport
+    from qpipe_dagster.defs.resources import EmbedderResource, VectorStoreResource
+    from qpipe_dagster.defs.validation import BacktestConfig
 
 PBO_WARN = 0.5
 REC_COLUMNS = ("family", "status", "label", "score", "oos_sharpe", "dsr", "pbo", "trades", "review",
@@ -45,13 +51,13 @@ def _md_table(rows: list[dict], columns: list[str]) -> str:
 
 def record_trials(
     context: AssetExecutionContext,
-    config: object,
-    report: object,
+    config: "BacktestConfig",
+    report: "SweepReport",
     close: np.ndarray,
     ts: np.ndarray,
     periods_per_year: float,
-    embedder: object,
-    vector_store: object,
+    embedder: "EmbedderResource",
+    vector_store: "VectorStoreResource",
 ) -> dict:
     """Evidence for every set, the robust best set (replacing the in-sample argmax in
     ``report.best`` and its equity curve), the trials ingested, the top ones embedded, and
@@ -61,31 +67,31 @@ def record_trials(
     from qpipe_dagster.trials.store import TrialStore
 
     c = config
-    argmax = dict(report.best)  # type: ignore[attr-defined]
+    argmax = dict(report.best)
     concept = context.partition_key
     run = evaluate_and_rank(
-        report,  # type: ignore[arg-type]
+        report,
         close,
         ts,
         concept=concept,
         symbol=concept_symbol(concept),
         periods_per_year=periods_per_year,
-        fees=c.fees,  # type: ignore[attr-defined]
-        slippage=c.slippage,  # type: ignore[attr-defined]
-        init_cash=c.init_cash,  # type: ignore[attr-defined]
-        direction=c.direction,  # type: ignore[attr-defined]
-        n_blocks=c.pbo_blocks,  # type: ignore[attr-defined]
+        fees=c.fees,
+        slippage=c.slippage,
+        init_cash=c.init_cash,
+        direction=c.direction,
+        n_blocks=c.pbo_blocks,
     )
-    top_n = c.trials_top_n  # type: ignore[attr-defined]
+    top_n = c.trials_top_n
     if top_n > 0:
-        encoder = embedder.encoder()  # type: ignore[attr-defined]
-        store = vector_store.open(model=encoder.model_id, dim=encoder.dim)  # type: ignore[attr-defined]
+        encoder = embedder.encoder()
+        store = vector_store.open(model=encoder.model_id, dim=encoder.dim)
     else:
         encoder = store = None
     try:
         counts, stored = store_trials(
             run, TrialStore(), top_n=top_n, vector_store=store, encoder=encoder,
-            dry_run=c.trials_dry_run,  # type: ignore[attr-defined]
+            dry_run=c.trials_dry_run,
         )  # fmt: skip
     finally:
         if store is not None:
@@ -110,7 +116,7 @@ def record_trials(
         "is_argmax_strategy": str(argmax.get("best_strategy")),
         "is_argmax_oos_sharpe": _num(argmax.get("best_oos_sharpe", argmax.get("best_sharpe"))),
         "trials_stored": stored,
-        "trials_dry_run": bool(c.trials_dry_run),  # type: ignore[attr-defined]
+        "trials_dry_run": bool(c.trials_dry_run),
         **{f"trials_{k}": v for k, v in counts.as_dict().items()},
     }
     warnings = []
@@ -134,19 +140,19 @@ def record_trials(
     pool, _ = hard_pool(df, "sharpe")
     shown = ["label", "is_sharpe", "oos_sharpe", "plateau_sharpe", "dsr", "dsr_sweep", "pbo",
              "trade_count"]  # fmt: skip
-    preview = rank(pool, "sharpe").head(c.preview_rows)  # type: ignore[attr-defined]
+    preview = rank(pool, "sharpe").head(c.preview_rows)
     md["top_results"] = MetadataValue.md(
         _md_table(preview.to_dicts(), [s for s in shown if s in preview.columns])
     )
-    folds = c.walk_forward_folds  # type: ignore[attr-defined]
+    folds = c.walk_forward_folds
     if folds:
         from qpipe_dagster.trials.walkforward import walk_forward
 
         wf = walk_forward(
-            close, [r.grid for r in report.runs], n_folds=folds,  # type: ignore[attr-defined]
-            periods_per_year=periods_per_year, is_fraction=c.is_fraction,  # type: ignore[attr-defined]
-            fees=c.fees, slippage=c.slippage, init_cash=c.init_cash,  # type: ignore[attr-defined]
-            direction=c.direction, backend=c.backend,  # type: ignore[attr-defined]
+            close, [r.grid for r in report.runs], n_folds=folds,
+            periods_per_year=periods_per_year, is_fraction=c.is_fraction,
+            fees=c.fees, slippage=c.slippage, init_cash=c.init_cash,
+            direction=c.direction, backend=c.backend,
         )  # fmt: skip
         md["walk_forward_oos_sharpe"] = _num(wf.sharpe)
         md["walk_forward_oos_return"] = _num(wf.total_return)

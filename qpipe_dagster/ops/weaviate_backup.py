@@ -42,7 +42,7 @@ def _client(sources: Sources) -> Iterator[object]:
     try:
         yield client
     finally:
-        client.close()  # type: ignore[attr-defined]
+        client.close()
 
 
 def _storage(sources: Sources):
