@@ -166,7 +166,7 @@ class S3Target:
     def _key(self, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, *parts) if p)
 
-    def _call(self, what: str, fn, **kwargs):  # noqa: ANN001, ANN202 - thin boto3 wrapper
+    def _call(self, what: str, fn, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
