@@ -19,15 +19,15 @@ import json
 import re
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.loopback_site import serve_routes  # noqa: E402
 from qpipe_dagster.crawl.runner import crawl_in_this_process, read_crawled_pages  # noqa: E402
 from qpipe_dagster.crawl.settings import CrawlSettings  # noqa: E402
 from qpipe_dagster.crawl.urls import filter_links, site_of  # noqa: E402
@@ -51,31 +51,7 @@ def serve(pages: dict[str, bytes], latency_s: float) -> tuple[ThreadingHTTPServe
     index = "".join(f'<a href="{p}">{p}</a>\n' for p in pages).encode()
     routes = {"/": b"<html><body>" + index + b"</body></html>", **pages}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            time.sleep(latency_s)
-            if self.path == "/robots.txt":
-                body, ctype, status = b"User-agent: *\nAllow: /\n", "text/plain", 200
-            elif self.path in routes:
-                body, ctype, status = routes[self.path], "text/html; charset=utf-8", 200
-            else:
-                body, ctype, status = b"not found", "text/plain", 404
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        request_queue_size = 128  # the default 5 drops SYNs under bursts: 1 s retransmits
-
-    server = Server(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+    return serve_routes(routes, latency_s)
 
 
 def anchor_crawl(seed: str, ua: str) -> dict[str, str]:

@@ -33,12 +33,13 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.loopback_site import serve_routes  # noqa: E402
 from qpipe_dagster.concepts import slugify  # noqa: E402
 from qpipe_dagster_tests.e2e.stack import DevStack, free_port  # noqa: E402
 
@@ -73,26 +74,8 @@ def serve_sites(
             f"<ul>{''.join(links)}</ul></body></html>"
         ).encode()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/robots.txt":
-                body, ctype, status = b"User-agent: *\nAllow: /\n", "text/plain", 200
-            elif self.path in routes:
-                body, ctype, status = routes[self.path], "text/html; charset=utf-8", 200
-            else:
-                body, ctype, status = b"not found", "text/plain", 404
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+    server, base = serve_routes(routes)
+    return server, base.rstrip("/")
 
 
 # --- the stack's processes ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from webhook_sensor.inbox import InboxTarget, is_postgres_url
+from webhook_sensor.inbox.readonly import query_inbox
 
 T = TypeVar("T")
 SYSTEMS = ("weaviate", "postgres", "qstash")  # outside systems with a circuit breaker
@@ -64,38 +65,9 @@ def inbox_summary(target: InboxTarget, now: float) -> InboxSummary:
     """Counts by status and the oldest pending message's age; an absent inbox is all zeros.
 
     Reads only (SQLite opened read-only): the exporter must never lock the receiver's writer."""
-    if is_postgres_url(target):
-        import psycopg2
-
-        from webhook_sensor.inbox.postgres import TABLE
-
-        conn = psycopg2.connect(str(target), connect_timeout=5)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT to_regclass(%s)", (TABLE,))
-                (regclass,) = cur.fetchone() or (None,)  # one row: NULL when there is no table
-                if regclass is None:
-                    return InboxSummary()
-
-                def run(sql: str, params: tuple) -> list:
-                    cur.execute(sql, params)
-                    return cur.fetchall()
-
-                return _inbox_queries(run, TABLE, "%s", now)
-        finally:
-            conn.close()
-    path = Path(target)
-    if not path.exists():
-        return InboxSummary()
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return _inbox_queries(lambda s, p: db.execute(s, p).fetchall(), "messages", "?", now)
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return InboxSummary()
-        raise
-    finally:
-        db.close()
+    return query_inbox(
+        target, lambda run, table, ph: _inbox_queries(run, table, ph, now), InboxSummary()
+    )
 
 
 def registry_concepts(path: Path) -> int:

@@ -8,10 +8,11 @@ backtests.
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from webhook_sensor.inbox.readonly import query_inbox
 
 
 @dataclass(frozen=True)
@@ -87,40 +88,12 @@ def _stats_from(cursor_execute, table: str, mark: str, since: float) -> InboxSta
 
 def inbox_stats(target: Path | str, since: float) -> InboxStats:
     """Read the receiver's inbox (SQLite file or PostgreSQL URL); an absent inbox is all zeros."""
-    from webhook_sensor.inbox import is_postgres_url
-
-    if is_postgres_url(target):
-        import psycopg2
-
-        from webhook_sensor.inbox.postgres import TABLE
-
-        conn = psycopg2.connect(str(target), connect_timeout=5)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT to_regclass(%s)", (TABLE,))
-                (regclass,) = cur.fetchone() or (None,)  # one row: NULL when there is no table
-                if regclass is None:
-                    return InboxStats()
-
-                def run(sql: str, params: tuple) -> list:
-                    cur.execute(sql, params)
-                    return cur.fetchall()
-
-                return _stats_from(run, TABLE, "%s", since)
-        finally:
-            conn.close()
-    path = Path(target)
-    if not path.exists():
-        return InboxStats()
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    try:
-        return _stats_from(
-            lambda sql, params: db.execute(sql, params).fetchall(), "messages", "?", since
-        )
-    except sqlite3.OperationalError:  # no messages table yet
-        return InboxStats()
-    finally:
-        db.close()
+    return query_inbox(
+        target,
+        lambda run, table, ph: _stats_from(run, table, ph, since),
+        InboxStats(),
+        timeout_s=30.0,
+    )
 
 
 def build_report(
