@@ -61,7 +61,7 @@ lint: install  ## ruff check and ruff format --check
 	$(VENV)/bin/ruff format --check qpipe_dagster qpipe_dagster_tests webhook_sensor bench
 
 typecheck: install  ## pyright, standard mode, over qpipe_dagster and webhook_sensor ([tool.pyright])
-	$(VENV)/bin/pyright
+	$(VENV)/bin/pyright -p pyproject.toml  # explicit: pyright prefers any pyrightconfig.json found above the repo
 
 format: install
 	$(VENV)/bin/ruff check --fix qpipe_dagster qpipe_dagster_tests webhook_sensor bench
