@@ -1,13 +1,19 @@
 """The one Dagster entry point: `dagster dev -m qpipe_dagster.definitions` or workspace.yaml."""
 
+import inspect
 import warnings
+from collections.abc import Sequence
 
 from dagster import (
+    AssetsDefinition,
+    AssetSpec,
     BetaWarning,
+    CodeReferencesMetadataValue,
     Definitions,
+    LocalFileCodeReference,
+    OpDefinition,
     PreviewWarning,
     load_assets_from_modules,
-    with_source_code_references,
 )
 
 from qpipe_dagster.defs import knowledge, validation
@@ -33,10 +39,43 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 
 
+def with_code_references(assets: Sequence[object]) -> list:
+    """Each asset's "Source code" link points at its own function.
+
+    Dagster's `with_source_code_references` asks `inspect.getsourcefile`, which does not follow
+    `functools.wraps`: assets wrapped by `defs.retries.transient_only` were linked to retries.py.
+    """
+    linked = []
+    for asset in assets:
+        if not isinstance(asset, AssetsDefinition):
+            linked.append(asset)
+            continue
+        node = asset.node_def
+        fn = (
+            getattr(node.compute_fn, "decorated_fn", None)
+            if isinstance(node, OpDefinition)
+            else None
+        )
+        if fn is None:
+            linked.append(asset)
+            continue
+        fn = inspect.unwrap(fn)
+        ref = LocalFileCodeReference(
+            file_path=inspect.getsourcefile(fn) or "", line_number=inspect.getsourcelines(fn)[1]
+        )
+        value = CodeReferencesMetadataValue(code_references=[ref])
+
+        def link(spec: AssetSpec, value: CodeReferencesMetadataValue = value) -> AssetSpec:
+            return spec.merge_attributes(metadata={"dagster/code_references": value})
+
+        linked.append(asset.map_asset_specs(link))
+    return linked
+
+
 def build_definitions() -> Definitions:
     """Assemble assets, jobs and resources; production switches come from the environment."""
     return Definitions(
-        assets=with_source_code_references(
+        assets=with_code_references(
             [*load_assets_from_modules([knowledge, validation]), *OPERATIONS_ASSETS]
         ),
         jobs=[concept_pipeline_job, *OPERATIONS_JOBS, inbox_housekeeping_job],

@@ -34,15 +34,17 @@ ASSETS = {
     "weaviate_objects": ("knowledge", "weaviate", "knowledge.py"),
     "market_prices": ("validation", "polars", "validation.py"),
     "backtest_results": ("validation", "vectorbt", "validation.py"),
+    "strategy_recommendations": ("validation", "polars", "trial_assets.py"),
 }
 EDGES = {
     ("crawled_pages", "parsed_pages"),
     ("parsed_pages", "page_embeddings"),
     ("page_embeddings", "weaviate_objects"),
     ("market_prices", "backtest_results"),
+    ("backtest_results", "strategy_recommendations"),
 }
 RUN_TIMEOUT_S = 240  # a cold demo run is ~50 s on 2 busy cores: model load, crawl, Numba JIT
-SENSOR_TIMEOUT_S = 120  # sensor interval 10 s + daemon tick + queued-run launch
+SENSOR_TIMEOUT_S = 120  # sensor interval 2 s + daemon tick + queued-run launch
 
 
 def _int(text: str) -> int:

@@ -28,7 +28,16 @@ _GRAPH_JS = """
   for (const fo of document.querySelectorAll('svg foreignObject')) {
     if (fo.classList.contains('group')) continue;
     const text = (fo.textContent || '').trim();
-    const name = byLength.find((n) => text.startsWith(n));
+    // A long name is drawn cut in the middle ("strategy…endations"): head and tail must fit.
+    const cut = text.indexOf('\u2026');
+    const fits = (n) => {
+      if (text.startsWith(n)) return true;
+      if (cut <= 0 || !n.startsWith(text.slice(0, cut))) return false;
+      const rest = text.slice(cut + 1);
+      for (let j = cut; j <= n.length - 3; j++) if (rest.startsWith(n.slice(j))) return true;
+      return false;
+    };
+    const name = byLength.find(fits);
     if (name && !(name in boxes)) {
       boxes[name] = {x: +fo.getAttribute('x'), y: +fo.getAttribute('y'),
                      w: +fo.getAttribute('width'), h: +fo.getAttribute('height')};
