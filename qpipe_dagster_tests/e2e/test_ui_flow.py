@@ -112,7 +112,8 @@ def test_ui_flow(page: Page, stack: DevStack, artifacts: Path) -> None:
     with shots.step("top-results-table"):
         dialog = ui.open_markdown(page, "top_results")
         headers = [h.strip() for h in dialog.get_by_role("columnheader").all_inner_texts()]
-        assert {"sharpe", "total_return", "max_drawdown"} <= set(headers), headers
+        # the robust ranking's evidence (issue 17): in- and out-of-sample Sharpe, DSR, PBO
+        assert {"is_sharpe", "oos_sharpe", "dsr", "pbo"} <= set(headers), headers
         rows = dialog.get_by_role("row").count() - 1  # minus the header row
         assert rows >= 1, "the results table has no rows"
     ui.close_dialog(page, dialog)
