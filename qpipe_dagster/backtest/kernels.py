@@ -177,31 +177,30 @@ def _first_signal_bar(family: int, w1: int, w2: int) -> int:
 
 
 @njit(cache=True, inline="always")
+def _crossed_above(a, b, was_below, ago):
+    """One bar of vectorbt's `crossed_above_1d_nb` (wait=0): True on the bar `a` first rises
+    above `b` after having been below it. Returns (crossed, was_below, ago)."""
+    crossed = False
+    if a > b:
+        if was_below:
+            ago += 1
+            crossed = ago == 0
+    elif a == b:
+        ago = -1
+    else:
+        ago = -1
+        was_below = True
+    return crossed, was_below, ago
+
+
+@njit(cache=True, inline="always")
 def _ma_signals(cumsum, i, w1, w2, up_was_below, up_ago, dn_was_below, dn_ago):
     """MA crossover at bar i: fast crosses above slow (entry) / below (exit), with the state
     of both `crossed_above_1d_nb` machines (wait=0) carried from bar to bar."""
-    entry = False
-    exit_ = False
     fm = _sma(cumsum, i, w1)
     sm = _sma(cumsum, i, w2)
-    if fm > sm:
-        if up_was_below:
-            up_ago += 1
-            entry = up_ago == 0
-    elif fm == sm:
-        up_ago = -1
-    else:
-        up_ago = -1
-        up_was_below = True
-    if sm > fm:
-        if dn_was_below:
-            dn_ago += 1
-            exit_ = dn_ago == 0
-    elif sm == fm:
-        dn_ago = -1
-    else:
-        dn_ago = -1
-        dn_was_below = True
+    entry, up_was_below, up_ago = _crossed_above(fm, sm, up_was_below, up_ago)
+    exit_, dn_was_below, dn_ago = _crossed_above(sm, fm, dn_was_below, dn_ago)
     return entry, exit_, up_was_below, up_ago, dn_was_below, dn_ago
 
 
