@@ -13,6 +13,7 @@ import os
 import sys
 
 from qpipe_dagster.cli import CliError
+from qpipe_dagster.cli.progress import meters
 
 
 def _say(msg: str) -> None:
@@ -25,13 +26,10 @@ def _halt(args: argparse.Namespace) -> int:
     from qpipe_dagster.controls.halt import halt
 
     reason = (args.reason or "").strip() or "halted with `qpipe halt`"
-    bar = None
-    if sys.stderr.isatty():  # a bar with counts and time left; plain lines when piped
-        from tqdm import tqdm
-
-        bar = tqdm
     with DagsterInstance.get() as instance:
-        result = halt(instance, reason=reason, terminate=args.terminate, progress=_say, bar=bar)
+        result = halt(
+            instance, reason=reason, terminate=args.terminate, progress=_say, meter=meters()
+        )
     r = result.record
     if result.already:
         _say(f"already halted since {r.by}'s halt ({r.reason}); canceled what was new since")

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
@@ -27,6 +27,8 @@ from qpipe_dagster.controls.state import HaltRecord, clear_halt, read_halt, writ
 
 if TYPE_CHECKING:
     from dagster._core.remote_representation.external import RemoteRepository
+
+    from qpipe_dagster.cli.progress import MeterFactory
 
 LOCATION_NAME = "qpipe"  # workspace.yaml and deploy/workspace.yaml
 DEFINITIONS_MODULE = "qpipe_dagster.definitions"
@@ -74,12 +76,13 @@ def halt(
     terminate: bool = False,
     progress: Callable[[str], None] = lambda _msg: None,
     clock: Callable[[], float] = time.time,
-    bar: Callable[..., Any] | None = None,
+    meter: MeterFactory | None = None,
 ) -> HaltResult:
     """Stop automation, cancel queued runs (and running ones with `terminate`), record it.
 
     Halting twice keeps the first record (so `resume` still restarts what the first stopped)
-    and only cancels what was queued or started since."""
+    and only cancels what was queued or started since. `meter` (qpipe_dagster.cli.progress)
+    counts the cancellations; without it each one is a `progress` line."""
     existing = read_halt(instance)
     stopped_sensors: list[str] = []
     stopped_schedules: list[str] = []
@@ -100,8 +103,8 @@ def halt(
                 stopped_schedules.append(schedule.name)
                 progress(f"stopped schedule {schedule.name}")
     queued = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED]
-    canceled = _cancel(instance, queued, progress, bar, "canceling queued runs")
-    terminated = _cancel(instance, ACTIVE, progress, bar, "terminating runs") if terminate else []
+    canceled = _cancel(instance, queued, progress, meter, "canceling queued runs")
+    terminated = _cancel(instance, ACTIVE, progress, meter, "terminating runs") if terminate else []
     if existing is not None:
         record = HaltRecord(
             reason=existing.reason,
@@ -130,7 +133,7 @@ def _cancel(
     instance: DagsterInstance,
     statuses: list[DagsterRunStatus],
     progress: Callable[[str], None],
-    bar: Callable[..., Any] | None = None,
+    meter: MeterFactory | None = None,
     what_for: str = "",
 ) -> list[str]:
     """Cancel the runs in `statuses`; returns the ids that were canceled. A running run whose
@@ -138,9 +141,7 @@ def _cancel(
     execute`) is named, not counted: it keeps running until it ends or is killed by hand."""
     runs = instance.get_runs(RunsFilter(statuses=statuses))
     done: list[str] = []
-    # a progress bar with counts and time left on a terminal (`bar`, e.g. tqdm), else lines
-    meter = bar(total=len(runs), desc=what_for, unit="run") if bar is not None and runs else None
-    say = meter.write if meter is not None else progress
+    counter = meter(total=len(runs), desc=what_for, unit="run") if meter and runs else None
     for i, run in enumerate(runs, 1):
         if run.status in (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED):
             instance.report_run_canceled(run, message="canceled by `qpipe halt`")
@@ -149,20 +150,23 @@ def _cancel(
             # the coordinator asks the launcher to stop the run worker (its steps die with it)
             ok = bool(instance.run_coordinator.cancel_run(run.run_id))
         what = run.status.value.lower()
-        if meter is not None:
-            meter.update(1)
+        note = f"canceled {what} run {run.run_id}"
         if ok:
             done.append(run.run_id)
-            if meter is None:
-                say(f"[{i}/{len(runs)}] canceled {what} run {run.run_id}")
         else:
-            say(
-                f"[{i}/{len(runs)}] could not terminate {what} run {run.run_id}: its launcher"
-                " cannot reach the run worker (the run shows CANCELING until run monitoring's"
-                " cancel timeout fails it); if it is still working, kill its process by hand"
+            note = (
+                f"could not terminate {what} run {run.run_id}: its launcher cannot reach the run"
+                " worker (the run shows CANCELING until run monitoring's cancel timeout fails"
+                " it); if it is still working, kill its process by hand"
             )
-    if meter is not None:
-        meter.close()
+        if counter is None:
+            progress(f"[{i}/{len(runs)}] {note}")
+            continue
+        if not ok:  # a failure is a line of its own, never only a bar's postfix
+            counter.write(f"[{i}/{len(runs)}] {note}")
+        counter.advance(note=note if ok else "")
+    if counter is not None:
+        counter.close()
     return done
 
 
