@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping
 
 from qpipe_dagster.cli import CliError
+from qpipe_dagster.cli.progress import meters, say
 from qpipe_dagster.ops.doctor import DEFAULT_CHECKS, FAIL, OK, Check, format_table, run_checks
 
 
@@ -29,10 +30,27 @@ def _backup(args: argparse.Namespace) -> int:
             Sources.from_env(),
             target,
             retention_days=keep_days,
-            log=lambda m: print(m, file=sys.stderr),
+            log=say,
+            meter=meters(json_mode=args.json),
         )
     except BackupError as exc:
         raise CliError(str(exc)) from None
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "backup_id": result.backup_id,
+                    "target": result.target,
+                    "components": [
+                        {"name": c.name, "rows": c.rows, "bytes": c.bytes}
+                        for c in result.manifest.components
+                    ],
+                    "deleted_by_retention": result.deleted_by_retention,
+                    "swept_incomplete": result.swept_incomplete,
+                }
+            )
+        )
+        return 0
     for c in result.manifest.components:
         print(f"{c.name}: {c.rows} rows, {c.bytes} bytes", file=sys.stderr)
     if result.deleted_by_retention:
@@ -70,10 +88,24 @@ def _restore(args: argparse.Namespace) -> int:
             Sources.from_env(),
             target_from_env(args.target),
             dry_run=args.dry_run,
-            log=lambda m: print(m, file=sys.stderr),
+            log=say,
+            meter=meters(json_mode=args.json),
         )
     except BackupError as exc:
         raise CliError(str(exc)) from None
+    if args.json:
+        verified = not args.dry_run
+        print(
+            json.dumps(
+                {
+                    "backup_id": plan.backup_id,
+                    "steps": plan.steps,
+                    "dry_run": args.dry_run,
+                    "verified": verified,
+                }
+            )
+        )
+        return 0
     prefix = "would " if args.dry_run else ""
     for step in plan.steps:
         print(prefix + step)
@@ -133,6 +165,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "path, file://, s3://bucket/prefix or r2://bucket/prefix "
         "(default: BACKUP_URL, R2_* + R2_BUCKET, else $DAGSTER_HOME/qpipe/backups)"
     )
+    json_help = "one JSON object on stdout; progress as plain lines on stderr, never a bar"
     backup = subparsers.add_parser(
         "backup", help="snapshot the vector store, inbox and concepts; prints the backup id"
     )
@@ -143,6 +176,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="delete backups older than this many days (default QPIPE_BACKUP_RETENTION_DAYS or 7)",
     )
+    backup.add_argument("--json", action="store_true", help=json_help)
     backup.set_defaults(handler=_backup)
     backups = subparsers.add_parser("backups", help="list complete backups, oldest first")
     backups.add_argument("--target", help=target_help)
@@ -154,6 +188,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     restore.add_argument("backup_id", metavar="BACKUP_ID")
     restore.add_argument("--target", help=target_help)
     restore.add_argument("--dry-run", action="store_true", help="check everything, change nothing")
+    restore.add_argument("--json", action="store_true", help=json_help)
     restore.set_defaults(handler=_restore)
 
     doctor = subparsers.add_parser("doctor", help="check every configured dependency")

@@ -123,6 +123,16 @@ class BarMeter(_MeterBase):
         self._bar.close()
 
 
+def say(msg: str, *, stream: TextIO | None = None) -> None:
+    """Print a message on stderr (or `stream`) without breaking a bar drawn there."""
+    if wants_bar(stream):
+        from tqdm import tqdm  # only a terminal needs it
+
+        tqdm.write(msg, file=stream or sys.stderr)
+    else:
+        print(msg, file=stream or sys.stderr, flush=True)
+
+
 def wants_bar(stream: TextIO | None = None, *, json_mode: bool = False) -> bool:
     """A bar only on a terminal and never with `--json` (a script reads that output)."""
     target = stream if stream is not None else sys.stderr

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qpipe_dagster.ops import snapshot
 from qpipe_dagster.ops.manifest import (
@@ -29,7 +30,33 @@ from qpipe_dagster.ops.manifest import (
 )
 from qpipe_dagster.ops.targets import BackupTarget
 
+if TYPE_CHECKING:
+    from qpipe_dagster.cli.progress import Meter, MeterFactory
+
 DEFAULT_RETENTION_DAYS = 7
+
+
+class _NoMeter:
+    """What a caller without progress (the nightly asset, tests) gets: nothing is shown."""
+
+    def advance(self, n: int = 1, note: str = "") -> None:
+        pass
+
+    def write(self, msg: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _NoMeter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _meter(factory: MeterFactory | None, total: int, desc: str) -> Meter | _NoMeter:
+    return factory(total=total, desc=desc, unit="component") if factory else _NoMeter()
 
 
 @dataclass(frozen=True)
@@ -118,8 +145,10 @@ def run_backup(
     now: datetime | None = None,
     retention_days: int | None = DEFAULT_RETENTION_DAYS,
     log: Callable[[str], None] = lambda _m: None,
+    meter: MeterFactory | None = None,
 ) -> BackupResult:
     """Snapshot everything, upload it with its manifest, then prune backups past retention.
+    `meter` (qpipe_dagster.cli.progress) counts the components written and the upload.
 
     retention_days None keeps every backup; anything else must be a whole number >= 1 and is
     checked before the snapshot, so a bad value never ends in an error after a backup was
@@ -136,18 +165,30 @@ def run_backup(
         )
     now = now or datetime.now(UTC)
     backup_id = new_backup_id(now, set(target.list_ids()))
-    with tempfile.TemporaryDirectory(prefix="qpipe-backup-") as tmp:
+    tables = [] if sources.weaviate_url else snapshot.lance_tables(sources.lance_path)
+    host_parts = int(sources.asset_dir is not None) + int(
+        sources.dagster_pg is not None or sources.dagster_home is not None
+    )
+    store_parts = 1 if sources.weaviate_url else len(tables)
+    registry_and_inbox = 1 if sources.inbox_url else 2
+    total = store_parts + registry_and_inbox + host_parts + 1  # + the upload
+    with (
+        tempfile.TemporaryDirectory(prefix="qpipe-backup-") as tmp,
+        _meter(meter, total, "backing up") as counter,
+    ):
         staging = Path(tmp)
         components: list[Component] = []
         if sources.weaviate_url:
             from qpipe_dagster.ops.weaviate_backup import create_weaviate_backup
 
             components.extend(create_weaviate_backup(sources, backup_id, staging, log=log))
+            counter.advance(note="weaviate snapshot")
         else:
-            for name in snapshot.lance_tables(sources.lance_path):
+            for name in tables:
                 comp = snapshot.snapshot_lance_table(sources.lance_path, name, staging)
                 log(f"{comp.name}: {comp.rows} objects")
                 components.append(comp)
+                counter.advance(note=f"{comp.name}: {comp.rows} objects")
         concepts_file = sources.concepts_path
         if sources.concepts_url:  # exported to the SQLite registry format: one backup format
             from qpipe_dagster.concepts.postgres import PostgresConceptRegistry
@@ -166,9 +207,13 @@ def run_backup(
             if comp is not None:
                 log(f"{name}: {comp.rows} rows")
                 components.append(comp)
+            counter.advance(note=f"{name}: {comp.rows if comp else 0} rows")
         if sources.concepts_url:
             concepts_file.unlink()
-        components.extend(_host_components(sources, staging, log))
+        host = _host_components(sources, staging, log)
+        components.extend(host)
+        if host_parts:
+            counter.advance(host_parts, note=", ".join(c.name for c in host) or "no host state")
         manifest = Manifest(
             backup_id=backup_id,
             created_at=now.astimezone(UTC).isoformat(),
@@ -178,6 +223,7 @@ def run_backup(
         )
         manifest.write(staging)
         target.upload(backup_id, staging)
+        counter.advance(note=f"uploaded to {target.url}")
     if retention_days is None:
         return BackupResult(backup_id, target.url, manifest)
     deleted = apply_retention(target, retention_days, now=now)
@@ -373,8 +419,10 @@ def restore_backup(
     *,
     dry_run: bool = False,
     log: Callable[[str], None] = lambda _m: None,
+    meter: MeterFactory | None = None,
 ) -> RestorePlan:
     """Restore `backup_id` into empty stores and verify counts and digests against its manifest.
+    `meter` (qpipe_dagster.cli.progress) counts the components checked, then those written.
 
     Order: download, verify every checksum and digest, check the stores are empty, and only
     then write; so a corrupted backup or a non-empty store leaves everything untouched.
@@ -394,6 +442,7 @@ def restore_backup(
             )
         _verify_files(manifest, folder)
         tables = {}
+        checking = _meter(meter, len(manifest.components), "verifying backup")
         for c in manifest.components:
             if c.kind == "lancedb":
                 data = snapshot.read_arrow_file(folder / c.file)  # type: ignore[operator]
@@ -409,6 +458,8 @@ def restore_backup(
                 from qpipe_dagster.ops.host_state import verify_tree_archive
 
                 verify_tree_archive(folder / c.file, c)  # type: ignore[operator]
+            checking.advance(note=f"{c.name}: checksums match")
+        checking.close()
         steps = [_describe(c, sources) for c in manifest.components]
         problems = _check_empty(manifest, sources, folder)
         if sources.weaviate_url:
@@ -425,37 +476,52 @@ def restore_backup(
             )
         if dry_run:
             return RestorePlan(backup_id, steps)
-        for c in manifest.components:
-            if c.kind == "lancedb":
-                table = c.name.split(":", 1)[1]
-                digest = snapshot.restore_lance_table(sources.lance_path, table, tables[c.name])
-                _check_restored(c, snapshot.lance_rows(sources.lance_path, table), digest)
-            elif c.kind == "sqlite" and c.name == "concepts" and sources.concepts_url:
-                rows, digest = _restore_pg_concepts(folder / c.file, sources.concepts_url, c)  # type: ignore[operator]
-                _check_restored(c, rows, digest)
-            elif c.kind == "sqlite":
-                path = _sqlite_path(sources, c.name)
-                rows, digest = snapshot.restore_sqlite(folder / c.file, path, c)  # type: ignore[operator]
-                _check_restored(c, rows, digest)
-            elif c.kind == "files" and c.name != "weaviate-snapshot":
-                from qpipe_dagster.ops import host_state
-
-                root = sources.asset_dir if c.name == host_state.ASSETS else sources.dagster_home
-                rows, digest = host_state.restore_tree(folder / c.file, root, c)  # type: ignore[operator, arg-type]
-                _check_restored(c, rows, digest)
-            elif c.kind == "pgdump":
-                from qpipe_dagster.ops.host_state import restore_instance_db
-
-                rows, digest = restore_instance_db(folder / c.file, sources.dagster_pg)  # type: ignore[operator, arg-type]
-                _check_restored(c, rows, digest)
-            elif c.kind in ("weaviate", "files"):
-                continue
-            log(f"restored {c.name}: {c.rows} verified")
+        with _meter(meter, len(manifest.components), "restoring") as counter:
+            _write_components(manifest, sources, folder, tables, log, counter)
         if sources.weaviate_url:
             from qpipe_dagster.ops.weaviate_backup import restore_weaviate_backup
 
             restore_weaviate_backup(sources, manifest, folder, log=log)
     return RestorePlan(backup_id, steps)
+
+
+def _write_components(
+    manifest: Manifest,
+    sources: Sources,
+    folder: Path,
+    tables: dict,
+    log: Callable[[str], None],
+    counter: Meter | _NoMeter,
+) -> None:
+    """Write each verified component into its (empty) store and check what landed."""
+    for c in manifest.components:
+        if c.kind == "lancedb":
+            table = c.name.split(":", 1)[1]
+            digest = snapshot.restore_lance_table(sources.lance_path, table, tables[c.name])
+            _check_restored(c, snapshot.lance_rows(sources.lance_path, table), digest)
+        elif c.kind == "sqlite" and c.name == "concepts" and sources.concepts_url:
+            rows, digest = _restore_pg_concepts(folder / c.file, sources.concepts_url, c)  # type: ignore[operator]
+            _check_restored(c, rows, digest)
+        elif c.kind == "sqlite":
+            path = _sqlite_path(sources, c.name)
+            rows, digest = snapshot.restore_sqlite(folder / c.file, path, c)  # type: ignore[operator]
+            _check_restored(c, rows, digest)
+        elif c.kind == "files" and c.name != "weaviate-snapshot":
+            from qpipe_dagster.ops import host_state
+
+            root = sources.asset_dir if c.name == host_state.ASSETS else sources.dagster_home
+            rows, digest = host_state.restore_tree(folder / c.file, root, c)  # type: ignore[operator, arg-type]
+            _check_restored(c, rows, digest)
+        elif c.kind == "pgdump":
+            from qpipe_dagster.ops.host_state import restore_instance_db
+
+            rows, digest = restore_instance_db(folder / c.file, sources.dagster_pg)  # type: ignore[operator, arg-type]
+            _check_restored(c, rows, digest)
+        elif c.kind in ("weaviate", "files"):  # Weaviate's backup module restores these
+            counter.advance(note=f"{c.name}: after the rest")
+            continue
+        log(f"restored {c.name}: {c.rows} verified")
+        counter.advance(note=f"{c.name}: {c.rows} verified")
 
 
 def _restore_pg_concepts(file: Path, url: str, c: Component) -> tuple[int, str]:

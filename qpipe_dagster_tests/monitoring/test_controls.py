@@ -16,6 +16,7 @@ from dagster._core.utils import make_new_run_id
 
 from qpipe_dagster.cli import main
 from qpipe_dagster.controls.halt import automation_states, code_location
+from qpipe_dagster_tests.cli.terminal import run_on_terminal
 from qpipe_dagster_tests.ops.prod_instance import use_prod_instance
 from qpipe_dagster_tests.postgres_cluster import (  # noqa: F401  (fixtures)
     postgres_cluster,
@@ -210,39 +211,14 @@ def test_terminate_names_a_running_run_it_cannot_reach(
 def test_halt_shows_a_progress_bar_on_a_terminal(dagster_home: Path) -> None:
     """On a terminal the cancellations are a bar with counts and time left (tqdm); piped, the
     same command prints one line per run (the tests above)."""
-    import fcntl
-    import os
-    import pty
-    import struct
-    import subprocess
     import sys
-    import termios
 
     with DagsterInstance.get() as instance:
         for _ in range(3):
             _queued_run(instance)
-    leader, follower = pty.openpty()
-    # a terminal 100 columns wide (a fresh pty reports 0, and tqdm draws a 0-wide bar)
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "qpipe"), "halt", "--reason", "drill"],
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-    )
-    os.close(follower)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(leader)
-    assert proc.wait(120) == 0
-    text = out.decode(errors="replace")
+    qpipe = str(Path(sys.executable).parent / "qpipe")
+    code, text = run_on_terminal([qpipe, "halt", "--reason", "drill"])
+    assert code == 0, text
     assert "canceling queued runs" in text and "3/3" in text, text
     assert "[1/3] canceled" not in text  # the bar replaces the per-run lines
     assert "canceled 3 queued run(s)" in text

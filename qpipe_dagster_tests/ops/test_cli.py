@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,3 +101,52 @@ def test_submit_backoff_must_be_seconds(value: str, capsys: pytest.CaptureFixtur
 def test_reembed_bad_batch_size_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["reembed", "--model", "all-MiniLM-L6-v2", "--batch-size", "0"]) == 2
     assert "qpipe: error: embedding batch_size must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_backup_and_restore_progress_is_lines_when_piped_and_json_on_request(
+    dagster_home: Path, tmp_path: Path
+) -> None:
+    """Piped (a cron job, a log file), progress is one line per component with the count and
+    time left; --json prints one object on stdout and still only lines on stderr."""
+    import json
+
+    fill_stores(dagster_home)
+    target = str(tmp_path / "bk")
+    done = _qpipe("backup", "--target", target, home=dagster_home)
+    assert done.returncode == 0, done.stderr
+    steps = [line for line in done.stderr.splitlines() if line.startswith("backing up: [")]
+    total = int(steps[-1].split("/")[1].split("]")[0])
+    assert total >= 3 and steps[-1].startswith(f"backing up: [{total}/{total}] uploaded to")
+    assert steps[0].startswith(f"backing up: [1/{total}]") and "s left)" in steps[0]
+    assert "\r" not in done.stderr  # no bar redraws in a log
+
+    shutil.rmtree(dagster_home / "qpipe")
+    backup_id = done.stdout.strip().splitlines()[-1]
+    ok = _qpipe("restore", backup_id, "--target", target, "--json", home=dagster_home)
+    assert ok.returncode == 0, ok.stderr
+    out = json.loads(ok.stdout)
+    assert out["backup_id"] == backup_id and out["verified"] and not out["dry_run"]
+    n = len(out["steps"])
+    assert f"verifying backup: [{n}/{n}]" in ok.stderr
+    assert f"restoring: [{n}/{n}]" in ok.stderr and "\r" not in ok.stderr
+
+    again = _qpipe("backup", "--target", target, "--json", home=dagster_home)
+    assert again.returncode == 0, again.stderr
+    made = json.loads(again.stdout)
+    assert made["backup_id"].startswith("qpipe-") and made["target"]
+    assert {c["name"] for c in made["components"]} >= {"inbox", "concepts"}
+
+
+def test_backup_shows_a_progress_bar_on_a_terminal(dagster_home: Path, tmp_path: Path) -> None:
+    from qpipe_dagster_tests.cli.terminal import run_on_terminal
+
+    fill_stores(dagster_home)
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+    for var in ("WEAVIATE_URL", "BACKUP_URL", "R2_ACCOUNT_ID", "QPIPE_LANCE_PATH"):
+        env.pop(var, None)
+    argv = [sys.executable, "-m", "qpipe_dagster.cli", "backup", "--target", str(tmp_path / "b")]
+    code, text = run_on_terminal(argv, env=env)
+    assert code == 0, text
+    assert ("backing up:" in text and "component/s" in text) or "it/s" in text, text
+    assert "\r" in text and "backing up: [1/" not in text  # a redrawn bar, not lines
+    assert re.search(r"backing up: 100%\|.*\| (\d+)/\1 \[\d\d:\d\d<00:00", text), text
