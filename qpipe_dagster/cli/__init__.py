@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "qpipe_dagster.cli.trials",
     "qpipe_dagster.cli.monitoring",
     "qpipe_dagster.cli.controls",
+    "qpipe_dagster.cli.trace",
 )
 
 

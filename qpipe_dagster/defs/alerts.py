@@ -22,8 +22,7 @@ from qpipe_dagster.monitoring.webhook import (
     post_alert,
     run_failure_body,
 )
-
-TAG_MESSAGE_ID = "qpipe/message_id"  # set by the QStash sensor (defs.triggers)
+from qpipe_dagster.run_tags import TAG_MESSAGE_ID
 
 
 @run_failure_sensor(

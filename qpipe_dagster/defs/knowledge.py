@@ -53,6 +53,7 @@ from qpipe_dagster.parse.table import (
     parse_pages,
     stale_parser_versions,
 )
+from qpipe_dagster.run_tags import TAG_MESSAGE_ID
 from qpipe_dagster.settings import SettingError, crawl_private_addresses_allowed
 from qpipe_dagster.storage.arrow_files import (
     MAX_PART_BYTES,
@@ -60,7 +61,7 @@ from qpipe_dagster.storage.arrow_files import (
     part_sizes,
     read_table,
 )
-from qpipe_dagster.store.objects import objects_schema
+from qpipe_dagster.store.objects import objects_schema, with_trace
 
 GROUP = "knowledge"
 OWNERS = ["team:knowledge"]
@@ -517,7 +518,11 @@ def weaviate_objects(
     dim = embeddings_dim_for(page_embeddings, encoder, concept)
     store = vector_store.open(model=encoder.model_id, dim=dim)
     started = time.perf_counter()
-    counts = store.upsert(page_embeddings)
+    # each written object names this run and its QStash message (`qpipe trace`)
+    traced = with_trace(
+        page_embeddings, run_id=context.run_id, message_id=context.run.tags.get(TAG_MESSAGE_ID)
+    )
+    counts = store.upsert(traced)
     deleted = store.delete_missing(concept, set(page_embeddings.column("id").to_pylist()))
     stage_seconds = time.perf_counter() - started
     total = store.count(concept)

@@ -10,6 +10,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from qpipe_dagster.defs.partitions import concepts_partitions
 from qpipe_dagster.defs.retries import transient_only
+from qpipe_dagster.run_tags import TAG_MESSAGE_ID
 
 if TYPE_CHECKING:  # validation imports this module to run record_trials
     from qpipe_dagster.backtest.results import SweepReport
@@ -81,6 +82,8 @@ def record_trials(
         init_cash=c.init_cash,
         direction=c.direction,
         n_blocks=c.pbo_blocks,
+        run_id=context.run_id,
+        message_id=context.run.tags.get(TAG_MESSAGE_ID),
     )
     top_n = c.trials_top_n
     if top_n > 0:

@@ -33,6 +33,7 @@ from qpipe_dagster.concepts import default_registry
 from qpipe_dagster.defs.partitions import CONCEPTS_PARTITIONS, concepts_partitions
 from qpipe_dagster.ops.env import whole
 from qpipe_dagster.qstash.planning import TickCursor, TickPlan, plan_tick, tick_day
+from qpipe_dagster.run_tags import TAG_CONCEPT, TAG_MESSAGE_ID, TAG_TRIGGER
 from webhook_sensor.claims import claim
 from webhook_sensor.inbox import InboxMessage, InboxStore, InboxTarget, open_inbox
 from webhook_sensor.settings import default_inbox_target
@@ -40,9 +41,6 @@ from webhook_sensor.settings import default_inbox_target
 DEFAULT_MAX_CONCEPTS_PER_DAY = 50
 DEFAULT_BATCH_SIZE = 100
 CLAIM_LOOKAHEAD = 4  # pending ids offered per claim, in batches: others may hold some
-TAG_MESSAGE_ID = "qpipe/message_id"
-TAG_CONCEPT = "qpipe/concept"
-TAG_TRIGGER = "qpipe/trigger"
 
 
 def max_concepts_per_day() -> int:

@@ -9,6 +9,8 @@ from qpipe_dagster.store.objects import (
     content_hash,
     object_uuid,
     objects_schema,
+    stored_schema,
+    with_trace,
 )
 
 __all__ = [
@@ -21,4 +23,6 @@ __all__ = [
     "object_uuid",
     "objects_schema",
     "open_store",
+    "stored_schema",
+    "with_trace",
 ]

@@ -54,6 +54,11 @@ class VectorStore(Protocol):
         """Every stored id of a concept."""
         ...
 
+    def count_by_run(self, concept: str) -> dict[str | None, int]:
+        """A concept's objects per `run_id` that last wrote them (None: not recorded), for
+        `qpipe trace`; an unchanged chunk keeps the run that inserted or last changed it."""
+        ...
+
     def close(self) -> None:
         """Release connections (a no-op for LanceDB)."""
         ...

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from qpipe_dagster.store.objects import (
     HIT_COLUMNS,
+    TRACE_COLUMNS,
     SearchHit,
     UpsertCounts,
     VectorStoreError,
@@ -25,7 +26,8 @@ from qpipe_dagster.store.objects import (
     check_keep_ids,
     check_query,
     collection_name,
-    objects_schema,
+    stored_schema,
+    trace_fields,
     validate_objects,
     vector_dim,
 )
@@ -78,7 +80,7 @@ class LanceStore:
         self.refine_factor = refine_factor
         self.max_small_fragments = max_small_fragments
         self._where = f"LanceDB store {str(self.path)!r} table {self.collection!r}"
-        self._schema = objects_schema(dim)
+        self._schema = stored_schema(dim)
         if create:
             _ensure_writable_dir(self.path)
         elif self.path.exists() and not self.path.is_dir():
@@ -102,7 +104,7 @@ class LanceStore:
             raise
         except (OSError, RuntimeError, ValueError) as exc:
             raise VectorStoreError(f"{self._where}: cannot open: {exc}") from exc
-        self._check_existing_schema()
+        self._check_existing_schema(writable=create)
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -131,7 +133,7 @@ class LanceStore:
             "QPIPE_EMBED_MODEL and `qpipe reembed`)"
         )
 
-    def _check_existing_schema(self) -> None:
+    def _check_existing_schema(self, *, writable: bool) -> None:
         schema = self._table.schema
         if "vector" not in schema.names:
             raise VectorStoreError(f"{self._where}: existing table has no 'vector' column")
@@ -142,6 +144,17 @@ class LanceStore:
                 f"store opened for {self.dim}-dim"
             )
         missing = [n for n in self._schema.names if n not in schema.names]
+        trace = [f for f in trace_fields() if f.name in missing]
+        if trace and writable:
+            # a table written before provenance was recorded: add the columns (all null, a
+            # metadata-only change in Lance); its objects keep working and name no run
+            try:
+                self._table.add_columns(trace)
+            except ValueError:  # another process added them meanwhile
+                self._table.checkout_latest()
+            missing = [n for n in self._schema.names if n not in self._table.schema.names]
+        elif trace:  # read-only (search): such a table reads as "no run recorded"
+            missing = [n for n in missing if n not in TRACE_COLUMNS]
         if missing:
             raise VectorStoreError(
                 f"{self._where}: existing table lacks columns {missing}; "
@@ -291,7 +304,8 @@ class LanceStore:
         vector_query = cast(
             "LanceVectorQueryBuilder", self._table.search(query, vector_column_name="vector")
         )
-        q = vector_query.distance_type("cosine").select([*HIT_COLUMNS, "_distance"]).limit(k)
+        present = [c for c in HIT_COLUMNS if c in self._table.schema.names]
+        q = vector_query.distance_type("cosine").select([*present, "_distance"]).limit(k)
         if concept is not None:
             q = q.where(f"concept = {_sql_str(concept)}", prefilter=True)
         if exact:
@@ -302,7 +316,8 @@ class LanceStore:
                 q = q.refine_factor(self.refine_factor)
         rows = q.to_arrow()
         scores = pc.subtract(1.0, rows.column("_distance")).to_pylist()
-        cols = {name: rows.column(name).to_pylist() for name in HIT_COLUMNS}
+        none = [None] * rows.num_rows
+        cols = {c: rows.column(c).to_pylist() if c in present else none for c in HIT_COLUMNS}
         return [
             SearchHit(
                 id=cols["id"][i],
@@ -312,6 +327,8 @@ class LanceStore:
                 chunk_index=cols["chunk_index"][i],
                 text=cols["text"][i],
                 score=float(scores[i]),
+                run_id=cols["run_id"][i],
+                message_id=cols["message_id"][i],
             )
             for i in range(rows.num_rows)
         ]
@@ -324,6 +341,24 @@ class LanceStore:
 
     def ids(self, concept: str) -> set[str]:
         return set(self._ids_array(check_concept(concept, self._where)).to_pylist())
+
+    def count_by_run(self, concept: str) -> dict[str | None, int]:
+        concept = check_concept(concept, self._where)
+        if "run_id" not in self._table.schema.names:  # an old table opened read-only
+            n = self.count(concept)
+            return {None: n} if n else {}
+        rows = (
+            self._table.search()
+            .where(f"concept = {_sql_str(concept)}")
+            .select(["run_id"])
+            .limit(None)
+            .to_arrow()
+        )
+        counts = pc.value_counts(rows.column("run_id").combine_chunks())
+        return {
+            v["values"].as_py(): v["counts"].as_py()
+            for v in counts  # type: ignore[index]
+        }
 
     def drop(self) -> None:
         """Delete the whole table (model retirement, tests); the store is unusable after."""

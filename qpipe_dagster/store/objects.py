@@ -23,8 +23,13 @@ QPIPE_NAMESPACE = uuid.UUID("5b1e6f0a-8d3c-4c2e-9a57-3f0d2b8e71c4")
 
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
+# Which Dagster run last wrote an object and the QStash message that caused that run (None:
+# a run from the UI, CLI or a schedule, or an object stored before these were recorded). An
+# unchanged chunk is not rewritten, so it names the run that last inserted or changed it.
+TRACE_COLUMNS = ("run_id", "message_id")
+
 # Columns a SearchHit carries back (everything but the vector and bookkeeping columns).
-HIT_COLUMNS = ("id", "concept", "url", "title", "chunk_index", "text")
+HIT_COLUMNS = ("id", "concept", "url", "title", "chunk_index", "text", *TRACE_COLUMNS)
 
 
 class VectorStoreError(RuntimeError):
@@ -57,6 +62,8 @@ class SearchHit:
     chunk_index: int
     text: str
     score: float
+    run_id: str | None = None
+    message_id: str | None = None
 
 
 def object_uuid(concept: str, url: str, chunk_index: int) -> str:
@@ -88,6 +95,32 @@ def objects_schema(dim: int) -> pa.Schema:
             pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
         ]
     )
+
+
+def trace_fields() -> list[pa.Field]:
+    """The provenance columns (TRACE_COLUMNS) every stored object has, both nullable."""
+    return [pa.field(name, pa.string(), nullable=True) for name in TRACE_COLUMNS]
+
+
+def stored_schema(dim: int) -> pa.Schema:
+    """What a store holds: `objects_schema` plus the provenance columns. `upsert` accepts a
+    table with or without them (stage code builds chunks; the asset that stores them adds
+    who wrote them with `with_trace`)."""
+    base = objects_schema(dim)
+    return pa.schema([*base, *trace_fields()])
+
+
+def with_trace(table: pa.Table, *, run_id: str | None, message_id: str | None) -> pa.Table:
+    """`table` with its provenance columns set to this run and message (replaced if present)."""
+    for name, value in zip(TRACE_COLUMNS, (run_id, message_id), strict=True):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise VectorStoreError(f"{name} must be a non-empty string or None, got {value!r}")
+        column = pa.array([value] * table.num_rows, pa.string())
+        if name in table.column_names:
+            table = table.set_column(table.schema.get_field_index(name), name, column)
+        else:
+            table = table.append_column(pa.field(name, pa.string()), column)
+    return table
 
 
 def collection_name(model: str, dim: int) -> str:
@@ -146,7 +179,8 @@ def _kind(type_: pa.DataType) -> str:
 
 
 def validate_objects(table: pa.Table, dim: int, where: str) -> pa.Table:
-    """Check `table` against objects_schema(dim) and return it in canonical column order/types.
+    """Check `table` against objects_schema(dim) and return it as stored_schema(dim), in
+    canonical column order and types (provenance columns it lacks are null).
 
     Everything is checked before anything is written, so a bad table never half-lands.
     `where` names the store (path/URL + collection) for the error messages.
@@ -155,9 +189,10 @@ def validate_objects(table: pa.Table, dim: int, where: str) -> pa.Table:
         raise VectorStoreError(
             f"{where}: upsert expects a pyarrow.Table, got {type(table).__name__}"
         )
-    schema = objects_schema(dim)
+    required = objects_schema(dim)
+    schema = stored_schema(dim)
     names = set(table.column_names)
-    missing = [f.name for f in schema if f.name not in names]
+    missing = [f.name for f in required if f.name not in names]
     extra = sorted(names - set(schema.names))
     if missing or extra:
         raise VectorStoreError(
@@ -179,6 +214,9 @@ def validate_objects(table: pa.Table, dim: int, where: str) -> pa.Table:
         )
     columns = []
     for field in schema:
+        if field.name not in names:  # a provenance column: unknown for these objects
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
         col = table.column(field.name)
         if col.type != field.type:
             if not pa.types.is_null(col.type) and _kind(col.type) != _kind(field.type):

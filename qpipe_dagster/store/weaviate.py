@@ -16,6 +16,8 @@ import pyarrow.compute as pc
 from qpipe_dagster.settings import SettingError, weaviate_grpc_port
 from qpipe_dagster.store.objects import (
     HIT_COLUMNS,
+    MAX_K,
+    TRACE_COLUMNS,
     SearchHit,
     UpsertCounts,
     VectorStoreError,
@@ -158,6 +160,7 @@ class WeaviateStore:
         self.batch_size = batch_size
         self.concurrent_requests = concurrent_requests
         self._create = create
+        self._trace: set[str] = set()  # the provenance properties the collection has
         self._where = f"Weaviate {url!r} collection {self.collection!r}"
         from weaviate.exceptions import WeaviateBaseError
 
@@ -213,11 +216,27 @@ class WeaviateStore:
                     Property(name="fetched_at", data_type=DataType.DATE),
                     Property(name="parser_version", **text),
                     Property(name="model", **text),
+                    *[Property(name=name, **text) for name in TRACE_COLUMNS],
                 ],
             )
         col = self._client.collections.get(self.collection)
         self._check_existing(col)
         return col
+
+    def _add_trace_properties(self, col, have: set[str]) -> set[str]:
+        """A collection written before provenance was recorded gets the two properties (its
+        objects read as "no run recorded"); read-only, nothing is changed. Returns the trace
+        properties the collection has."""
+        from weaviate.classes.config import DataType, Property, Tokenization
+
+        missing = [n for n in TRACE_COLUMNS if n not in have]
+        if missing and self._create:
+            for name in missing:
+                col.config.add_property(
+                    Property(name=name, data_type=DataType.TEXT, tokenization=Tokenization.FIELD)
+                )
+            return set(TRACE_COLUMNS)
+        return {n for n in TRACE_COLUMNS if n in have}
 
     def _check_existing(self, col) -> None:
         """Refuse a collection whose properties or stored vector size disagree with ours."""
@@ -229,6 +248,7 @@ class WeaviateStore:
                 f"{self._where}: existing collection lacks properties {missing}; "
                 "it was not written by qpipe"
             )
+        self._trace = self._add_trace_properties(col, have)
         sample = col.query.fetch_objects(limit=1, include_vector=True).objects
         if sample:
             vec = sample[0].vector
@@ -271,14 +291,15 @@ class WeaviateStore:
 
     def _write(self, rows: pa.Table, counts: UpsertCounts) -> None:
         vectors = vectors_as_numpy(rows.column("vector"), self.dim)
-        props = rows.select(list(PROPERTY_COLUMNS)).to_pylist()
+        props = rows.select([*PROPERTY_COLUMNS, *TRACE_COLUMNS]).to_pylist()
         ids = rows.column("id").to_pylist()
         with self._col.batch.fixed_size(
             batch_size=min(self.batch_size, 500), concurrent_requests=self.concurrent_requests
         ) as batch:
             for uid, prop, vec in zip(ids, props, vectors, strict=True):
-                if prop["title"] is None:
-                    del prop["title"]
+                for name in ("title", *TRACE_COLUMNS):  # Weaviate stores no nulls
+                    if prop[name] is None:
+                        del prop[name]
                 batch.add_object(properties=prop, uuid=uid, vector=vec.tolist())
         failed = self._col.batch.failed_objects
         if failed:
@@ -321,7 +342,9 @@ class WeaviateStore:
             limit=k,
             filters=Filter.by_property("concept").equal(concept) if concept is not None else None,
             return_metadata=MetadataQuery(distance=True),
-            return_properties=[c for c in HIT_COLUMNS if c != "id"],
+            return_properties=[
+                c for c in HIT_COLUMNS if c != "id" and (c not in TRACE_COLUMNS or c in self._trace)
+            ],
         )
         return [
             SearchHit(
@@ -332,6 +355,8 @@ class WeaviateStore:
                 chunk_index=_whole(o.properties["chunk_index"]),
                 text=_text(o.properties["text"]),
                 score=1.0 - float(_distance(o.metadata.distance)),
+                run_id=_optional_text(o.properties.get("run_id")),
+                message_id=_optional_text(o.properties.get("message_id")),
             )
             for o in res.objects
         ]
@@ -350,6 +375,27 @@ class WeaviateStore:
         # The cursor API takes no filter, so walk the collection reading only `concept`.
         concept = check_concept(concept, self._where)
         return {uid for uid, c in self._iter_concepts() if c == concept}
+
+    def count_by_run(self, concept: str) -> dict[str | None, int]:
+        from weaviate.classes.aggregate import GroupByAggregate
+        from weaviate.classes.query import Filter
+
+        concept = check_concept(concept, self._where)
+        total = self.count(concept)
+        if "run_id" not in self._trace:
+            return {None: total} if total else {}
+        res = self._col.aggregate.over_all(
+            filters=Filter.by_property("concept").equal(concept),
+            group_by=GroupByAggregate(prop="run_id", limit=MAX_K),
+            total_count=True,
+        )
+        out: dict[str | None, int] = {}
+        for group in res.groups:
+            out[_text(group.grouped_by.value)] = int(group.total_count or 0)
+        unrecorded = total - sum(out.values())  # Weaviate groups no missing value
+        if unrecorded:
+            out[None] = unrecorded
+        return out
 
     def drop(self) -> None:
         """Delete the whole collection (model retirement, tests)."""

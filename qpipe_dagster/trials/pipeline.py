@@ -80,8 +80,11 @@ def evaluate_and_rank(
     direction: str = "longonly",
     n_blocks: int = 16,
     now: datetime | None = None,
+    run_id: str | None = None,
+    message_id: str | None = None,
 ) -> TrialRun:
-    """Evidence, trial records and the robust best set (objective Sharpe, any family)."""
+    """Evidence, trial records and the robust best set (objective Sharpe, any family);
+    `run_id`/`message_id` name the Dagster run and QStash message the trials come from."""
     costs = {"fees": fees, "slippage": slippage, "init_cash": init_cash, "direction": direction}
     evidence = evaluate_sweep(
         report, close, periods_per_year=periods_per_year, n_blocks=n_blocks, **costs
@@ -97,6 +100,8 @@ def evaluate_and_rank(
         prices=price_hash(ts, close),
         settings=settings,
         now=now,
+        run_id=run_id,
+        message_id=message_id,
     )
     df = pl.from_arrow(trials)
     assert isinstance(df, pl.DataFrame)

@@ -7,6 +7,9 @@
   metrics are a pure function of these, so no per-row hashing of floats is needed.
 * ``sweep_key``: (concept, symbol, interval, direction, family): the ids a re-run of that
   sweep no longer produces are archived by the store.
+* ``run_id`` / ``message_id``: the Dagster run that produced the trial and the QStash message
+  that caused it (None outside a run, or for a run from the UI, CLI or a schedule). The store
+  keeps them from the run that last inserted or changed the trial, as for chunk objects.
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ def build_trials(
     settings: dict,
     code: str | None = None,
     now: datetime | None = None,
+    run_id: str | None = None,
+    message_id: str | None = None,
 ) -> pa.Table:
     """One row per set of ``report`` with its metrics, evidence and a candidate status."""
     now = now or datetime.now(UTC)
@@ -135,6 +140,8 @@ def build_trials(
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("created_at"),
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("updated_at"),
         pl.lit(False).alias("embedded"),
+        pl.lit(run_id, pl.Utf8).alias("run_id"),
+        pl.lit(message_id, pl.Utf8).alias("message_id"),
         pl.lit("candidate").alias("status"),
         *[pl.lit(None, dtype=t).alias(k) for k, t in STATUS_COLUMNS.items() if k != "status"],
     ).drop(["_key", "backend", "device", "compute_seconds"], strict=False)

@@ -54,6 +54,15 @@ KEEP_ON_REINGEST = (
     "promoted_at",
     "created_at",
 )
+# kept, like updated_at, when a re-ingest finds the same content: they name the run that last
+# inserted or changed the trial (`records`)
+TRACE_COLUMNS = ("run_id", "message_id")
+
+
+def _with_trace_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with null provenance columns where it has none (written before they existed)."""
+    missing = [pl.lit(None, pl.Utf8).alias(c) for c in TRACE_COLUMNS if c not in frame.columns]
+    return frame.with_columns(missing) if missing else frame
 
 
 class TrialStoreError(ValueError):
@@ -238,12 +247,13 @@ class TrialStore:
         if old is None or old.height == 0:
             counts.inserted += batch.height
             return batch, pl.DataFrame(schema=HISTORY_SCHEMA)
+        old, batch = _with_trace_columns(old), _with_trace_columns(batch)
         prev = old.select(
             "id",
             pl.col("content_hash").alias("_hash"),
             pl.col("updated_at").alias("_updated_at"),
             pl.col("embedded").alias("_embedded"),
-            *[pl.col(c).alias(f"_{c}") for c in KEEP_ON_REINGEST],
+            *[pl.col(c).alias(f"_{c}") for c in (*KEEP_ON_REINGEST, *TRACE_COLUMNS)],
         )
         j = batch.join(prev, on="id", how="left")
         is_new = pl.col("_hash").is_null()
@@ -277,6 +287,8 @@ class TrialStore:
             pl.coalesce(pl.col("_created_at"), pl.col("created_at")).alias("created_at"),
             pl.when(~is_new & same).then(pl.col("_updated_at")).otherwise(pl.col("updated_at"))
             .alias("updated_at"),
+            *[pl.when(~is_new & same).then(pl.col(f"_{c}")).otherwise(pl.col(c)).alias(c)
+              for c in TRACE_COLUMNS],
             (pl.col("embedded") if embedded is not None
              else pl.coalesce(pl.col("_embedded"), pl.col("embedded"))).alias("embedded"),
         )  # fmt: skip

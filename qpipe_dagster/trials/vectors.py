@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from qpipe_dagster.backtest.trials import TRIALS_VERSION, describe_trial, trial_concept
-from qpipe_dagster.store.objects import content_hash, object_uuid, objects_schema
+from qpipe_dagster.store.objects import content_hash, object_uuid, stored_schema
 
 URL_PREFIX = "qpipe-trial://"
 
@@ -54,7 +54,7 @@ def trial_objects(
     model: str,
     now: datetime | None = None,
 ) -> pa.Table:
-    """Objects table (`store.objects.objects_schema`) for trial rows of the trial store."""
+    """Objects table (`store.objects.stored_schema`) for trial rows of the trial store."""
     texts = [describe(r) for r in rows]
     vectors = np.asarray(encode(texts), dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(texts):
@@ -77,8 +77,11 @@ def trial_objects(
             pa.array([TRIALS_VERSION] * n, pa.string()),
             pa.array([model] * n, pa.string()),
             pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
+            # the run (and message) that produced each trial, as the trial store recorded it
+            pa.array([r.get("run_id") for r in rows], pa.string()),
+            pa.array([r.get("message_id") for r in rows], pa.string()),
         ],
-        schema=objects_schema(dim),
+        schema=stored_schema(dim),
     )
 
 

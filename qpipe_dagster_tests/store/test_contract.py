@@ -14,7 +14,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from qpipe_dagster.store import UpsertCounts, VectorStoreError, objects_schema, open_store
+from qpipe_dagster.store import (
+    UpsertCounts,
+    VectorStoreError,
+    objects_schema,
+    open_store,
+    stored_schema,
+    with_trace,
+)
 from qpipe_dagster_tests.store.store_testdata import make_objects
 
 REPO = Path(__file__).resolve().parents[2]
@@ -337,6 +344,9 @@ def test_schema_helper_matches_the_brief() -> None:
     assert schema.field("text").type == pa.large_string()
     assert schema.field("chunk_index").type == pa.int32()
     assert [f.name for f in schema if f.nullable] == ["title"]
+    stored = stored_schema(384)
+    assert stored.names == [*schema.names, "run_id", "message_id"]
+    assert [f.name for f in stored if f.nullable] == ["title", "run_id", "message_id"]
     assert pc.all(pc.equal(make_objects("a", 3, 4).column("concept"), "a")).as_py()
 
 
@@ -409,3 +419,51 @@ def test_read_only_open_creates_nothing(backend) -> None:
         assert reader.count() == 5
     finally:
         reader.close()
+
+
+def test_objects_name_the_run_and_message_that_wrote_them(store) -> None:
+    """Every object carries the run id and QStash message id of the run that last inserted or
+    changed it; an unchanged chunk is not rewritten, so it keeps naming its original run."""
+    first = with_trace(make_objects("alpha", 8, DIM), run_id="run-1", message_id="msg_1")
+    assert store.upsert(first) == UpsertCounts(8, 0, 0)
+    hit = store.search(_vectors(first)[2], k=1, concept="alpha")[0]
+    assert (hit.run_id, hit.message_id) == ("run-1", "msg_1")
+    assert store.count_by_run("alpha") == {"run-1": 8}
+
+    # a run from the UI (no message): rows 0-2 change, 3-7 stay, 8-9 are new
+    changed = make_objects("alpha", 3, DIM, version="v2")
+    second = pa.concat_tables([changed, first.slice(3).drop_columns(["run_id", "message_id"]),
+                               make_objects("alpha", 2, DIM, start=8)])  # fmt: skip
+    second = with_trace(second, run_id="run-2", message_id=None)
+    assert store.upsert(second) == UpsertCounts(inserted=2, updated=3, unchanged=5)
+    assert store.count_by_run("alpha") == {"run-1": 5, "run-2": 5}
+    hit = store.search(_vectors(changed)[0], k=1, concept="alpha")[0]
+    assert (hit.run_id, hit.message_id) == ("run-2", None)
+    hit = store.search(_vectors(first)[5], k=1, concept="alpha")[0]
+    assert (hit.run_id, hit.message_id) == ("run-1", "msg_1")
+
+    # objects stored without provenance (a direct upsert, `qpipe reembed`) name no run
+    store.upsert(make_objects("beta", 3, DIM))
+    assert store.count_by_run("beta") == {None: 3}
+    assert store.count_by_run("nobody") == {}
+    hit = store.search(_vectors(make_objects("beta", 3, DIM))[0], k=1, concept="beta")[0]
+    assert (hit.run_id, hit.message_id) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"run_id": "", "message_id": None}, "run_id must be a non-empty string or None, got ''"),
+        ({"run_id": "r", "message_id": 7}, "message_id must be a non-empty string or None, got 7"),
+    ],
+)
+def test_bad_provenance_is_named(kw: dict, message: str) -> None:
+    with pytest.raises(VectorStoreError, match=message):
+        with_trace(make_objects("alpha", 2, DIM), **kw)
+
+
+def test_provenance_of_the_wrong_type_is_refused(store) -> None:
+    bad = make_objects("alpha", 3, DIM).append_column("run_id", pa.array([1, 2, 3]))
+    with pytest.raises(VectorStoreError, match="'run_id' has type int64, expected string"):
+        store.upsert(bad)
+    assert store.count() == 0

@@ -160,3 +160,32 @@ def test_many_small_fragments_are_compacted(tmp_path: Path) -> None:
     assert store._table.stats()["fragment_stats"]["num_fragments"] <= 4
     assert store.count() == 40
     assert store.upsert(objects).unchanged == 40
+
+
+def test_a_table_written_before_provenance_keeps_working(tmp_path: Path) -> None:
+    """A table of the earlier schema (no run_id / message_id): read-only use (search) reads it
+    as it is, with no run recorded; the first writable open adds the two columns (null), and
+    new writes name their run beside the old objects."""
+    from qpipe_dagster.store import with_trace
+
+    old = make_objects("alpha", 6, 8)
+    db = lancedb.connect(str(tmp_path))
+    db.create_table(collection_name("m", 8), data=old, schema=objects_schema(8))
+    query = old.column("vector").combine_chunks().flatten().to_numpy()[:8]
+
+    reader = open_store(model="m", dim=8, lance_path=tmp_path, create=False)
+    hit = reader.search(query, k=1)[0]
+    assert hit.id == old.column("id")[0].as_py() and hit.run_id is None
+    assert reader.count_by_run("alpha") == {None: 6}
+    assert "run_id" not in db.open_table(collection_name("m", 8)).schema.names  # unchanged
+
+    writer = open_store(model="m", dim=8, lance_path=tmp_path)
+    assert {"run_id", "message_id"} <= set(db.open_table(collection_name("m", 8)).schema.names)
+    assert writer.count_by_run("alpha") == {None: 6}
+    new = with_trace(make_objects("alpha", 2, 8, start=6), run_id="r-new", message_id="m-1")
+    both = pa.concat_tables([old, new], promote_options="default")
+    assert writer.upsert(both).inserted == 2  # the old rows are unchanged: not rewritten
+    assert writer.count_by_run("alpha") == {None: 6, "r-new": 2}
+    assert writer.search(query, k=1)[0].run_id is None
+    # a second writer opening the evolved table changes nothing more
+    assert open_store(model="m", dim=8, lance_path=tmp_path).count() == 8

@@ -28,7 +28,15 @@ def grids(fast_max: int = 30) -> list:
     ]
 
 
-def make_run(concept: str = "demo", *, fast_max: int = 30, fees: float = 0.001, seed: int = 0):
+def make_run(
+    concept: str = "demo",
+    *,
+    fast_max: int = 30,
+    fees: float = 0.001,
+    seed: int = 0,
+    run_id: str | None = None,
+    message_id: str | None = None,
+):
     from qpipe_dagster.trials.pipeline import evaluate_and_rank
 
     close = trend_close(seed)
@@ -44,6 +52,8 @@ def make_run(concept: str = "demo", *, fast_max: int = 30, fees: float = 0.001, 
         periods_per_year=8760,
         fees=fees,
         now=NOW,
+        run_id=run_id,
+        message_id=message_id,
     )
 
 

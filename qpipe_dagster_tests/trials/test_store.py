@@ -113,3 +113,25 @@ def test_robust_pick_is_reported_as_best(trial_run) -> None:
         assert df["plateau_sharpe"][trial_run.best_row] == plateau
     ev = trial_run.evidence
     assert 0 <= ev.pbo.pbo <= 1 and ev.n_effective <= trial_run.trials.num_rows
+
+
+def test_trials_name_the_run_and_message_that_produced_them(tmp_path) -> None:
+    """A trial carries the run (and QStash message) that last inserted or changed it; a
+    re-ingest of the same content keeps them, as unchanged chunk objects do. A store file
+    written before these columns existed keeps working: its trials name no run."""
+    store = TrialStore(tmp_path / "trials")
+    first = make_run(run_id="run-1", message_id="msg_1")
+    ids = first.trials.column("id").to_pylist()
+    legacy = pl.from_arrow(first.trials)
+    assert isinstance(legacy, pl.DataFrame)
+    store.ingest(legacy.drop("run_id", "message_id"), now=NOW)  # an earlier version's file
+    assert "run_id" not in pl.read_parquet(store.data / "demo.parquet").columns
+    store.ingest(first.trials, now=NOW)  # same content: skipped, still no run recorded
+    assert store.frame()["run_id"].null_count() == len(ids)
+
+    dearer = make_run(fees=0.002, run_id="run-2")  # a run from the UI: no message
+    assert store.ingest(dearer.trials, now=NOW + timedelta(days=1)).updated == len(ids)
+    same = make_run(fees=0.002, run_id="run-3", message_id="msg_3")
+    assert store.ingest(same.trials, now=NOW + timedelta(days=2)).skipped == len(ids)
+    row = store.find(ids[0])
+    assert (row["run_id"], row["message_id"]) == ("run-2", None)
