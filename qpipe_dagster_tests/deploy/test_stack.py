@@ -284,7 +284,9 @@ def test_backup_and_dry_run_then_restore_into_a_fresh_stack(
     ID` before the first start. (--dry-run also checks that the stores are empty, so it refuses
     on the live host.)"""
     before = snapshot(stack)
+    started = time.monotonic()
     out = stack.exec("code", "qpipe", "backup", timeout=600)
+    backup_s = time.monotonic() - started
     backup_id = out.stdout.strip().splitlines()[-1].split()[-1]
     st.log(f"backup {backup_id}: {out.stdout.strip()[-300:]}")
     listed = stack.exec("code", "qpipe", "backups").stdout
@@ -305,6 +307,7 @@ def test_backup_and_dry_run_then_restore_into_a_fresh_stack(
     )
     fresh = Stack(**{**stack.__dict__, "project": name, "env_file": env_file, "ca_file": None})
     projects.append(fresh)
+    recovery_started = time.monotonic()  # the new host's work: RTO, less copying the image
     fresh.compose("up", "--no-start", timeout=300)
     dest = f"{fresh.container('code')}:/opt/dagster/backups/"
     st.run(["sh", "-c", f'"{fresh.docker}" cp - "{dest}" < "{tar}"'])
@@ -314,11 +317,22 @@ def test_backup_and_dry_run_then_restore_into_a_fresh_stack(
     dry = fresh.compose("run", "--rm", "--no-deps", "code", "qpipe", "restore", backup_id,
                         "--dry-run", timeout=600, check=False)  # fmt: skip
     assert dry.returncode == 0, f"restore --dry-run failed:\n{dry.stdout}{dry.stderr}"
+    started = time.monotonic()
     restored = fresh.compose("run", "--rm", "--no-deps", "code", "qpipe", "restore", backup_id,
                              timeout=600, check=False)  # fmt: skip
+    restore_s = time.monotonic() - started
     assert restored.returncode == 0, f"restore failed:\n{restored.stdout}{restored.stderr}"
     fresh.compose("up", "-d", timeout=600)
-    st.log(f"restored stack healthy in {fresh.wait_healthy():.0f}s")
+    healthy_s = fresh.wait_healthy()
+    st.log(f"restored stack healthy in {healthy_s:.0f}s")
+    # one greppable line for docs/runbook.md's recovery objectives (bench/RESULTS.md)
+    timings = {
+        "backup_s": round(backup_s, 1),
+        "restore_s": round(restore_s, 1),
+        "start_to_healthy_s": round(healthy_s, 1),
+        "recovery_total_s": round(time.monotonic() - recovery_started, 1),
+    }
+    st.log(f"recovery-timings: {json.dumps(timings, sort_keys=True)}")
     fresh.fetch_ca()
     after = snapshot(fresh)
     for part in ("concepts", "model", "assets", "search", "inbox"):
