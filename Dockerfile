@@ -39,7 +39,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     DAGSTER_HOME=/opt/dagster/home \
-    QPIPE_DEPLOY=prod
+    QPIPE_DEPLOY=prod \
+    NUMBA_CACHE_DIR=/opt/qpipe/numba-cache
 
 # pg_dump for `qpipe backup` (the Dagster instance database): installed when the base lacks it.
 RUN command -v pg_dump >/dev/null 2>&1 || { apt-get update \
@@ -79,8 +80,12 @@ COPY deploy ./deploy
 RUN chmod +x deploy/entrypoint.sh \
     && useradd --create-home --uid 10001 qpipe \
     && mkdir -p /opt/dagster/home /opt/dagster/state /opt/dagster/backups /opt/dagster/logs \
-    && chown -R qpipe:qpipe /opt/dagster
+       "$NUMBA_CACHE_DIR" \
+    && chown -R qpipe:qpipe /opt/dagster "$NUMBA_CACHE_DIR"
 USER qpipe
+# The numba kernels are compiled here, once, not in each new container's first backtest step
+# (minutes on a small host; every GPU-routed run starts a fresh container).
+RUN python -m qpipe_dagster.backtest.warm
 
 ENTRYPOINT ["/opt/qpipe/deploy/entrypoint.sh"]
 CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "qpipe_dagster.definitions"]

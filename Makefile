@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 run: install  ## start the demo site, Dagster UI + daemon and the QStash receiver on local defaults
+	@# compiles the backtest kernels into numba's cache on first use (seconds when already cached)
+	$(PY) -m qpipe_dagster.backtest.warm
 	$(PY) -m qpipe_dagster.devstack
 
 test: install lint typecheck test-python test-edge test-deploy  ## lint, typecheck, then every test: Python, edge/ and the Docker stack

@@ -28,6 +28,7 @@ import gzip
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -139,6 +140,8 @@ class Trace:
     status: str = "pending"
     stage_s: float = 0.0
     error: str = ""
+    submitted_wall: float = 0.0
+    timeline: dict[str, float] = field(default_factory=dict)
 
     def row(self) -> dict:
         def since(t: float | None) -> float | None:
@@ -205,6 +208,46 @@ class Observer:
                 return f"{event.step_key or 'run'}: {text.strip()[:300]}"
         return "no failure event recorded"
 
+    def timeline(self, run_id: str, submitted_wall: float) -> dict[str, float]:
+        """Where a run's wall time went: delivery -> run created (receiver + sensor), queued,
+        worker start, each step, the gaps between steps and the run's end."""
+        from dagster import DagsterEventType as E
+
+        record = self.run_of_id(run_id)
+        marks: dict[str, float] = {}
+        steps: dict[str, list[float]] = {}
+        for entry in self.instance.all_logs(run_id):
+            event = entry.dagster_event
+            if event is None:
+                continue
+            kind = event.event_type
+            if kind in (E.RUN_STARTING, E.RUN_START, E.RUN_SUCCESS, E.RUN_FAILURE):
+                marks.setdefault(kind.value, entry.timestamp)
+            elif kind == E.STEP_START and event.step_key:
+                steps.setdefault(event.step_key, [entry.timestamp, entry.timestamp])
+            elif kind in (E.STEP_SUCCESS, E.STEP_FAILURE) and event.step_key in steps:
+                steps[event.step_key][1] = entry.timestamp
+        created = record.create_timestamp.timestamp() if record else submitted_wall
+        out = {"to_run_created": created - submitted_wall}
+        starting = marks.get(E.RUN_STARTING.value, created)
+        started = marks.get(E.RUN_START.value, starting)
+        out["queued"] = starting - created
+        out["worker_start"] = started - starting
+        last = started
+        for key, (begin, end) in sorted(steps.items(), key=lambda kv: kv[1][0]):
+            out["gap_before_" + key] = begin - last
+            out["step_" + key] = end - begin
+            last = end
+        finished = marks.get(E.RUN_SUCCESS.value, marks.get(E.RUN_FAILURE.value, last))
+        out["run_end"] = finished - last
+        return {k: round(v, 2) for k, v in out.items()}
+
+    def run_of_id(self, run_id: str):  # -> RunRecord | None
+        from dagster import RunsFilter
+
+        records = self.instance.get_run_records(RunsFilter(run_ids=[run_id]), limit=1)
+        return records[0] if records else None
+
     def stage_seconds(self, run_id: str) -> float:
         from dagster import DagsterEventType
 
@@ -225,6 +268,7 @@ def submit(stack: DevStack, trace: Trace) -> None:
     body = json.dumps({"concept": trace.name, "urls": [trace.url], "symbol": "BTC-USD"}).encode()
     trace.message_id = new_message_id()
     trace.submitted = time.monotonic()
+    trace.submitted_wall = time.time()
     deliver_locally(
         stack.receiver_url, body, signing_key=DEV_CURRENT_SIGNING_KEY, message_id=trace.message_id
     )
@@ -250,6 +294,7 @@ def follow(observer: Observer, traces: list[Trace], timeout: float) -> None:
                 t.status = record.dagster_run.status.value.lower()
                 t.succeeded = now if t.status == "success" else None
                 t.stage_s = observer.stage_seconds(record.dagster_run.run_id)
+                t.timeline = observer.timeline(record.dagster_run.run_id, t.submitted_wall)
                 if t.status != "success":
                     t.error = observer.failure(record.dagster_run.run_id)
                 if t.status != "success" and t.searchable is None:
@@ -278,6 +323,8 @@ def main() -> int:
     if args.concepts < 1 or args.single < 0 or args.pages < 1:
         ap.error("--concepts and --pages must be at least 1, --single at least 0")
 
+    # `kill` or a CI timeout stops the stack too (the finally below), as Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     pages = article_pages(args.articles)
     total = args.single + args.concepts
     with tempfile.TemporaryDirectory(prefix="qpipe-bench-e2e-") as tmp:
@@ -314,6 +361,7 @@ def main() -> int:
                 submit(stack, t)
                 follow(observer, [t], timeout=600)
                 print(f"single: {t.row()}", file=sys.stderr)
+                print(f"  timeline: {t.timeline}", file=sys.stderr)
 
             sampler = Sampler(sid)
             cpu0, _ = cpu_and_rss(sid)

@@ -65,6 +65,10 @@ from qpipe_dagster.store.objects import objects_schema, with_trace
 
 GROUP = "knowledge"
 OWNERS = ["team:knowledge"]
+# A run executes its steps one at a time (concept_pipeline's in-process executor), ready steps in
+# priority order: the knowledge chain goes first, so a concept is searchable before its backtest,
+# which does not depend on it, has run.
+SEARCH_FIRST = {"dagster/priority": "1"}
 
 # The stored upstream columns each asset reads (checked before any work, see require_columns).
 CRAWLED_COLUMNS_READ = ("url", "final_url", "fetched_at", "encoding", "html", "error")
@@ -229,6 +233,7 @@ def crawl_results(
 
 
 @asset(
+    op_tags=SEARCH_FIRST,
     partitions_def=concepts_partitions,
     group_name=GROUP,
     kinds={"scrapy", "arrow"},
@@ -307,6 +312,7 @@ def parse_chunker(config: ParseConfig, encoder: Encoder) -> Chunker:
 
 
 @asset(
+    op_tags=SEARCH_FIRST,
     partitions_def=concepts_partitions,
     group_name=GROUP,
     kinds={"polars", "arrow"},
@@ -398,6 +404,7 @@ def embedding_checks(
 
 
 @asset(
+    op_tags=SEARCH_FIRST,
     partitions_def=concepts_partitions,
     group_name=GROUP,
     kinds={"pytorch", "arrow"},
@@ -486,6 +493,7 @@ def embeddings_dim_for(page_embeddings: pa.Table, encoder: Encoder, concept: str
 
 
 @asset(
+    op_tags=SEARCH_FIRST,
     partitions_def=concepts_partitions,
     group_name=GROUP,
     kinds={"weaviate", "lancedb"},

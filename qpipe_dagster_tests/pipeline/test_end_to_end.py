@@ -55,6 +55,9 @@ def test_demo_concept_end_to_end(dagster_home: Path, demo_site, capsys) -> None:
         assert "data:image/png;base64," in bt["equity_curve"]
         assert bt["trials_stored"] == 20  # the best sets, searchable beside the page chunks
         assert all(_checks(first).values()), _checks(first)
+        # Searchable first: the knowledge chain runs before the backtest, which does not need it.
+        started = [e.step_key for e in first.all_events if e.event_type_value == "STEP_START"]
+        assert started.index("weaviate_objects") < started.index("backtest_results"), started
 
         # Change one page and drop another: only that page is re-embedded, the dropped page's
         # chunks leave the store, and the object count stays exact.
