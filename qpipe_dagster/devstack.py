@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from qpipe_dagster.settings import whole_number
+from qpipe_dagster.settings import env_path, env_value, whole_number
 
 if TYPE_CHECKING:  # psutil is imported where processes are tracked
     import psutil
@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(settings: Settings) -> int:
-    home = Path(os.environ.get("DAGSTER_HOME", "").strip() or REPO / ".dagster_home").resolve()
+    home = (env_path("DAGSTER_HOME") or REPO / ".dagster_home").resolve()
     prepare_home(home)
     os.environ["DAGSTER_HOME"] = str(home)
     lock_fd = lock_home(home)
@@ -415,7 +415,7 @@ def _run(settings: Settings) -> int:
             instance.add_dynamic_partitions(CONCEPTS_PARTITIONS, [DEMO_CONCEPT])
 
     receiver_port = settings.ports["receiver"]
-    receiver_url = os.environ.get("QPIPE_RECEIVER_URL", "").strip() or (
+    receiver_url = env_value("QPIPE_RECEIVER_URL") or (
         f"http://{_url_host(host)}:{receiver_port}/api/qstash"
     )
     env = {**os.environ, "QPIPE_RECEIVER_URL": receiver_url}

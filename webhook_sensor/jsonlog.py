@@ -15,11 +15,12 @@ import atexit
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from json.encoder import encode_basestring_ascii as _quote  # json.dumps' own C string encoder
 from typing import TextIO
+
+from qpipe_dagster.settings import env_value
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}  # fmt: skip
@@ -34,7 +35,7 @@ class JsonLogger:
     def __init__(self, stream: TextIO | None = None, level: int | None = None) -> None:
         self.stream = stream
         if level is None:
-            name = os.environ.get("QPIPE_RECEIVER_LOG_LEVEL", "info").strip().lower()
+            name = (env_value("QPIPE_RECEIVER_LOG_LEVEL") or "info").lower()
             if name not in LEVELS:
                 raise ValueError(f"QPIPE_RECEIVER_LOG_LEVEL={name!r}: use one of {sorted(LEVELS)}")
             level = LEVELS[name]

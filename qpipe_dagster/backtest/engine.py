@@ -20,6 +20,7 @@ from qpipe_dagster.backtest.kernels import DIRECTION_CODES, FAMILY_CODES, metric
 from qpipe_dagster.backtest.reference import vectorbt_sweep  # vectorbt itself is imported on use
 from qpipe_dagster.backtest.strategies import StrategyGrid, sweep_cpu
 from qpipe_dagster.backtest.validation import validate_close, validate_costs, validate_direction
+from qpipe_dagster.settings import env_value
 
 BACKENDS: tuple[str, ...] = ("auto", "cpu", "gpu", "vectorbt")
 ENV_VAR = "QPIPE_BACKEND"
@@ -77,10 +78,10 @@ def resolve_backend(backend: str = "auto") -> str:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if backend != "auto":
         return backend
-    env = os.environ.get(ENV_VAR)
-    if env is None or env.strip() == "":
+    env = env_value(ENV_VAR)
+    if env is None:
         return "auto"
-    value = env.strip().lower()
+    value = env.lower()
     if value not in ("auto", "cpu", "gpu"):
         raise ValueError(f"{ENV_VAR} must be one of cpu, gpu, auto; got {env!r}")
     return value

@@ -14,6 +14,7 @@ import sys
 
 from qpipe_dagster.cli import CliError
 from qpipe_dagster.cli.progress import meters
+from qpipe_dagster.settings import env_value
 
 
 def _say(msg: str) -> None:
@@ -69,7 +70,7 @@ def _status(args: argparse.Namespace) -> int:
         instance_cm = DagsterInstance.get()
     except Exception as exc:
         raise CliError(
-            f"cannot open the Dagster instance at DAGSTER_HOME={os.environ.get('DAGSTER_HOME')!r}:"
+            f"cannot open the Dagster instance at DAGSTER_HOME={env_value('DAGSTER_HOME')!r}:"
             f" {exc}"
         ) from None
     with instance_cm as instance:

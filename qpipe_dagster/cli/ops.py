@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from qpipe_dagster.cli import CliError
 from qpipe_dagster.cli.progress import meters, say
 from qpipe_dagster.ops.doctor import DEFAULT_CHECKS, FAIL, OK, Check, format_table, run_checks
+from qpipe_dagster.settings import env_value
 
 
 def _backup(args: argparse.Namespace) -> int:
@@ -66,8 +67,8 @@ def _backup(args: argparse.Namespace) -> int:
 def _env_retention_days() -> int:
     """QPIPE_BACKUP_RETENTION_DAYS, read only by `backup`: parsed while building the parser,
     a bad value broke every qpipe command with a traceback."""
-    raw = os.environ.get("QPIPE_BACKUP_RETENTION_DAYS", "").strip()
-    if not raw:
+    raw = env_value("QPIPE_BACKUP_RETENTION_DAYS")
+    if raw is None:
         return 7
     try:
         return int(raw)

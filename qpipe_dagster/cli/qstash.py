@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from collections.abc import Callable
 
 from qpipe_dagster.cli import CliError
@@ -30,6 +29,7 @@ from qpipe_dagster.qstash.local import (
     DeliveryError,
     deliver_locally,
 )
+from qpipe_dagster.settings import env_value, whole_number
 from webhook_sensor.payload import PayloadError, parse_concept_message
 from webhook_sensor.settings import DEFAULT_RECEIVER_URL, DEV_CURRENT_SIGNING_KEY
 
@@ -39,8 +39,8 @@ def _receiver_url(args: argparse.Namespace) -> str:
     A bad env value used to reach httpx: retried as "cannot reach", or a traceback."""
     if args.receiver_url:
         return args.receiver_url
-    raw = os.environ.get("QPIPE_RECEIVER_URL", "").strip()
-    if not raw:
+    raw = env_value("QPIPE_RECEIVER_URL")
+    if raw is None:
         return DEFAULT_RECEIVER_URL
     try:
         return http_url("QPIPE_RECEIVER_URL", raw)
@@ -49,13 +49,13 @@ def _receiver_url(args: argparse.Namespace) -> str:
 
 
 def _client() -> QStashClient:
-    token = os.environ.get("QSTASH_TOKEN", "").strip()
-    if not token:
+    token = env_value("QSTASH_TOKEN")
+    if token is None:
         raise CliError(
             "QSTASH_TOKEN is not set: the DLQ and schedules live in QStash (cloud, or the dev"
             " server `npx @upstash/qstash-cli dev` with QSTASH_URL=http://127.0.0.1:8080)"
         )
-    return QStashClient(token, os.environ.get("QSTASH_URL", "").strip() or DEFAULT_BASE_URL)
+    return QStashClient(token, env_value("QSTASH_URL") or DEFAULT_BASE_URL)
 
 
 def _message_body(args: argparse.Namespace) -> bytes:
@@ -74,7 +74,7 @@ def _submit(args: argparse.Namespace) -> int:
     body = _message_body(args)
     url = _receiver_url(args)
     use_qstash = args.mode == "qstash" or (
-        args.mode == "auto" and bool(os.environ.get("QSTASH_TOKEN", "").strip())
+        args.mode == "auto" and env_value("QSTASH_TOKEN") is not None
     )
     if use_qstash:
         options = PublishOptions(delay=args.delay, deduplication_id=args.dedup_id)
@@ -88,7 +88,7 @@ def _submit(args: argparse.Namespace) -> int:
         return 0
     if args.delay is not None:
         raise CliError("--delay needs QStash (set QSTASH_TOKEN); local mode delivers at once")
-    key = os.environ.get("QSTASH_CURRENT_SIGNING_KEY", "").strip() or DEV_CURRENT_SIGNING_KEY
+    key = env_value("QSTASH_CURRENT_SIGNING_KEY") or DEV_CURRENT_SIGNING_KEY
     try:
         with counted_publish():  # the local stand-in for QStash counts against the same cap
             delivery = deliver_locally(
@@ -182,9 +182,12 @@ def _cron(text: str) -> str:
 
 def _positive_int(text: str) -> int:
     """0..MAX_RETRIES: a huge count overflowed the exponential backoff (a traceback)."""
-    if not (text.isascii() and text.isdigit()) or int(text) > MAX_RETRIES:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to {MAX_RETRIES}")
-    return int(text)
+    try:
+        return whole_number(text, 0, MAX_RETRIES)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number from 0 to {MAX_RETRIES}"
+        ) from None
 
 
 def _backoff_seconds(text: str) -> float:

@@ -11,11 +11,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from qpipe_dagster.settings import market_symbol
+
 MAX_NAME_CHARS = 200
 MAX_SLUG_CHARS = 64
 MAX_SEED_URLS = 100
 _SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,15}(?:[-/][A-Z0-9]{1,15})?$")
 # Unicode category Cc is exactly these 65 code points (a stability policy of the standard).
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 _NON_ALNUM_RE = re.compile(r"[^a-z0-9]+")
@@ -140,13 +141,13 @@ def normalize_symbol(symbol: str | None) -> str | None:
     """Upper-case a market symbol such as 'btc-usd'; None stays None."""
     if symbol is None or (isinstance(symbol, str) and not symbol.strip()):
         return None
-    sym = symbol.strip().upper()
-    if not _SYMBOL_RE.match(sym):
+    try:
+        return market_symbol(symbol)
+    except ValueError:
         raise ConceptError(
             f"market symbol {symbol!r} is not valid: use letters and digits with an optional "
             "'-' or '/' between base and quote, e.g. BTC-USD"
-        )
-    return sym
+        ) from None
 
 
 @dataclass(frozen=True)

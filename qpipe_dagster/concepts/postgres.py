@@ -19,7 +19,8 @@ from typing import Any
 
 from qpipe_dagster.concepts.model import Concept, RegistryError, merge_for_upsert
 from qpipe_dagster.concepts.sqlite import ConceptRegistry
-from webhook_sensor.inbox.postgres import redact as _redact
+from qpipe_dagster.settings import SettingError, concepts_url
+from qpipe_dagster.settings import redact as _redact
 
 ENV_VAR = "QPIPE_CONCEPTS_URL"
 TABLE = "qpipe_concepts"
@@ -41,28 +42,12 @@ def redact(url: str) -> str:
 
 
 def concepts_url_from_env(env: Mapping[str, str]) -> str | None:
-    """QPIPE_CONCEPTS_URL validated (a postgresql:// URL libpq parses), or None when unset."""
-    url = env.get(ENV_VAR, "").strip()
-    if not url:
-        return None
-    if not url.startswith(("postgresql://", "postgres://")):
-        scheme = url.split("://")[0] if "://" in url else url[:12]
-        raise RegistryError(
-            f"{ENV_VAR} starts with {scheme!r}: it must be a postgresql:// URL (unset it for "
-            "the SQLite registry under $DAGSTER_HOME/qpipe)"
-        )
+    """QPIPE_CONCEPTS_URL validated (settings.concepts_url), or None when unset; a bad value is
+    a RegistryError here, the error every registry caller already handles."""
     try:
-        from psycopg2.extensions import parse_dsn
-    except ImportError:
-        raise RegistryError(
-            f"{ENV_VAR}={redact(url)!r} needs psycopg2: pip install 'qpipe[prod]'"
-        ) from None
-    try:
-        parse_dsn(url)
-    except Exception as exc:  # psycopg2.ProgrammingError: libpq's own message
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RegistryError(f"{ENV_VAR}={redact(url)!r} is not a valid URL: {first}") from None
-    return url
+        return concepts_url(env)
+    except SettingError as exc:
+        raise RegistryError(str(exc)) from None
 
 
 class PostgresConceptRegistry(ConceptRegistry):

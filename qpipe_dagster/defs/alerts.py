@@ -7,8 +7,6 @@ halted or failing.
 
 from __future__ import annotations
 
-import os
-
 from dagster import (
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -23,6 +21,7 @@ from qpipe_dagster.monitoring.webhook import (
     run_failure_body,
 )
 from qpipe_dagster.run_tags import TAG_MESSAGE_ID
+from qpipe_dagster.settings import env_value
 
 
 @run_failure_sensor(
@@ -51,7 +50,7 @@ def run_failure_webhook(context: RunFailureSensorContext) -> SkipReason | None:
                 partition=run.tags.get("dagster/partition"),
                 message_id=run.tags.get(TAG_MESSAGE_ID),
                 reason=reason,
-                ui_url=os.environ.get("QPIPE_UI_URL", "").strip() or None,
+                ui_url=env_value("QPIPE_UI_URL"),
             )
         ),
     )

@@ -1,6 +1,5 @@
 """`inbox_housekeeping`: the daily purge of consumed inbox rows (thin: qpipe_dagster.ops.housekeeping)."""
 
-import os
 import time
 from collections.abc import Mapping
 
@@ -13,7 +12,7 @@ from dagster import (
     op,
 )
 
-from qpipe_dagster.defs.operations import _env_cron
+from qpipe_dagster.defs.operations import schedule_cron
 from qpipe_dagster.ops.housekeeping import purge_consumed, retention_days
 from qpipe_dagster.settings import SettingError
 
@@ -46,10 +45,9 @@ def inbox_housekeeping_job() -> None:
 
 
 def build_housekeeping_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefinition:
-    env = os.environ if env is None else env
     return ScheduleDefinition(
         name="inbox_housekeeping_schedule",
-        cron_schedule=_env_cron("QPIPE_HOUSEKEEPING_CRON", DEFAULT_HOUSEKEEPING_CRON, env),
+        cron_schedule=schedule_cron("QPIPE_HOUSEKEEPING_CRON", DEFAULT_HOUSEKEEPING_CRON, env),
         job=inbox_housekeeping_job,
         default_status=DefaultScheduleStatus.RUNNING,
         execution_timezone="UTC",

@@ -11,11 +11,10 @@ import pyarrow as pa
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 from upath import UPath
 
-from qpipe_dagster.paths import qpipe_home
-from qpipe_dagster.settings import SettingError, env_value
+from qpipe_dagster.paths import qpipe_home, state_paths
+from qpipe_dagster.settings import S3_SCHEMES, SettingError, env_value
 from qpipe_dagster.storage.arrow_files import read_table, write_table
 from qpipe_dagster.storage.object_tables import asset_root
-from qpipe_dagster.storage.s3_settings import S3_SCHEMES, S3SettingsError
 
 
 def asset_storage_dir() -> Path | UPath:
@@ -28,8 +27,10 @@ def asset_storage_dir() -> Path | UPath:
                 "place; unset one of them"
             )
         return _bucket(url)
-    override = os.environ.get("QPIPE_ASSET_DIR")
-    return Path(override) if override else qpipe_home() / "assets"
+    paths = state_paths()
+    if env_value("QPIPE_ASSET_DIR") is None:
+        qpipe_home()  # the default folder's parent, named when DAGSTER_HOME cannot hold it
+    return paths.assets
 
 
 def asset_location(base: str) -> Path | UPath:
@@ -38,10 +39,7 @@ def asset_location(base: str) -> Path | UPath:
 
 
 def _bucket(url: str) -> UPath:
-    try:
-        return asset_root(url, os.environ)
-    except S3SettingsError as exc:
-        raise SettingError(str(exc)) from None
+    return asset_root(url, os.environ)  # SettingError names the variable
 
 
 def partition_folder(

@@ -6,7 +6,6 @@ QPIPE_RECRAWL_MAX_AGE_HOURS, QPIPE_RECRAWL_MAX_PER_TICK, QPIPE_BACKUP_CRON,
 QPIPE_BACKUP_RETENTION_DAYS, QPIPE_REPORT_CRON); invalid values fail the load naming the variable.
 """
 
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -39,7 +38,6 @@ from qpipe_dagster.defs.partitions import CONCEPTS_PARTITIONS
 from qpipe_dagster.defs.triggers import max_concepts_per_day
 from qpipe_dagster.monitoring.instance import new_concepts_today
 from qpipe_dagster.ops.backup import Sources, run_backup
-from qpipe_dagster.ops.env import cron_problem, hours_problem, whole
 from qpipe_dagster.ops.manifest import BackupError
 from qpipe_dagster.ops.report import (
     BacktestBest,
@@ -50,7 +48,15 @@ from qpipe_dagster.ops.report import (
     report_markdown,
 )
 from qpipe_dagster.ops.targets import target_from_env
-from webhook_sensor.settings import default_inbox_target, env_number
+from qpipe_dagster.settings import (
+    SettingError,
+    cap,
+    env_cron,
+    invalid,
+    schedule_hours,
+    schedule_whole,
+)
+from webhook_sensor.settings import default_inbox_target
 
 TAG_TRIGGER = "qpipe/trigger"
 TAG_CONCEPT = "qpipe/concept"
@@ -67,35 +73,13 @@ _ACTIVE = [
 ]
 
 
-def _env_cron(name: str, default: str, env: Mapping[str, str]) -> str:
+def schedule_cron(name: str, default: str, env: Mapping[str, str] | None) -> str:
+    """settings.env_cron, then Dagster's own check (its error would name no variable)."""
     from dagster._utils.schedules import is_valid_cron_string
 
-    value = env.get(name, "").strip() or default
-    why = cron_problem(value)
-    if why is None and not is_valid_cron_string(value):  # Dagster's error names no variable
-        why = "Dagster does not accept it as a schedule"
-    if why:
-        raise ValueError(f"{name}={value!r} is not a valid cron string: {why}")
-    return value
-
-
-def _env_whole(name: str, default: int, minimum: int, env: Mapping[str, str]) -> int:
-    """A whole-number setting: '2.5' or '1e1' are refused as the start-up check refuses them
-    (they used to be truncated or expanded silently); too small keeps env_number's message."""
-    value = env_number(env, name, default, minimum)
-    raw = env.get(name, "")
-    if raw.strip() and whole(raw) is None:
-        raise ValueError(f"{name}={raw!r} must be a whole number (ASCII digits only)")
-    return int(value)
-
-
-def _env_hours(name: str, default: float, env: Mapping[str, str]) -> float:
-    """Hours as a finite window: 'inf' or '1e400' used to crash the load with OverflowError."""
-    value = env_number(env, name, default, 0.01)
-    raw = env.get(name, "")
-    why = hours_problem(raw, 0.01) if raw.strip() else None
-    if why:
-        raise ValueError(f"{name}={raw!r} is invalid: {why}")
+    value = env_cron(name, default, env)
+    if not is_valid_cron_string(value):
+        raise invalid(name, value, "Dagster does not accept it as a schedule")
     return value
 
 
@@ -120,12 +104,11 @@ def build_recrawl_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefi
     store skips unchanged objects. run_key = concept + freshness window, so a failed recrawl is
     retried once per window, not every 15 minutes.
     """
-    env = os.environ if env is None else env
-    cron = _env_cron("QPIPE_RECRAWL_CRON", DEFAULT_RECRAWL_CRON, env)
+    cron = schedule_cron("QPIPE_RECRAWL_CRON", DEFAULT_RECRAWL_CRON, env)
     max_age = timedelta(
-        hours=_env_hours("QPIPE_RECRAWL_MAX_AGE_HOURS", DEFAULT_RECRAWL_MAX_AGE_HOURS, env)
+        hours=schedule_hours("QPIPE_RECRAWL_MAX_AGE_HOURS", DEFAULT_RECRAWL_MAX_AGE_HOURS, 0.01, env)
     )
-    per_tick = _env_whole("QPIPE_RECRAWL_MAX_PER_TICK", DEFAULT_RECRAWL_MAX_PER_TICK, 1, env)
+    per_tick = schedule_whole("QPIPE_RECRAWL_MAX_PER_TICK", DEFAULT_RECRAWL_MAX_PER_TICK, 1, env)
 
     @schedule(
         name="recrawl_schedule",
@@ -241,9 +224,8 @@ def nightly_backup_job() -> None:
 
 
 def build_nightly_backup_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefinition:
-    env = os.environ if env is None else env
-    cron = _env_cron("QPIPE_BACKUP_CRON", DEFAULT_BACKUP_CRON, env)
-    retention = _env_whole("QPIPE_BACKUP_RETENTION_DAYS", 7, 1, env)
+    cron = schedule_cron("QPIPE_BACKUP_CRON", DEFAULT_BACKUP_CRON, env)
+    retention = schedule_whole("QPIPE_BACKUP_RETENTION_DAYS", 7, 1, env)
 
     @schedule(
         name="nightly_backup_schedule",
@@ -267,15 +249,11 @@ def build_nightly_backup_schedule(env: Mapping[str, str] | None = None) -> Sched
 
 
 def _optional_int(name: str, minimum: int) -> int | None:
-    """An optional limit, read by the start-up check's rule ('0' for QSTASH_DAILY_LIMIT used to
-    pass here and show as a cap that is never reached; '²' crashed with a bare ValueError)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    value = whole(raw)
-    if value is None or value < minimum:
-        raise Failure(description=f"{name}={raw!r} must be a whole number >= {minimum}")
-    return value
+    """An optional daily cap, read by the start-up check's rule (settings.cap)."""
+    try:
+        return cap(name, minimum)
+    except SettingError as exc:
+        raise Failure(description=str(exc)) from None
 
 
 @asset(
@@ -340,10 +318,9 @@ daily_report_job = define_asset_job(
 
 
 def build_daily_report_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefinition:
-    env = os.environ if env is None else env
     return ScheduleDefinition(
         name="daily_report_schedule",
-        cron_schedule=_env_cron("QPIPE_REPORT_CRON", DEFAULT_REPORT_CRON, env),
+        cron_schedule=schedule_cron("QPIPE_REPORT_CRON", DEFAULT_REPORT_CRON, env),
         job=daily_report_job,
         default_status=DefaultScheduleStatus.RUNNING,
     )

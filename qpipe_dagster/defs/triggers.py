@@ -15,7 +15,6 @@ reads the tick's inputs (cursor, inbox claims, partitions) and applies the plan.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,9 +30,9 @@ from dagster import (
 
 from qpipe_dagster.concepts import default_registry
 from qpipe_dagster.defs.partitions import CONCEPTS_PARTITIONS, concepts_partitions
-from qpipe_dagster.ops.env import whole
 from qpipe_dagster.qstash.planning import TickCursor, TickPlan, plan_tick, tick_day
 from qpipe_dagster.run_tags import TAG_CONCEPT, TAG_MESSAGE_ID, TAG_TRIGGER
+from qpipe_dagster.settings import cap, env_value
 from webhook_sensor.claims import claim
 from webhook_sensor.inbox import InboxMessage, InboxStore, InboxTarget, open_inbox
 from webhook_sensor.settings import default_inbox_target
@@ -46,19 +45,14 @@ CLAIM_LOOKAHEAD = 4  # pending ids offered per claim, in batches: others may hol
 def max_concepts_per_day() -> int:
     """MAX_CONCEPTS_PER_DAY (0 pauses new concepts), by the start-up check's rule: ASCII digits
     only ('²' passed str.isdigit() and then crashed int() with a bare ValueError)."""
-    raw = os.environ.get("MAX_CONCEPTS_PER_DAY", "").strip()
-    if not raw:
-        return DEFAULT_MAX_CONCEPTS_PER_DAY
-    value = whole(raw)
-    if value is None:
-        raise ValueError(f"MAX_CONCEPTS_PER_DAY={raw!r} must be a whole number >= 0")
-    return value
+    found = cap("MAX_CONCEPTS_PER_DAY", 0)
+    return DEFAULT_MAX_CONCEPTS_PER_DAY if found is None else found
 
 
 def claim_owner() -> str:
     """Who claims inbox messages: one name per deployment (host and DAGSTER_HOME), so a tick
     re-evaluated after a failed submission renews its own claims instead of waiting them out."""
-    return f"{socket.gethostname()}:{os.environ.get('DAGSTER_HOME', '')}"
+    return f"{socket.gethostname()}:{env_value('DAGSTER_HOME') or ''}"
 
 
 def claimed_batch(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import numbers
 import os
-import re
 import threading
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from qpipe_dagster import settings
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -46,10 +47,12 @@ def resolve_model(name: str) -> str:
 
 def normalize_device(device: object) -> str:
     """`device` as one of auto, cpu, cuda, cuda:N (case and surrounding spaces ignored)."""
-    text = device.strip().lower() if isinstance(device, str) else ""
-    if text not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:[0-9]+", text):
-        raise EmbeddingError(f"embedding device {device!r} is not one of auto, cpu, cuda, cuda:N")
-    return text
+    try:
+        return settings.device(device)
+    except ValueError:
+        raise EmbeddingError(
+            f"embedding device {device!r} is not one of auto, cpu, cuda, cuda:N"
+        ) from None
 
 
 def pick_device(device: str = "auto") -> str:
@@ -70,7 +73,7 @@ def model_id(name: str, truncate_dim: int | None = None) -> str:
 
 @cache
 def _load(path: str, device: str, truncate_dim: int | None) -> SentenceTransformer:
-    if os.environ.get("QPIPE_ALLOW_MODEL_DOWNLOAD", "").strip() != "1":
+    if not settings.model_download_allowed():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer

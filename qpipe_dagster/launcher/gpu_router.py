@@ -44,6 +44,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from qpipe_dagster.launcher.k8s import K8S_TARGETS
+from qpipe_dagster.settings import env_value
 
 GPU_TAG_KEY = "qpipe/compute"
 GPU_TAG_VALUE = "gpu"
@@ -215,7 +216,7 @@ def gpu_container_kwargs(
 
 def device_requests_on(env: Mapping[str, str] | None = None) -> bool:
     """QPIPE_GPU_DEVICE_REQUESTS: on (default, blank too) or off; anything else names itself."""
-    raw = (os.environ if env is None else env).get(DEVICES_ENV, "").strip().lower()
+    raw = (env_value(DEVICES_ENV, env) or "").lower()
     if raw not in ("", "on", "off"):
         raise ValueError(
             f"{DEVICES_ENV}={raw!r} must be 'on' (GPU runs request all NVIDIA GPUs) or 'off' "
@@ -226,7 +227,7 @@ def device_requests_on(env: Mapping[str, str] | None = None) -> bool:
 
 def docker_volumes(env: Mapping[str, str] | None = None) -> list[str]:
     """QPIPE_DOCKER_VOLUMES as docker-py binds: 'volume:/path[:ro]' entries, comma-separated."""
-    raw = (os.environ if env is None else env).get(VOLUMES_ENV, "").strip()
+    raw = env_value(VOLUMES_ENV, env) or ""
     out = []
     for item in filter(None, (x.strip() for x in raw.split(","))):
         parts = item.split(":")
@@ -304,7 +305,7 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
                 )
         self.gpu_tag_key = gpu_tag_key
         self.gpu_tag_value = gpu_tag_value
-        mode = os.environ.get(ENV_VAR, "").strip().lower()
+        mode = (env_value(ENV_VAR) or "").lower()
         if mode not in ("", "docker", "local"):
             raise ValueError(f"{ENV_VAR} must be 'docker' or 'local', got {mode!r}")
         if mode == "docker" and docker is None:
@@ -380,10 +381,10 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
             for k, v in (self.docker_config or {}).items()
             if k not in ("device_requests", "env_prefixes")
         }
-        image = os.environ.get(IMAGE_ENV, "").strip()
+        image = env_value(IMAGE_ENV)
         if image and not cfg.get("image"):
             cfg["image"] = image
-        network = os.environ.get(NETWORK_ENV, "").strip()
+        network = env_value(NETWORK_ENV)
         if network and not cfg.get("network") and not cfg.get("networks"):
             cfg["network"] = network
         prefixes = tuple((self.docker_config or {}).get("env_prefixes") or ())

@@ -33,6 +33,7 @@ from qpipe_dagster.resilience.breakers import breaker_db, by_system, read_states
 
 if TYPE_CHECKING:  # Dagster is imported at the first scrape that needs the instance
     from dagster import DagsterInstance
+from qpipe_dagster.settings import SettingError, cap
 from webhook_sensor.settings import inbox_target_from_env
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,11 @@ GPU_TTL_S = 10.0
 def _limit(env: Mapping[str, str], name: str, default: int | None, minimum: int) -> int | None:
     """A cap from the environment by the start-up check's rule; a bad value counts as unset here
     (the exporter reports, the start-up check refuses)."""
-    from qpipe_dagster.ops.env import whole
-
-    raw = env.get(name, "").strip()
-    if not raw:
+    try:
+        found = cap(name, minimum, env)
+    except SettingError:
         return default
-    value = whole(raw)
-    return value if value is not None and value >= minimum else default
+    return default if found is None else found
 
 
 class PipelineCollector(Collector):

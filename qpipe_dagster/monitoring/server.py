@@ -7,7 +7,6 @@ so the endpoint shows pipeline state, not this exporter's Python internals.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -16,6 +15,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, start_http_server
 
 from qpipe_dagster.monitoring.collector import PipelineCollector
+from qpipe_dagster.settings import env_value
 
 DEFAULT_PORT = 9108
 PORT_ENV = "QPIPE_METRICS_PORT"
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    host = args.host or os.environ.get("QPIPE_METRICS_HOST", "").strip() or "127.0.0.1"
+    host = args.host or env_value("QPIPE_METRICS_HOST") or "127.0.0.1"
     port = args.port if args.port is not None else default_port()
     try:
         server, _thread = serve(host, port)

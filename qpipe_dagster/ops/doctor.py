@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from qpipe_dagster.paths import state_paths
+from qpipe_dagster.settings import SettingError, env_int, env_secret, env_value, inbox_url
+
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 
 
@@ -25,32 +28,28 @@ class Check:
 CheckFn = Callable[[Mapping[str, str]], Check]
 
 
-def _home(env: Mapping[str, str]) -> Path:
-    return Path(env.get("DAGSTER_HOME", "").strip() or ".dagster_home").resolve()
-
-
 def check_env(env: Mapping[str, str]) -> Check:
     from qpipe_dagster.ops.env import env_problems
 
     role = "code-location"
     problems = env_problems(role, env)
-    home = env.get("DAGSTER_HOME", "").strip()
+    home = env_value("DAGSTER_HOME", env)
     if home and os.path.exists(home) and not os.path.isdir(home):
         # every store lives under it: name the cause once, not as each store's own failure
         problems.append(f"DAGSTER_HOME={home!r} is a file, not a folder")
-    mode = env.get("QPIPE_DEPLOY", "").strip() or "local"
+    mode = env_value("QPIPE_DEPLOY", env) or "local"
     if problems:
         return Check("environment", FAIL, "; ".join(problems))
     return Check("environment", OK, f"QPIPE_DEPLOY={mode}, all set variables valid")
 
 
 def check_vector_store(env: Mapping[str, str]) -> Check:
-    url = env.get("WEAVIATE_URL", "").strip()
+    url = env_value("WEAVIATE_URL", env)
     if url:
         import httpx
 
         headers = {}
-        key = env.get("WEAVIATE_API_KEY", "").strip()  # blank means unset, as everywhere
+        key = env_value("WEAVIATE_API_KEY", env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
         try:
@@ -65,7 +64,7 @@ def check_vector_store(env: Mapping[str, str]) -> Check:
         return Check("vector store", status, f"Weaviate {meta.get('version')} at {url}; {backup}")
     from qpipe_dagster.ops import snapshot
 
-    path = Path(env.get("QPIPE_LANCE_PATH", "").strip() or _home(env) / "qpipe" / "vectors")
+    path = state_paths(env).vectors
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -85,14 +84,12 @@ def check_vector_store(env: Mapping[str, str]) -> Check:
 
 def check_inbox(env: Mapping[str, str]) -> Check:
     from webhook_sensor.inbox import InboxUnavailable, describe_target, open_inbox
-    from webhook_sensor.settings import SettingsError, inbox_url_from_env
 
     try:
-        url = inbox_url_from_env(env)
-    except SettingsError as exc:
+        url = inbox_url(env)
+    except SettingError as exc:
         return Check("inbox", FAIL, str(exc))
-    path = env.get("QPIPE_INBOX_PATH", "").strip() or _home(env) / "qpipe" / "inbox.sqlite"
-    target = url or Path(path)
+    target = url or state_paths(env).inbox
     where = describe_target(target)
     try:
         inbox = open_inbox(target)
@@ -111,9 +108,9 @@ def check_receiver(env: Mapping[str, str]) -> Check:
     reported: a container often cannot reach its own public name (TLS proxy, hairpin NAT)."""
     import httpx
 
-    public = env.get("QPIPE_RECEIVER_URL", "").strip()
+    public = env_value("QPIPE_RECEIVER_URL", env)
     note = f"; public URL {public} (QPIPE_RECEIVER_URL) not probed from here" if public else ""
-    internal = env.get("QPIPE_RECEIVER_HEALTH_URL", "").strip()
+    internal = env_value("QPIPE_RECEIVER_HEALTH_URL", env)
     if internal:
         p = urlsplit(internal)
         if p.scheme not in ("http", "https") or not p.hostname:
@@ -125,8 +122,10 @@ def check_receiver(env: Mapping[str, str]) -> Check:
             )
         base = urlunsplit((p.scheme, p.netloc, "", "", ""))
     else:
-        raw_port = env.get("QPIPE_RECEIVER_PORT", "").strip()
-        port = int(raw_port) if raw_port.isascii() and raw_port.isdigit() else 8766
+        try:  # a bad value probes the default port; the receiver itself refuses it
+            port = env_int("QPIPE_RECEIVER_PORT", 1, 65_535, env) or 8766
+        except SettingError:
+            port = 8766
         base = f"http://127.0.0.1:{port}"
     results = []
     for path in ("/health", "/ready"):
@@ -159,9 +158,9 @@ def check_model(env: Mapping[str, str]) -> Check:
     except ValueError as exc:  # SettingError included: names the variable or the file
         return Check("embedding model", FAIL, str(exc))
     name = choice.name
-    if env.get("QPIPE_EMBED_MODEL", "").strip():
+    if env_value("QPIPE_EMBED_MODEL", env):
         source = "QPIPE_EMBED_MODEL"
-    elif name != DEFAULT_MODEL or (_home(env) / "qpipe" / "active_model.json").exists():
+    elif name != DEFAULT_MODEL or (state_paths(env).active_model).exists():
         source = "active since qpipe reembed"
     else:
         source = "default"
@@ -172,7 +171,7 @@ def check_model(env: Mapping[str, str]) -> Check:
     local = Path(resolved).is_dir()
     if local:
         return Check("embedding model", OK, f"{name} ({source}) -> {resolved}")
-    if env.get("QPIPE_ALLOW_MODEL_DOWNLOAD", "").strip() == "1":
+    if env_value("QPIPE_ALLOW_MODEL_DOWNLOAD", env) == "1":
         return Check("embedding model", WARN, f"{name} ({source}) will be downloaded on first use")
     return Check(
         "embedding model",
@@ -211,9 +210,9 @@ def check_gpu(env: Mapping[str, str]) -> Check:
     parts.append(
         f"validator backend: {backend}" + (f" ({why.split('(')[0].strip()})" if why else "")
     )
-    wants_gpu = env.get("QPIPE_BACKEND", "").strip() == "gpu" or env.get(
-        "QPIPE_EMBED_DEVICE", ""
-    ).strip().startswith("cuda")
+    wants_gpu = env_value("QPIPE_BACKEND", env) == "gpu" or (
+        env_value("QPIPE_EMBED_DEVICE", env) or ""
+    ).startswith("cuda")
     status = FAIL if wants_gpu and backend != "gpu" else OK
     return Check("gpu", status, "; ".join(parts))
 
@@ -234,29 +233,31 @@ def check_backup_target(env: Mapping[str, str]) -> Check:
 
 
 def check_postgres(env: Mapping[str, str]) -> Check:
-    host = env.get("DAGSTER_PG_HOST", "").strip()
+    host = env_value("DAGSTER_PG_HOST", env)
     if not host:
         return Check("postgres", SKIP, "DAGSTER_PG_HOST unset: local SQLite instance storage")
     try:
         import psycopg2
     except ImportError:
         return Check("postgres", FAIL, "psycopg2 missing: install qpipe[prod]")
-    raw_port = env.get("DAGSTER_PG_PORT", "").strip()  # blank means unset: 5432
-    if raw_port and not (raw_port.isascii() and raw_port.isdigit() and 0 < int(raw_port) < 65536):
-        return Check("postgres", FAIL, f"DAGSTER_PG_PORT={raw_port!r} is not a port (1-65535)")
+    try:
+        pg_port = env_int("DAGSTER_PG_PORT", 1, 65_535, env) or 5432
+    except SettingError:
+        shown = env_value("DAGSTER_PG_PORT", env)
+        return Check("postgres", FAIL, f"DAGSTER_PG_PORT={shown!r} is not a port (1-65535)")
     try:
         conn = psycopg2.connect(
             host=host,
-            port=int(raw_port or 5432),
-            user=env.get("DAGSTER_PG_USER"),
-            password=env.get("DAGSTER_PG_PASSWORD"),
-            dbname=env.get("DAGSTER_PG_DB"),
+            port=pg_port,
+            user=env_value("DAGSTER_PG_USER", env),
+            password=env_secret("DAGSTER_PG_PASSWORD", env),
+            dbname=env_value("DAGSTER_PG_DB", env),
             connect_timeout=5,
         )
         conn.close()
     except Exception as exc:
         return Check("postgres", FAIL, f"{host}: {str(exc).strip().splitlines()[0]}")
-    return Check("postgres", OK, f"{host}/{env.get('DAGSTER_PG_DB')} reachable")
+    return Check("postgres", OK, f"{host}/{env_value('DAGSTER_PG_DB', env)} reachable")
 
 
 def check_breakers(env: Mapping[str, str]) -> Check:
@@ -285,7 +286,6 @@ def check_disk(env: Mapping[str, str]) -> Check:
     """Each state path's filesystem against QPIPE_DISK_WARN_PERCENT (default 85, the alert's
     threshold) and QPIPE_DISK_FAIL_PERCENT (default 95), with what each path itself holds."""
     from qpipe_dagster.monitoring.state import filesystem_usage, state_paths, tree_bytes
-    from qpipe_dagster.settings import env_int
 
     warn = env_int("QPIPE_DISK_WARN_PERCENT", 1, 100, env) or 85
     fail = env_int("QPIPE_DISK_FAIL_PERCENT", 1, 100, env) or 95

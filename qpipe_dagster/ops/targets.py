@@ -16,7 +16,8 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from qpipe_dagster.ops.manifest import BACKUP_ID_RE, MANIFEST_NAME, BackupError, Manifest
-from qpipe_dagster.storage.s3_settings import S3SettingsError, s3_settings_from_url
+from qpipe_dagster.settings import SettingError
+from qpipe_dagster.storage.s3_settings import s3_settings_from_url
 
 
 class BackupTarget(Protocol):
@@ -280,7 +281,7 @@ def target_from_url(url: str, env: Mapping[str, str] | None = None) -> BackupTar
         )
     try:
         s3 = s3_settings_from_url(url, env, var_prefix="BACKUP_S3_", what="backup target")
-    except S3SettingsError as exc:
+    except SettingError as exc:
         raise BackupError(str(exc)) from None
     return S3Target(
         s3.bucket,

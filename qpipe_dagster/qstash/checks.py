@@ -12,9 +12,8 @@ import math
 import re
 import time
 from email.utils import parsedate_to_datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import httpx
+from qpipe_dagster import settings
 
 
 class QStashInputError(ValueError):
@@ -59,23 +58,13 @@ def header_name(field: str, name: object) -> str:
 
 
 def http_url(field: str, value: object) -> str:
-    """An absolute http(s) URL with a host, as QStash and httpx need it."""
+    """An absolute http(s) URL with a host, as QStash and httpx need it (settings.http_url)."""
     if not isinstance(value, str) or not value.strip():
         raise QStashInputError(f"{field} is empty; expected an http:// or https:// URL")
-    if value != value.strip() or any(c.isspace() for c in value):
-        raise QStashInputError(f"{field} {value!r} contains whitespace")
     try:
-        url = httpx.URL(value)
-    except (httpx.InvalidURL, ValueError) as exc:
-        raise QStashInputError(f"{field} {value!r} is not a valid URL: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise QStashInputError(f"{field} {value!r} must be an http:// or https:// URL with a host")
-    if not value.isascii():
-        raise QStashInputError(
-            f"{field} {value!r} has non-ASCII characters; percent-encode them (or use the"
-            " punycode host name)"
-        )
-    return value
+        return settings.http_url(value)
+    except ValueError as exc:
+        raise QStashInputError(f"{field} {value!r} {exc}") from None
 
 
 def destination(field: str, value: object) -> str:
@@ -121,82 +110,32 @@ def delay_header(value: object, field: str = "delay") -> str:
 
 
 def whole_number(field: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """An int argument in [minimum, maximum], by settings.whole_number (the environment's rule)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise QStashInputError(f"{field} must be a whole number, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and at most {maximum}" if maximum is not None else ""
-        raise QStashInputError(f"{field} must be at least {minimum}{upper}, got {value}")
-    return value
-
-
-# --- cron --------------------------------------------------------------------------------------
-_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
-_CRON_FIELDS = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    ("month", 1, 12, {n: i for i, n in enumerate(_MONTHS, 1)}),
-    ("day of week", 0, 7, {n: i for i, n in enumerate(_DAYS)}),
-)
-_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-
-
-def _cron_value(text: str, name: str, low: int, high: int, names: dict[str, int]) -> int:
-    value = int(text) if text.isascii() and text.isdigit() else names.get(text.upper())
-    if value is None:
-        raise QStashInputError(f"{name} field: {text!r} is not a number")
-    if not low <= value <= high:
-        raise QStashInputError(f"{name} field: {value} is out of range {low}-{high}")
-    return value
-
-
-def _cron_field(part: str, name: str, low: int, high: int, names: dict[str, int]) -> None:
-    for item in part.split(","):
-        base, slash, step = item.partition("/")
-        if slash and not (step.isascii() and step.isdigit() and int(step) >= 1):
-            raise QStashInputError(f"{name} field: step {step!r} in {item!r} is not a number >= 1")
-        if base == "*":
-            continue
-        start, dash, end = base.partition("-")
-        if not start or (dash and not end):
-            raise QStashInputError(f"{name} field: {item!r} is not a value, range or '*'")
-        first = _cron_value(start, name, low, high, names)
-        if dash and _cron_value(end, name, low, high, names) < first:
-            raise QStashInputError(f"{name} field: range {base!r} runs backwards")
+    try:
+        return settings.whole_number(value, minimum, maximum)
+    except ValueError:
+        top = maximum if maximum is not None or value < minimum else settings.MAX_WHOLE
+        upper = f" and at most {top}" if top is not None else ""
+        raise QStashInputError(f"{field} must be at least {minimum}{upper}, got {value}") from None
 
 
 def check_cron(expression: object, field: str = "cron") -> str:
-    """A five-field cron expression (optionally 'CRON_TZ=<zone> ' first), as QStash takes it.
+    """A five-field cron expression (optionally 'CRON_TZ=<zone> ' first), as QStash takes it
+    (settings.cron in the QStash dialect).
 
     Refused before sending with the field that is wrong, e.g. "hour field: 25 is out of range".
     """
     if not isinstance(expression, str) or not expression.strip():
         raise QStashInputError(f"{field} is empty; expected e.g. '0 6 * * *'")
     header_value(field, expression)
-    parts = expression.split()
-    if parts[0].startswith("CRON_TZ="):
-        zone = parts.pop(0).removeprefix("CRON_TZ=")
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise QStashInputError(
-                f"{field} {expression!r}: CRON_TZ={zone!r} is not an IANA time zone"
-                " (e.g. America/New_York)"
-            ) from None
-    if len(parts) == 1 and parts[0].lower() in _CRON_MACROS:
-        return expression
-    if len(parts) != 5:
-        raise QStashInputError(
-            f"{field} {expression!r} has {len(parts)} fields; expected 5"
-            " (minute hour day-of-month month day-of-week), e.g. '0 6 * * *'"
-        )
-    for part, (name, low, high, names) in zip(parts, _CRON_FIELDS, strict=True):
-        try:
-            _cron_field(part, name, low, high, names)
-        except QStashInputError as exc:
-            raise QStashInputError(f"{field} {expression!r}: {exc}") from None
-    return expression
+    try:
+        return settings.cron(expression, dialect="qstash")
+    except ValueError as exc:
+        why = str(exc)
+        sep = " " if why.startswith("has ") else ": "  # "'x' has 1 fields", "'x': hour field"
+        raise QStashInputError(f"{field} {expression!r}{sep}{why}") from None
 
 
 # --- Retry-After ---------------------------------------------------------------------------------

@@ -13,11 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-S3_SCHEMES = ("s3", "r2")
-
-
-class S3SettingsError(ValueError):
-    """The URL or its variables cannot name a bucket; the message says which and how to fix."""
+from qpipe_dagster.settings import S3_SCHEMES, SettingError, env_value
 
 
 @dataclass(frozen=True)
@@ -48,44 +44,41 @@ class S3Settings:
         return options
 
 
-def _value(env: Mapping[str, str], name: str) -> str | None:
-    return env.get(name, "").strip() or None
-
-
 def s3_settings_from_url(
     url: str, env: Mapping[str, str], *, var_prefix: str, what: str
 ) -> S3Settings:
     """`s3://bucket/prefix` (endpoint, key, secret, region from `<var_prefix>ENDPOINT`, `KEY`,
     `SECRET`, `REGION`) or `r2://bucket/prefix` (R2_ACCOUNT_ID, R2_KEY, R2_SECRET).
 
-    `what` names the setting in errors ("backup target", "QPIPE_ASSET_URL").
+    `what` names the setting in errors ("backup target", "QPIPE_ASSET_URL"); a URL or variables
+    that cannot name a bucket raise SettingError saying which and how to fix.
     """
     parts = urlsplit(url.strip())
     if parts.scheme not in S3_SCHEMES:
-        raise S3SettingsError(
+        raise SettingError(
             f"{what} {url!r}: unsupported scheme {parts.scheme!r}; use s3://bucket/prefix or "
             "r2://bucket/prefix"
         )
     if not parts.netloc:
-        raise S3SettingsError(f"{what} {url!r} names no bucket")
+        raise SettingError(f"{what} {url!r} names no bucket")
     prefix = parts.path.strip("/")
     if parts.scheme == "r2":
-        missing = [v for v in ("R2_ACCOUNT_ID", "R2_KEY", "R2_SECRET") if not _value(env, v)]
+        missing = [v for v in ("R2_ACCOUNT_ID", "R2_KEY", "R2_SECRET") if not env_value(v, env)]
         if missing:
-            raise S3SettingsError(f"{what} {url!r} needs {', '.join(missing)} to be set")
+            raise SettingError(f"{what} {url!r} needs {', '.join(missing)} to be set")
         return S3Settings(
             parts.netloc,
             prefix,
-            endpoint_url=f"https://{_value(env, 'R2_ACCOUNT_ID')}.r2.cloudflarestorage.com",
-            access_key=_value(env, "R2_KEY"),
-            secret_key=_value(env, "R2_SECRET"),
+            endpoint_url=f"https://{env_value('R2_ACCOUNT_ID', env)}.r2.cloudflarestorage.com",
+            access_key=env_value("R2_KEY", env),
+            secret_key=env_value("R2_SECRET", env),
             region="auto",
         )
     return S3Settings(
         parts.netloc,
         prefix,
-        endpoint_url=_value(env, f"{var_prefix}ENDPOINT"),
-        access_key=_value(env, f"{var_prefix}KEY"),
-        secret_key=_value(env, f"{var_prefix}SECRET"),
-        region=_value(env, f"{var_prefix}REGION"),
+        endpoint_url=env_value(f"{var_prefix}ENDPOINT", env),
+        access_key=env_value(f"{var_prefix}KEY", env),
+        secret_key=env_value(f"{var_prefix}SECRET", env),
+        region=env_value(f"{var_prefix}REGION", env),
     )

@@ -7,13 +7,14 @@ re-runs overwrite instead of duplicating, cosine distance, content_hash to skip 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
+from typing import ParamSpec, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from qpipe_dagster.settings import SettingError, weaviate_grpc_port
+from qpipe_dagster.settings import SettingError, weaviate_grpc_port, weaviate_url
 from qpipe_dagster.store.objects import (
     HIT_COLUMNS,
     MAX_K,
@@ -29,6 +30,9 @@ from qpipe_dagster.store.objects import (
     vectors_as_numpy,
 )
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 # Stored as properties; `id` becomes the object UUID and `vector` the object's vector.
 PROPERTY_COLUMNS = (
     "concept",
@@ -43,6 +47,13 @@ PROPERTY_COLUMNS = (
 )
 _LOOKUP_CHUNK = 1000  # ids per filter; well under Weaviate's QUERY_MAXIMUM_RESULTS (10k)
 _CLOUD_SUFFIXES = (".weaviate.cloud", ".weaviate.network", ".weaviate.io")
+
+
+class _BatchUnavailable(VectorStoreError):
+    """A batch whose every object failed because the server could not be reached: transient, so
+    the guard sends the batch again (its UUIDs are deterministic: nothing is duplicated)."""
+
+    transient = True
 
 
 def _text(value: object) -> str:
@@ -75,29 +86,10 @@ def parse_weaviate_url(url: str) -> SplitResult:
     The start-up check (`python -m qpipe_dagster.ops.env`) uses this too, so both accept the
     same URLs: http:// or https://, a host, and a port (when given) from 1 to 65535.
     """
-    example = "e.g. 'http://weaviate:8080'"
-    if not isinstance(url, str) or not url.strip():
-        raise VectorStoreError(f"WEAVIATE_URL {url!r} is empty ({example})")
-    parts = urlsplit(url.strip())
-    if parts.scheme.lower() not in ("http", "https"):
-        raise VectorStoreError(
-            f"WEAVIATE_URL {url!r} is not an http(s) URL with a host: it must start with "
-            f"http:// or https:// ({example})"
-        )
     try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    host = parts.hostname or ""
-    if not host or any(c.isspace() or ord(c) < 32 for c in url.strip()):
-        raise VectorStoreError(
-            f"WEAVIATE_URL {url!r} is not an http(s) URL with a host ({example})"
-        )
-    if port == -1 or port == 0:
-        raise VectorStoreError(
-            f"WEAVIATE_URL {url!r} has an invalid port: it must be a number from 1 to 65535"
-        )
-    return parts
+        return urlsplit(weaviate_url(url if isinstance(url, str) else ""))
+    except ValueError as exc:
+        raise VectorStoreError(f"WEAVIATE_URL {url!r} {exc}") from None
 
 
 def _connect(url: str, api_key: str | None, grpc_port: int | None):
@@ -117,22 +109,51 @@ def _connect(url: str, api_key: str | None, grpc_port: int | None):
     secure = parts.scheme.lower() == "https"
     config = AdditionalConfig(timeout=Timeout(init=10, query=60, insert=120))
     host = parts.hostname or ""  # parse_weaviate_url refused a URL without one
+    # skip_init_checks=True: the client's init checks are the server's gRPC health check, an
+    # OIDC discovery (without a key) and a version check against pypi.org. The last one is a
+    # request to the internet on every store open: on a host without internet access it waits out
+    # Timeout.init (10 s) per attempt, and tests must not leave loopback. So all are skipped here
+    # and the two server checks are made again in _check_server; /v1/meta is fetched either way.
     if host.endswith(_CLOUD_SUFFIXES):
         if not api_key:
             raise VectorStoreError(f"Weaviate Cloud URL {url!r} needs an API key")
-        return weaviate.connect_to_weaviate_cloud(
-            cluster_url=url, auth_credentials=Auth.api_key(api_key), additional_config=config
+        client = weaviate.connect_to_weaviate_cloud(
+            cluster_url=url,
+            auth_credentials=Auth.api_key(api_key),
+            additional_config=config,
+            skip_init_checks=True,
         )
-    return weaviate.connect_to_custom(
-        http_host=host,
-        http_port=parts.port or (443 if secure else 8080),
-        http_secure=secure,
-        grpc_host=host,
-        grpc_port=grpc_port,
-        grpc_secure=secure,
-        auth_credentials=Auth.api_key(api_key) if api_key else None,
-        additional_config=config,
-    )
+    else:
+        client = weaviate.connect_to_custom(
+            http_host=host,
+            http_port=parts.port or (443 if secure else 8080),
+            http_secure=secure,
+            grpc_host=host,
+            grpc_port=grpc_port,
+            grpc_secure=secure,
+            auth_credentials=Auth.api_key(api_key) if api_key else None,
+            additional_config=config,
+            skip_init_checks=True,
+        )
+    try:
+        _check_server(client, url, with_key=bool(api_key))
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _check_server(client, url: str, *, with_key: bool) -> None:
+    """The server checks of the client's init checks (all but pypi.org's version check): the
+    gRPC port answers its health check (searches and batches use it), and a server that asks
+    for OIDC login is refused here, not at the first write."""
+    conn = client._connection  # weaviate-client v4.23: no public call for either check
+    if not with_key and conn.get_open_id_configuration() is not None:
+        raise VectorStoreError(
+            f"Weaviate server {url!r} requires OIDC login; qpipe signs in with an API key: set "
+            "WEAVIATE_API_KEY"
+        )
+    conn._ping_grpc("sync")  # WeaviateGRPCUnavailableError when it does not answer SERVING
 
 
 class WeaviateStore:
@@ -162,16 +183,18 @@ class WeaviateStore:
         self._create = create
         self._trace: set[str] = set()  # the provenance properties the collection has
         self._where = f"Weaviate {url!r} collection {self.collection!r}"
+        # one breaker per server, like postgres@host and qstash@host; reports group by system
+        self._system = f"weaviate@{parse_weaviate_url(url).netloc}"
         from weaviate.exceptions import WeaviateBaseError
 
         try:
-            self._client = _connect(url, api_key, grpc_port)
+            self._client = self._call(_connect, url, api_key, grpc_port)
         except WeaviateBaseError as exc:
             raise VectorStoreError(f"Weaviate server {url!r} is unreachable: {exc}") from None
         except OSError as exc:
             raise VectorStoreError(f"Weaviate server {url!r} is unreachable: {exc}") from None
         try:
-            self._col = self._open_collection()
+            self._col = self._call(self._open_collection)
         except WeaviateBaseError as exc:
             self._client.close()
             raise VectorStoreError(f"{self._where}: cannot open collection: {exc}") from None
@@ -180,6 +203,18 @@ class WeaviateStore:
             raise
 
     # -- setup ---------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """fn through this server's breaker, transient errors (refused, timeouts, 5xx/429, gRPC
+        UNAVAILABLE) retried with backoff: a Weaviate restart costs seconds, not a failed run,
+        and a server that stays down is refused at once. Every fn here is a read or idempotent
+        (deterministic UUIDs overwrite), so a retry cannot duplicate anything."""
+        from qpipe_dagster.resilience.guard import CircuitOpenError, guarded_call
+
+        try:
+            return guarded_call(self._system, fn, *args, **kwargs)
+        except CircuitOpenError as exc:
+            raise VectorStoreError(f"Weaviate server {self.url!r}: {exc}") from None
 
     def _open_collection(self):
         from weaviate.classes.config import (
@@ -272,7 +307,7 @@ class WeaviateStore:
         counts = UpsertCounts(0, 0, 0)
         for start in range(0, table.num_rows, self.batch_size):
             batch = table.slice(start, self.batch_size)
-            existing = self._existing_hashes(batch.column("id").to_pylist())
+            existing = self._call(self._existing_hashes, batch.column("id").to_pylist())
             known = pa.array(list(existing), pa.string())
             old = pa.array([existing.get(i) for i in batch.column("id").to_pylist()], pa.string())
             is_new = pc.invert(pc.is_in(batch.column("id"), value_set=known))
@@ -281,7 +316,7 @@ class WeaviateStore:
             n_new = pc.sum(is_new).as_py() or 0
             n_changed = pc.sum(changed).as_py() or 0
             if write.num_rows:
-                self._write(write, counts)
+                self._call(self._write, write, counts)
             counts.inserted += n_new
             counts.updated += n_changed
             counts.unchanged += batch.num_rows - n_new - n_changed
@@ -290,6 +325,8 @@ class WeaviateStore:
         return counts
 
     def _write(self, rows: pa.Table, counts: UpsertCounts) -> None:
+        from qpipe_dagster.resilience.transient import weaviate_batch_failure_transient
+
         vectors = vectors_as_numpy(rows.column("vector"), self.dim)
         props = rows.select([*PROPERTY_COLUMNS, *TRACE_COLUMNS]).to_pylist()
         ids = rows.column("id").to_pylist()
@@ -304,6 +341,11 @@ class WeaviateStore:
         failed = self._col.batch.failed_objects
         if failed:
             first = failed[0]
+            if weaviate_batch_failure_transient([f.message for f in failed]):
+                raise _BatchUnavailable(
+                    f"{self._where}: {len(failed)} of {rows.num_rows} objects in a batch could not "
+                    f"be sent (the server is down or restarting?): {first.message}"
+                )
             raise VectorStoreError(
                 f"{self._where}: {len(failed)} of {rows.num_rows} objects in a batch failed "
                 f"(earlier batches are kept: {counts.inserted} inserted / {counts.updated} "
@@ -319,7 +361,7 @@ class WeaviateStore:
         doomed = sorted(self.ids(concept) - keep)
         for start in range(0, len(doomed), _LOOKUP_CHUNK):
             chunk = doomed[start : start + _LOOKUP_CHUNK]
-            res = self._col.data.delete_many(where=Filter.by_id().contains_any(chunk))
+            res = self._call(self._col.data.delete_many, where=Filter.by_id().contains_any(chunk))
             if res.failed:
                 raise VectorStoreError(
                     f"{self._where}: deleting {len(chunk)} stale objects of concept {concept!r}: "
@@ -337,7 +379,8 @@ class WeaviateStore:
 
         query = check_query(vector, self.dim, k, self._where)
         concept = check_concept(concept, self._where, optional=True)
-        res = self._col.query.near_vector(
+        res = self._call(
+            self._col.query.near_vector,
             near_vector=query.tolist(),
             limit=k,
             filters=Filter.by_property("concept").equal(concept) if concept is not None else None,
@@ -366,7 +409,8 @@ class WeaviateStore:
 
         concept = check_concept(concept, self._where, optional=True)
         filters = Filter.by_property("concept").equal(concept) if concept is not None else None
-        total = self._col.aggregate.over_all(total_count=True, filters=filters).total_count
+        total = self._call(self._col.aggregate.over_all, total_count=True, filters=filters)
+        total = total.total_count
         if total is None:  # asked for with total_count=True: always there
             raise VectorStoreError(f"{self._where}: the count came back empty")
         return int(total)
@@ -374,7 +418,7 @@ class WeaviateStore:
     def ids(self, concept: str) -> set[str]:
         # The cursor API takes no filter, so walk the collection reading only `concept`.
         concept = check_concept(concept, self._where)
-        return {uid for uid, c in self._iter_concepts() if c == concept}
+        return self._call(lambda: {uid for uid, c in self._iter_concepts() if c == concept})
 
     def count_by_run(self, concept: str) -> dict[str | None, int]:
         from weaviate.classes.aggregate import GroupByAggregate
@@ -384,7 +428,8 @@ class WeaviateStore:
         total = self.count(concept)
         if "run_id" not in self._trace:
             return {None: total} if total else {}
-        res = self._col.aggregate.over_all(
+        res = self._call(
+            self._col.aggregate.over_all,
             filters=Filter.by_property("concept").equal(concept),
             group_by=GroupByAggregate(prop="run_id", limit=MAX_K),
             total_count=True,
@@ -399,7 +444,7 @@ class WeaviateStore:
 
     def drop(self) -> None:
         """Delete the whole collection (model retirement, tests)."""
-        self._client.collections.delete(self.collection)
+        self._call(self._client.collections.delete, self.collection)
 
     def close(self) -> None:
         self._client.close()

@@ -31,6 +31,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from qpipe_dagster.settings import env_value
 from qpipe_dagster.trials.recommend import FAMILIES, STATUSES
 
 TS = pl.Datetime("us", "UTC")
@@ -84,7 +85,7 @@ class IngestCounts:
 
 def default_actor() -> str:
     """$QPIPE_ACTOR, else the login name: who promoted or rejected a trial."""
-    actor = (os.environ.get("QPIPE_ACTOR") or "").strip()
+    actor = env_value("QPIPE_ACTOR") or ""
     if actor:
         return actor
     try:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qpipe_dagster.ops.env import PROD_REQUIRED, EnvError, check_env, cron_problem, env_problems
+from qpipe_dagster.ops.env import PROD_REQUIRED, check_env, env_problems
+from qpipe_dagster.settings import SettingError, cron_problem
 
 PROD_OK = {
     "QPIPE_DEPLOY": "prod",
@@ -35,7 +36,7 @@ def test_complete_prod_env_passes(role: str) -> None:
 )
 def test_each_missing_required_variable_is_named(role: str, name: str) -> None:
     env = {k: v for k, v in PROD_OK.items() if k != name}
-    with pytest.raises(EnvError) as exc:
+    with pytest.raises(SettingError) as exc:
         check_env(role, env)
     assert f"{name} is missing" in str(exc.value)
     assert str(exc.value).count("\n  - ") == 1  # exactly that one problem

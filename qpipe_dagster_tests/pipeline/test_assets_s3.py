@@ -167,7 +167,7 @@ def test_settings_errors_name_the_variable(monkeypatch, dagster_home) -> None:
         asset_storage_dir()
     monkeypatch.setenv("QPIPE_ASSET_URL", "  ")  # blank means unset: the local default
     assert asset_storage_dir() == Path("/tmp/elsewhere")
-    from qpipe_dagster.ops.env import FORMATS  # the start-up check refuses the same values
+    from qpipe_dagster.settings import FORMATS  # the start-up check refuses the same values
 
     assert "must be s3://bucket/prefix" in FORMATS["QPIPE_ASSET_URL"]("gs://bucket/x")
     assert "must be s3://bucket/prefix" in FORMATS["QPIPE_ASSET_URL"]("s3:///no-bucket")

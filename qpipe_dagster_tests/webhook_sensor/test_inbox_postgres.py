@@ -8,15 +8,11 @@ import re
 import httpx
 import pytest
 
+from qpipe_dagster.settings import SettingError, inbox_url, redact
 from qpipe_dagster_tests.webhook_sensor.conftest import CURRENT, make_token, start_receiver
 from webhook_sensor.inbox import InboxRecord, InboxUnavailable, open_inbox
-from webhook_sensor.inbox.postgres import TABLE, redact
-from webhook_sensor.settings import (
-    Settings,
-    SettingsError,
-    inbox_target_from_env,
-    inbox_url_from_env,
-)
+from webhook_sensor.inbox.postgres import TABLE
+from webhook_sensor.settings import Settings, inbox_target_from_env
 
 BODY = b'{"concept": "pg check", "urls": ["https://example.com/pg"]}'
 
@@ -99,7 +95,7 @@ def test_settings_accept_a_postgres_url():
     env = {"QPIPE_INBOX_URL": "postgresql://qpipe:pw@db.internal:5432/qpipe"}
     assert Settings.from_env(env).inbox_url == env["QPIPE_INBOX_URL"]
     assert Settings.from_env({}).inbox_url is None
-    assert inbox_url_from_env({"QPIPE_INBOX_URL": "  "}) is None
+    assert inbox_url({"QPIPE_INBOX_URL": "  "}) is None
 
 
 @pytest.mark.parametrize(
@@ -121,7 +117,7 @@ def test_settings_accept_a_postgres_url():
     ],
 )
 def test_bad_inbox_url_is_refused_at_start_up(env, message):
-    with pytest.raises(SettingsError, match=message) as info:
+    with pytest.raises(SettingError, match=message) as info:
         Settings.from_env(env)
     assert "hunter2" not in str(info.value)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from qpipe_dagster.ops.env import env_problems
-from webhook_sensor.settings import DEV_CURRENT_SIGNING_KEY, Settings, SettingsError
+from qpipe_dagster.settings import SettingError
+from webhook_sensor.settings import DEV_CURRENT_SIGNING_KEY, Settings
 
 PROD = {
     "QPIPE_DEPLOY": "prod",
@@ -35,7 +36,7 @@ def test_start_up_check_says_production_refuses_blank_keys() -> None:
 
 
 def test_receiver_itself_refuses_dev_keys_in_production() -> None:
-    with pytest.raises(SettingsError) as exc:
+    with pytest.raises(SettingError) as exc:
         Settings.from_env(PROD)
     text = str(exc.value)
     assert "QSTASH_CURRENT_SIGNING_KEY" in text and "QPIPE_DEPLOY=prod" in text

@@ -11,9 +11,10 @@ import sys
 
 import pytest
 
+from qpipe_dagster.settings import SettingError
 from qpipe_dagster_tests.webhook_sensor.conftest import free_port
 from webhook_sensor.limits import TokenBucket
-from webhook_sensor.settings import Settings, SettingsError
+from webhook_sensor.settings import Settings
 
 URL = "https://qpipe.example.com/api/qstash"
 
@@ -36,7 +37,7 @@ URL = "https://qpipe.example.com/api/qstash"
     ],
 )
 def test_unusable_settings_name_the_variable(name, value):
-    with pytest.raises(SettingsError, match=re.escape(name)):
+    with pytest.raises(SettingError, match=re.escape(name)):
         Settings.from_env({name: value})
 
 

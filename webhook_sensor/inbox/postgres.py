@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from qpipe_dagster.settings import redact
 from webhook_sensor.inbox.records import (
     InboxDataError,
     InboxMessage,
@@ -66,17 +67,6 @@ _COLUMNS = (
 )
 
 T = TypeVar("T")
-
-
-def redact(url: str) -> str:
-    """The URL without its password or query string (which may hold one), for logs and errors."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "<not a URL>"
-    netloc, slash, path = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
-    user = userinfo.split(":")[0] + "@" if at else ""
-    return f"{scheme}://{user}{hostport}{slash}{path.split('?')[0]}"
 
 
 def _psycopg2() -> Any:
