@@ -62,6 +62,7 @@ from qpipe_dagster.storage.arrow_files import (
     read_table,
 )
 from qpipe_dagster.store.objects import objects_schema, with_trace
+from qpipe_dagster.store.sync import sync_concept
 
 GROUP = "knowledge"
 OWNERS = ["team:knowledge"]
@@ -525,32 +526,24 @@ def weaviate_objects(
     encoder = embedder.encoder()
     dim = embeddings_dim_for(page_embeddings, encoder, concept)
     store = vector_store.open(model=encoder.model_id, dim=dim)
-    started = time.perf_counter()
     # each written object names this run and its QStash message (`qpipe trace`)
     traced = with_trace(
         page_embeddings, run_id=context.run_id, message_id=context.run.tags.get(TAG_MESSAGE_ID)
     )
-    counts = store.upsert(traced)
-    deleted = store.delete_missing(concept, set(page_embeddings.column("id").to_pylist()))
-    stage_seconds = time.perf_counter() - started
-    total = store.count(concept)
+    synced = sync_concept(store, traced, concept)
     return MaterializeResult(
         metadata={
-            "stage_seconds": round(stage_seconds, 3),
+            "stage_seconds": round(synced.seconds, 3),
             "backend": store.backend,
             "collection": store.collection,
-            "inserted": counts.inserted,
-            "updated": counts.updated,
-            "unchanged": counts.unchanged,
-            "deleted": deleted,
-            "objects_for_concept": total,
-            "dagster/row_count": total,
+            **synced.figures(),
+            "dagster/row_count": synced.total,
         },
         check_results=[
             AssetCheckResult(
                 check_name="store_matches_embeddings",
-                passed=total == page_embeddings.num_rows,
-                metadata={"objects_for_concept": total, "chunks": page_embeddings.num_rows},
+                passed=synced.total == page_embeddings.num_rows,
+                metadata={"objects_for_concept": synced.total, "chunks": page_embeddings.num_rows},
             )
         ],
     )

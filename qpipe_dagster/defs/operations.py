@@ -6,7 +6,7 @@ QPIPE_RECRAWL_MAX_AGE_HOURS, QPIPE_RECRAWL_MAX_PER_TICK, QPIPE_BACKUP_CRON,
 QPIPE_BACKUP_RETENTION_DAYS, QPIPE_REPORT_CRON); invalid values fail the load naming the variable.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
@@ -39,12 +39,13 @@ from qpipe_dagster.defs.triggers import max_concepts_per_day
 from qpipe_dagster.monitoring.instance import new_concepts_today
 from qpipe_dagster.ops.backup import Sources, run_backup
 from qpipe_dagster.ops.manifest import BackupError
+from qpipe_dagster.ops.recrawl import plan_recrawl
 from qpipe_dagster.ops.report import (
-    BacktestBest,
     RunSummary,
-    best_from_metadata,
     build_report,
+    cap_warnings,
     inbox_stats,
+    latest_bests,
     report_markdown,
 )
 from qpipe_dagster.ops.targets import target_from_env
@@ -96,13 +97,19 @@ def last_crawled(instance, slug: str) -> "datetime | None":  # DagsterInstance
     return datetime.fromtimestamp(result.records[0].timestamp, UTC)
 
 
+def is_running(instance, slug: str) -> bool:  # DagsterInstance
+    """Whether a concept_pipeline run of the concept is queued or in progress."""
+    active = RunsFilter(
+        job_name="concept_pipeline", tags={"dagster/partition": slug}, statuses=_ACTIVE
+    )
+    return bool(instance.get_runs_count(active))
+
+
 def build_recrawl_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefinition:
     """Every tick: concepts whose pages are older than the window get a concept_pipeline run.
 
-    Oldest first, at most max_per_tick per tick, never while the concept already has a run queued
-    or in progress. Re-runs are cheap downstream: unchanged chunks reuse their vectors and the
-    store skips unchanged objects. run_key = concept + freshness window, so a failed recrawl is
-    retried once per window, not every 15 minutes.
+    Which ones and in what order is `ops.recrawl.plan_recrawl`. Re-runs are cheap downstream:
+    unchanged chunks reuse their vectors and the store skips unchanged objects.
     """
     cron = schedule_cron("QPIPE_RECRAWL_CRON", DEFAULT_RECRAWL_CRON, env)
     max_age = timedelta(
@@ -118,58 +125,28 @@ def build_recrawl_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefi
         description=f"Re-runs concepts whose pages are older than {max_age} (cron {cron}).",
     )
     def recrawl_schedule(context: ScheduleEvaluationContext):
-        now = context.scheduled_execution_time or datetime.now(UTC)
-        if now.tzinfo is None:
-            now = now.replace(tzinfo=UTC)
         instance = context.instance
         registry = default_registry()
-        stale: list[tuple[float, str]] = []
-        no_seeds: list[str] = []
-        for slug in instance.get_dynamic_partitions(CONCEPTS_PARTITIONS):
-            concept = registry.get(slug)
-            if concept is None or not concept.seed_urls:
-                no_seeds.append(slug)
-                continue
-            last = last_crawled(instance, slug)
-            age = (now - last).total_seconds() if last else float("inf")
-            if age > max_age.total_seconds():
-                stale.append((age, slug))
-        stale.sort(key=lambda item: (-item[0], item[1]))
-        window = int(now.timestamp() // max_age.total_seconds())
-        requests = []
-        busy = []
-        for _age, slug in stale:
-            if len(requests) >= per_tick:
-                break
-            active = instance.get_runs_count(
-                RunsFilter(
-                    job_name="concept_pipeline",
-                    tags={"dagster/partition": slug},
-                    statuses=_ACTIVE,
-                )
-            )
-            if active:
-                busy.append(slug)
-                continue
-            requests.append(
-                RunRequest(
-                    run_key=f"recrawl:{slug}:{window}",
-                    partition_key=slug,
-                    tags={TAG_TRIGGER: "recrawl", TAG_CONCEPT: slug},
-                )
-            )
-        if not requests:
-            why = f"no concept older than {max_age}"
-            if busy:
-                why += f"; already running: {', '.join(busy)}"
-            if no_seeds:
-                why += f"; skipped without seed URLs: {', '.join(no_seeds[:5])}"
-            return SkipReason(why)
-        context.log.info(
-            f"recrawling {len(requests)} of {len(stale)} stale concept(s): "
-            + ", ".join(r.partition_key for r in requests)
+        plan = plan_recrawl(
+            instance.get_dynamic_partitions(CONCEPTS_PARTITIONS),
+            now=context.scheduled_execution_time or datetime.now(UTC),
+            max_age=max_age,
+            per_tick=per_tick,
+            has_seeds=lambda slug: bool((c := registry.get(slug)) and c.seed_urls),
+            last_crawled=lambda slug: last_crawled(instance, slug),
+            is_running=lambda slug: is_running(instance, slug),
         )
-        return requests
+        if not plan.runs:
+            return SkipReason(plan.skip_reason())
+        context.log.info(plan.summary())
+        return [
+            RunRequest(
+                run_key=plan.run_key(slug),
+                partition_key=slug,
+                tags={TAG_TRIGGER: "recrawl", TAG_CONCEPT: slug},
+            )
+            for slug in plan.runs
+        ]
 
     return recrawl_schedule
 
@@ -256,6 +233,20 @@ def _optional_int(name: str, minimum: int) -> int | None:
         raise Failure(description=str(exc)) from None
 
 
+def _run_summary(run) -> RunSummary:  # DagsterRun
+    return RunSummary(
+        run.run_id, run.tags.get("dagster/partition"), run.status.value, run.tags.get(TAG_TRIGGER)
+    )
+
+
+def _partition_metadata(records) -> Iterator[tuple[str | None, dict]]:  # EventLogRecords
+    """(partition, plain metadata) of each materialization, in the order given."""
+    for record in records:
+        mat = record.asset_materialization
+        if mat is not None:
+            yield mat.partition, {k: v.value for k, v in mat.metadata.items()}
+
+
 @asset(
     group_name="operations",
     kinds={"python"},
@@ -270,38 +261,18 @@ def daily_ops_report(context) -> MaterializeResult:  # AssetExecutionContext
     records = instance.get_run_records(
         RunsFilter(job_name="concept_pipeline", created_after=since), limit=5000
     )
-    runs = [
-        RunSummary(
-            r.dagster_run.run_id,
-            r.dagster_run.tags.get("dagster/partition"),
-            r.dagster_run.status.value,
-            r.dagster_run.tags.get(TAG_TRIGGER),
-        )
-        for r in records
-    ]
-    best: dict[str, BacktestBest] = {}
     events = instance.fetch_materializations(AssetKey("backtest_results"), limit=1000)
-    for rec in events.records:  # newest first: keep the latest per concept
-        mat = rec.asset_materialization
-        if mat is None or mat.partition in best:
-            continue
-        found = best_from_metadata(
-            mat.partition or "-", {k: v.value for k, v in mat.metadata.items()}
-        )
-        if found is not None:
-            best[found.concept] = found
     report = build_report(
         day=now.date().isoformat(),
-        runs=runs,
+        runs=[_run_summary(r.dagster_run) for r in records],
         inbox=inbox_stats(default_inbox_target(), since.timestamp()),
-        backtests=list(best.values()),
+        backtests=latest_bests(_partition_metadata(events.records)),
         max_concepts_per_day=max_concepts_per_day(),
         qstash_daily_limit=_optional_int("QSTASH_DAILY_LIMIT", 1),
         new_concepts_today=new_concepts_today(instance, now.date().isoformat()),
     )
-    for name, usage in report["caps"].items():
-        if usage["over"]:
-            context.log.warning(f"{name} reached: {usage['used']} / {usage['limit']}")
+    for warning in cap_warnings(report):
+        context.log.warning(warning)
     return MaterializeResult(
         metadata={
             "report": MetadataValue.md(report_markdown(report)),

@@ -5,11 +5,8 @@ asset and on its op) so the run launcher (`qpipe_dagster.launcher.gpu_router`) c
 runs to GPU machines, and sits in the `gpu` concurrency pool so only one sweep runs at a time.
 """
 
-import math
 import time
 
-import numpy as np
-import polars as pl
 import pyarrow as pa
 from dagster import (
     AssetCheckResult,
@@ -22,6 +19,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from qpipe_dagster.defs.metadata import dagster_metadata
 from qpipe_dagster.defs.partitions import concepts_partitions
 from qpipe_dagster.defs.resources import (
     ConceptRegistryResource,
@@ -34,12 +32,12 @@ from qpipe_dagster.defs.trial_assets import (  # strategy_recommendations: loade
     record_trials,
     strategy_recommendations,  # noqa: F401
 )
+from qpipe_dagster.metadata import plain
 
 GROUP = "validation"
 OWNERS = ["team:validation"]
 GPU_TAGS = {"qpipe/compute": "gpu"}
 GPU_POOL = "gpu"  # concurrency pool: dagster.yaml limits GPU sweeps to one at a time
-SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades every day; matches vectorbt's default year_freq
 
 
 @asset(
@@ -80,7 +78,7 @@ def market_prices(
             "stage_seconds": round(stage_seconds, 3),
             "symbol": symbol,
             "source": MetadataValue.path(str(path)),
-            **{k: _plain(v) for k, v in data.report.items() if k != "source"},
+            **{k: plain(v) for k, v in data.report.items() if k != "source"},
         },
     )
     yield AssetCheckResult(
@@ -89,15 +87,6 @@ def market_prices(
         metadata={"rows": table.num_rows},
         description="timestamps strictly increasing",
     )
-
-
-def _plain(value: object) -> float | int | bool | str:
-    """Dagster metadata takes str/int/float/bool; render anything else as text."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else "n/a"
-    if isinstance(value, (bool, int, str)) or value is None:
-        return value if value is not None else "none"
-    return str(value)
 
 
 class BacktestConfig(Config):
@@ -204,16 +193,13 @@ def backtest_results(
     embedder: EmbedderResource,
     vector_store: VectorStoreResource,
 ):
-    from qpipe_dagster.backtest.charts import equity_drawdown_png, png_markdown, sharpe_heatmap_png
+    # heavy (numba kernels, matplotlib): loaded when a sweep runs, not with the code location
     from qpipe_dagster.backtest.results import sweep_families
+    from qpipe_dagster.backtest.summary import periods_per_year, sweep_metadata
 
     close = market_prices.column("close").to_numpy()
     ts = market_prices.column("ts").to_numpy()
-    bar_s = (
-        float(np.median(np.diff(ts).astype("timedelta64[s]").astype(np.float64)))
-        if len(ts) > 1
-        else 3600.0
-    )
+    per_year = periods_per_year(ts)
     report = sweep_families(
         close,
         ts,
@@ -224,60 +210,13 @@ def backtest_results(
         fees=config.fees,
         slippage=config.slippage,
         init_cash=config.init_cash,
-        periods_per_year=SECONDS_PER_YEAR / bar_s,
+        periods_per_year=per_year,
         direction=config.direction,
     )
     trial_md = record_trials(
-        context, config, report, close, ts, SECONDS_PER_YEAR / bar_s, embedder, vector_store
+        context, config, report, close, ts, per_year, embedder, vector_store
+    )  # replaces report.best with the robust pick
+    metadata = sweep_metadata(
+        report, ts, concept=context.partition_key, direction=config.direction, trials=trial_md
     )
-    table = report.table
-    first = report.runs[0]
-    split_ts = ts[report.split_bar] if report.split_bar is not None else None
-    assert report.equity is not None  # sweep() always draws the best set's curve
-    equity_png = equity_drawdown_png(
-        ts, report.equity, f"{report.best['best_strategy']} — {context.partition_key}", split_ts
-    )
-    charts = {}
-    for family, (x, y, z, xl, yl) in report.heatmaps.items():
-        png = sharpe_heatmap_png(x, y, z, f"{family}: in-sample Sharpe", xl, yl)
-        charts[f"sharpe_heatmap_{family}"] = MetadataValue.md(
-            png_markdown(png, f"{family} Sharpe heatmap")
-        )
-    best_family = str(report.best["best_family"])
-    yield Output(
-        table,
-        metadata={
-            "parameter_sets": table.num_rows,
-            "bars": len(close),
-            "families": ", ".join(r.grid.family for r in report.runs),
-            "direction": config.direction,
-            "backend": first.backend,
-            "device": first.device,
-            "fallback_reason": first.fallback_reason or "none",
-            "compute_seconds": float(sum(r.seconds for r in report.runs)),
-            "stage_seconds": round(float(sum(r.seconds for r in report.runs)), 3),  # the sweep
-            "split_bar": report.split_bar if report.split_bar is not None else -1,
-            "split_ts": str(split_ts) if split_ts is not None else "none",
-            **{k: _plain(v) for k, v in report.best.items()},
-            **trial_md,
-            "equity_curve": MetadataValue.md(
-                png_markdown(equity_png, "best set equity curve and drawdown")
-            ),
-            "sharpe_heatmap": charts[f"sharpe_heatmap_{best_family}"],
-            **charts,
-        },
-    )
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if math.isfinite(value) else "n/a"
-    return str(value)
-
-
-def _markdown_table(frame: pl.DataFrame) -> str:
-    """A small markdown table for the UI (floats to 4 decimals; inf/NaN, e.g. the Sharpe of a
-    segment with no variance, shown as n/a)."""
-    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
-    body = "".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in frame.iter_rows())
-    return header + body
+    yield Output(report.table, metadata=dagster_metadata(metadata))

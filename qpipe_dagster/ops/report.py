@@ -8,7 +8,7 @@ backtests.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,6 +58,23 @@ def best_from_metadata(concept: str, md: dict) -> BacktestBest | None:
         metric_value(md.get("best_total_return")),
         strategy,
     )
+
+
+def latest_bests(
+    materializations: Iterable[tuple[str | None, Mapping[str, object]]],
+) -> list[BacktestBest]:
+    """The best set of each concept's latest backtest_results materialization.
+
+    ``materializations`` are (partition, metadata) pairs, newest first; one without a best set
+    is skipped, so an older one of the same concept may stand in for it."""
+    best: dict[str, BacktestBest] = {}
+    for partition, metadata in materializations:
+        if partition in best:
+            continue
+        found = best_from_metadata(partition or "-", dict(metadata))
+        if found is not None:
+            best[found.concept] = found
+    return list(best.values())
 
 
 @dataclass
@@ -147,6 +164,15 @@ def build_report(
         },
         "top_backtests": [asdict(b) for b in best],
     }
+
+
+def cap_warnings(report: dict) -> list[str]:
+    """One line per cost cap the report shows as reached."""
+    return [
+        f"{name} reached: {usage['used']} / {usage['limit']}"
+        for name, usage in report["caps"].items()
+        if usage["over"]
+    ]
 
 
 def report_markdown(report: dict) -> str:

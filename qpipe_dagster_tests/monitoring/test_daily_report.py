@@ -10,7 +10,14 @@ from dagster import AssetMaterialization, DagsterInstance, DagsterRunStatus, mat
 from dagster._core.test_utils import create_run_for_test
 
 from qpipe_dagster.defs import operations
-from qpipe_dagster.ops.report import best_from_metadata, metric_value
+from qpipe_dagster.ops.report import (
+    InboxStats,
+    best_from_metadata,
+    build_report,
+    cap_warnings,
+    latest_bests,
+    metric_value,
+)
 
 
 @pytest.fixture
@@ -76,3 +83,29 @@ def test_metric_values_are_finite_floats_or_none(value: object, expected: float 
 
 def test_a_materialization_without_a_best_set_is_skipped() -> None:
     assert best_from_metadata("x", {"parameter_sets": 10}) is None
+
+
+def test_latest_bests_keeps_each_concepts_newest_best_set() -> None:
+    newest_first = [
+        ("btc", {"best_sharpe": 2.0, "best_strategy": "rsi window=14 lower=30 upper=70"}),
+        ("eth", {"parameter_sets": 10}),  # no best set: the older one stands in
+        ("btc", {"best_sharpe": 1.0, "best_strategy": "older"}),
+        ("eth", {"best_sharpe": 0.5, "best_strategy": "bollinger window=20 k=2.0"}),
+    ]
+    assert [(b.concept, b.best_sharpe, b.strategy) for b in latest_bests(newest_first)] == [
+        ("btc", 2.0, "rsi window=14 lower=30 upper=70"),
+        ("eth", 0.5, "bollinger window=20 k=2.0"),
+    ]
+
+
+def test_cap_warnings_name_only_the_caps_reached() -> None:
+    report = build_report(
+        day="2026-03-01",
+        runs=[],
+        inbox=InboxStats(received=3, deliveries=5),
+        backtests=[],
+        max_concepts_per_day=4,
+        qstash_daily_limit=5,
+        new_concepts_today=2,
+    )
+    assert cap_warnings(report) == ["QSTASH_DAILY_LIMIT reached: 5 / 5"]
