@@ -43,6 +43,7 @@ from qpipe_dagster.defs.resources import (
     VectorStoreResource,
 )
 from qpipe_dagster.defs.retries import transient_only
+from qpipe_dagster.defs.trace import trace_ids
 from qpipe_dagster.embed.encoder import Encoder
 from qpipe_dagster.embed.incremental import EmbedStats, embed_chunks, explode_chunks
 from qpipe_dagster.parse.chunk import Chunker
@@ -53,7 +54,6 @@ from qpipe_dagster.parse.table import (
     parse_pages,
     stale_parser_versions,
 )
-from qpipe_dagster.run_tags import TAG_MESSAGE_ID
 from qpipe_dagster.settings import SettingError, crawl_private_addresses_allowed
 from qpipe_dagster.storage.arrow_files import (
     MAX_PART_BYTES,
@@ -527,9 +527,8 @@ def weaviate_objects(
     dim = embeddings_dim_for(page_embeddings, encoder, concept)
     store = vector_store.open(model=encoder.model_id, dim=dim)
     # each written object names this run and its QStash message (`qpipe trace`)
-    traced = with_trace(
-        page_embeddings, run_id=context.run_id, message_id=context.run.tags.get(TAG_MESSAGE_ID)
-    )
+    run_id, message_id = trace_ids(context)
+    traced = with_trace(page_embeddings, run_id=run_id, message_id=message_id)
     synced = sync_concept(store, traced, concept)
     return MaterializeResult(
         metadata={

@@ -9,8 +9,8 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 from qpipe_dagster.defs.metadata import dagster_metadata
 from qpipe_dagster.defs.partitions import concepts_partitions
 from qpipe_dagster.defs.retries import transient_only
+from qpipe_dagster.defs.trace import trace_ids
 from qpipe_dagster.metadata import Plain
-from qpipe_dagster.run_tags import TAG_MESSAGE_ID
 
 if TYPE_CHECKING:  # validation imports this module to run record_trials
     from qpipe_dagster.backtest.results import SweepReport
@@ -53,6 +53,7 @@ def record_trials(
     c = config
     argmax = dict(report.best)
     concept = context.partition_key
+    run_id, message_id = trace_ids(context)
     run = evaluate_and_rank(
         report,
         close,
@@ -65,8 +66,8 @@ def record_trials(
         init_cash=c.init_cash,
         direction=c.direction,
         n_blocks=c.pbo_blocks,
-        run_id=context.run_id,
-        message_id=context.run.tags.get(TAG_MESSAGE_ID),
+        run_id=run_id,
+        message_id=message_id,
     )
     top_n = c.trials_top_n
     if top_n > 0:
