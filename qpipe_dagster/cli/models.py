@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 
+from qpipe_dagster.cli.progress import Meter, meters
 from qpipe_dagster.defs.io import asset_storage_dir
 from qpipe_dagster.defs.resources import default_resources
 from qpipe_dagster.embed.encoder import EmbeddingError, Encoder
@@ -15,6 +17,17 @@ def _reembed(args: argparse.Namespace) -> int:
 
     if args.truncate_dim is not None and args.truncate_dim < 1:
         raise CliError(f"--truncate-dim must be >= 1, got {args.truncate_dim}")
+    factory = meters(json_mode=args.json)
+    meter: Meter | None = None
+
+    def progress(done: int, total: int, note: str) -> None:
+        nonlocal meter
+        if meter is None:  # the total is known once the stored concepts are listed
+            meter = factory(total=total, desc="re-embedding", unit="concept")
+            meter.write(f"re-embedding {total} concept(s) {note}")
+        if done:
+            meter.advance(note=note)
+
     try:  # a bad --model or --batch-size is the user's to fix: one line, not a traceback
         encoder = Encoder(
             name=args.model, truncate_dim=args.truncate_dim, batch_size=args.batch_size
@@ -25,18 +38,31 @@ def _reembed(args: argparse.Namespace) -> int:
             lambda model, dim: store_resource.open(model=model, dim=dim),
             asset_storage_dir(),
             concepts=args.concept or None,
+            progress=progress,
         )
         trials = _reembed_trials(encoder, store_resource, args.concept or None)
     except EmbeddingError as exc:
         raise CliError(str(exc)) from None
+    finally:
+        if meter is not None:
+            meter.close()
     if not report and not trials:
         raise CliError(
             "nothing to re-embed: no concept has parsed_pages or embedded trials stored yet"
         )
-    if args.no_switch:
+    if not args.no_switch:  # only now, with every concept re-embedded, does search move
+        set_active_model(ModelChoice(args.model, args.truncate_dim))
+    if args.json:
+        summary = {
+            "model": encoder.model_id,
+            "switched": not args.no_switch,
+            "concepts": report,
+            "trials": trials,
+        }
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    elif args.no_switch:
         print(f"re-embedded {len(report)} concept(s) into {encoder.model_id}; search not switched")
     else:
-        set_active_model(ModelChoice(args.model, args.truncate_dim))
         print(f"re-embedded {len(report)} concept(s); search now uses {encoder.model_id}")
     return 0
 
@@ -101,6 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument(
         "--no-switch", action="store_true", help="fill the new collection, keep search as is"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the report as JSON; progress as plain lines"
     )
     p.set_defaults(handler=_reembed)
     m = subparsers.add_parser("models", help="show the active embedding model, drop old ones")

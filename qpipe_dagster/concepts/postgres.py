@@ -1,4 +1,5 @@
-"""The concept registry in PostgreSQL, used when QPIPE_CONCEPTS_URL is a postgresql:// URL.
+"""The concept registry and the active-model choice in PostgreSQL, used when QPIPE_CONCEPTS_URL
+is a postgresql:// URL (tables `qpipe_concepts` and `qpipe_active_model`, created on demand).
 
 Several hosts (code location, daemon, receiver, GPU run containers) must see one registry; a
 SQLite file on one host's volume cannot be that. Same contract as the SQLite registry (see
@@ -13,10 +14,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from qpipe_dagster.concepts.active_model import (
+    FIX,
+    ActiveModelError,
+    ModelChoice,
+    checked,
+    choice_problem,
+)
 from qpipe_dagster.concepts.model import Concept, RegistryError, merge_for_upsert
 from qpipe_dagster.concepts.sqlite import ConceptRegistry
 from qpipe_dagster.settings import SettingError, concepts_url
@@ -30,6 +38,16 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     name TEXT NOT NULL,
     seed_urls TEXT NOT NULL,
     symbol TEXT,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+CHOICE_TABLE = "qpipe_active_model"
+# one row at most (the key can only be true): the choice is replaced, never appended
+_CHOICE_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {CHOICE_TABLE} (
+    only_row BOOLEAN PRIMARY KEY DEFAULT true CHECK (only_row),
+    name TEXT NOT NULL,
+    truncate_dim INTEGER,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 )
 """
@@ -50,6 +68,29 @@ def concepts_url_from_env(env: Mapping[str, str]) -> str | None:
         raise RegistryError(str(exc)) from None
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
+@contextmanager
+def _transaction(url: str, what: str) -> Iterator[Any]:
+    """A cursor in one transaction; driver errors become RegistryError naming `what`."""
+    import psycopg2  # the `prod` extra: a local install never needs it
+
+    try:
+        conn = psycopg2.connect(url, connect_timeout=10, application_name="qpipe-concepts")
+    except psycopg2.Error as exc:
+        raise RegistryError(f"{what} ({ENV_VAR}) cannot be reached: {_first_line(exc)}") from exc
+    try:
+        with conn, conn.cursor() as cur:
+            yield cur
+    except psycopg2.Error as exc:
+        raise RegistryError(f"{what} ({ENV_VAR}) failed: {_first_line(exc)}") from exc
+    finally:
+        conn.close()
+
+
 class PostgresConceptRegistry(ConceptRegistry):
     """ConceptRegistry's contract on a PostgreSQL table (`qpipe_concepts`)."""
 
@@ -60,28 +101,8 @@ class PostgresConceptRegistry(ConceptRegistry):
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
             cur.execute(_SCHEMA)
 
-    @contextmanager
-    def _pg(self) -> Iterator[Any]:
-        """A cursor in one transaction; driver errors become RegistryError naming the server."""
-        import psycopg2
-
-        try:
-            conn = psycopg2.connect(self.url, connect_timeout=10, application_name="qpipe-concepts")
-        except psycopg2.Error as exc:
-            raise RegistryError(
-                f"concept registry {self.path} ({ENV_VAR}) cannot be reached: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
-            ) from exc
-        try:
-            with conn, conn.cursor() as cur:
-                yield cur
-        except psycopg2.Error as exc:
-            raise RegistryError(
-                f"concept registry {self.path} ({ENV_VAR}) failed: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
-            ) from exc
-        finally:
-            conn.close()
+    def _pg(self) -> AbstractContextManager[Any]:
+        return _transaction(self.url, f"concept registry {self.path}")
 
     def upsert(self, concept: Concept) -> Concept:
         with self._pg() as cur:
@@ -163,4 +184,45 @@ class PostgresConceptRegistry(ConceptRegistry):
                 f"INSERT INTO {TABLE} (slug, name, seed_urls, symbol, updated_at)"
                 " VALUES (%s, %s, %s, %s, (%s::timestamp AT TIME ZONE 'UTC'))",
                 rows,
+            )
+
+
+class PostgresActiveModel:
+    """The active-model choice as the one row of `qpipe_active_model`, beside the registry's
+    table, so every host that shares the registry searches the same collection."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.where = f"table {CHOICE_TABLE} at {redact(url)}"
+        with self._pg() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+            cur.execute(_CHOICE_SCHEMA)
+
+    def _pg(self) -> AbstractContextManager[Any]:
+        return _transaction(self.url, f"active model choice ({self.where})")
+
+    def get(self) -> ModelChoice | None:
+        with self._pg() as cur:
+            cur.execute(f"SELECT name, truncate_dim FROM {CHOICE_TABLE}")
+            row = cur.fetchone()
+        if row is None:
+            return None
+        name, truncate_dim = row
+        why = choice_problem(name, truncate_dim)
+        if why:
+            raise ActiveModelError(
+                f"the active model choice in {self.where} ({ENV_VAR}) is not valid ({why}); "
+                + FIX.format(reset=f"delete the row (DELETE FROM {CHOICE_TABLE})")
+            )
+        return ModelChoice(name, truncate_dim)
+
+    def set(self, choice: ModelChoice) -> None:
+        """One statement in one transaction: readers see the old choice or the new one."""
+        checked(choice)
+        with self._pg() as cur:
+            cur.execute(
+                f"INSERT INTO {CHOICE_TABLE} (name, truncate_dim) VALUES (%s, %s)"
+                " ON CONFLICT (only_row) DO UPDATE SET name = excluded.name,"
+                " truncate_dim = excluded.truncate_dim, updated_at = now()",
+                (choice.name, choice.truncate_dim),
             )

@@ -2,45 +2,41 @@
 
 Each (model, dimension) has its own collection, so vectors never mix. `reembed_all` fills the new
 collection from the stored `parsed_pages` tables; only when every concept succeeded does the
-active-model file change, so search keeps answering from the old collection until the new one is
-complete. The old collection stays until it is dropped explicitly.
+caller record the new active model (`set_active_model`), so search keeps answering from the old
+collection until the new one is complete. The old collection stays until it is dropped explicitly.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from upath import UPath  # QPIPE_ASSET_URL: tables in a bucket
 
-from qpipe_dagster.concepts import validate_slug
+from qpipe_dagster.concepts import ModelChoice, active_model_store, validate_slug
 from qpipe_dagster.embed.encoder import DEFAULT_MODEL, Encoder
 from qpipe_dagster.embed.incremental import embed_chunks, explode_chunks
-from qpipe_dagster.paths import qpipe_home
+from qpipe_dagster.paths import qpipe_home, state_paths
 from qpipe_dagster.settings import SettingError, embed_truncate_dim, env_value
 from qpipe_dagster.storage.arrow_files import read_table
 from qpipe_dagster.store.base import VectorStore
 
 
-@dataclass(frozen=True)
-class ModelChoice:
-    name: str = DEFAULT_MODEL
-    truncate_dim: int | None = None
-
-
 def active_model_file() -> Path:
-    return qpipe_home() / "active_model.json"
+    """Where the choice lives on a local install (QPIPE_CONCEPTS_URL unset), its folder created."""
+    qpipe_home()
+    return state_paths().active_model
 
 
 def active_model(env: Mapping[str, str] | None = None) -> ModelChoice:
     """QPIPE_EMBED_MODEL / QPIPE_EMBED_TRUNCATE_DIM pin the model; else the last rotation; else default.
 
     Blank variables count as unset; a truncation without a model, or one that is not a whole
-    number >= 1, is a SettingError naming the variable (never silently ignored). `env` (default
-    os.environ) also locates DAGSTER_HOME, so `qpipe doctor` checks the model in use.
+    number >= 1, is a SettingError naming the variable (never silently ignored). The last
+    rotation is read from the shared store (`concepts.active_model_store`: PostgreSQL with
+    QPIPE_CONCEPTS_URL, else $DAGSTER_HOME/qpipe/active_model.json). `env` (default os.environ)
+    also selects that store, so `qpipe doctor` checks the model in use.
     """
     name = env_value("QPIPE_EMBED_MODEL", env)
     truncate_dim = embed_truncate_dim(env)
@@ -52,34 +48,13 @@ def active_model(env: Mapping[str, str] | None = None) -> ModelChoice:
             "truncation applies to a pinned model only; set QPIPE_EMBED_MODEL too (e.g. "
             f"{DEFAULT_MODEL}), or rotate with `qpipe reembed --model NAME --truncate-dim N`"
         )
-    if env is None:
-        path = active_model_file()
-    else:
-        home = Path(env_value("DAGSTER_HOME", env) or ".dagster_home").resolve()
-        path = home / "qpipe" / "active_model.json"
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-            choice = ModelChoice(str(data["name"]), data.get("truncate_dim"))
-            dim = choice.truncate_dim
-            if dim is not None and (type(dim) is not int or dim < 1):
-                raise ValueError(f"truncate_dim {dim!r} is not a whole number >= 1")
-            if not choice.name.strip():
-                raise ValueError("name is empty")
-            return choice
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(
-                f"{path} is not a valid model choice ({exc}); delete it to reset"
-            ) from exc
-    return ModelChoice()
+    return active_model_store(env).get() or ModelChoice(DEFAULT_MODEL)
 
 
 def set_active_model(choice: ModelChoice) -> None:
-    """Atomic replace, so a reader never sees half a file."""
-    path = active_model_file()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(choice)))
-    os.replace(tmp, path)
+    """Switch search for every process sharing the store; called only once a re-embed is whole.
+    A reader sees the old choice or the new one (a file renamed over, or one transaction)."""
+    active_model_store().set(choice)
 
 
 def stored_concepts(asset_dir: Path | UPath) -> list[str]:
@@ -97,15 +72,21 @@ def reembed_all(
     asset_dir: Path | UPath,
     *,
     concepts: list[str] | None = None,
-    log: Callable[[str], None] = print,
+    progress: Callable[[int, int, str], None] = lambda _done, _total, _note: None,
 ) -> dict[str, dict[str, int]]:
-    """Embed every stored concept's chunks with `encoder` into its own collection."""
+    """Embed every stored concept's chunks with `encoder` into its own collection.
+
+    `progress(done, total, note)` is called with done=0 before the first concept and after each
+    one with what it did, so the CLI can show a bar or a line per concept (it owns the display).
+    """
     for concept in concepts or []:  # a key like '../x' would read files outside parsed_pages
         validate_slug(concept)
+    todo = concepts or stored_concepts(asset_dir)
     report: dict[str, dict[str, int]] = {}
     store = open_store(encoder.model_id, encoder.dim)
     try:
-        for concept in concepts or stored_concepts(asset_dir):
+        progress(0, len(todo), f"into {store.collection}")
+        for done, concept in enumerate(todo, start=1):
             parsed = read_table(asset_dir / "parsed_pages" / concept)
             if parsed is None:
                 raise ValueError(
@@ -115,7 +96,7 @@ def reembed_all(
             counts = store.upsert(table)
             deleted = store.delete_missing(concept, set(table.column("id").to_pylist()))
             report[concept] = {**asdict(counts), "deleted": deleted, "embedded": stats.embedded}
-            log(f"{concept}: {stats.chunks} chunks -> {store.collection} ({counts})")
+            progress(done, len(todo), f"{concept} ({stats.chunks} chunks)")
     finally:
         store.close()
     return report

@@ -19,7 +19,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qpipe_dagster.ops import snapshot
+from qpipe_dagster.concepts import ActiveModelStore
+from qpipe_dagster.concepts.base import active_model_store_at
+from qpipe_dagster.ops import active_model_backup, snapshot
 from qpipe_dagster.ops.manifest import (
     BackupError,
     Component,
@@ -29,6 +31,7 @@ from qpipe_dagster.ops.manifest import (
     sha256_file,
 )
 from qpipe_dagster.ops.targets import BackupTarget
+from qpipe_dagster.paths import state_paths
 
 if TYPE_CHECKING:
     from qpipe_dagster.cli.progress import Meter, MeterFactory
@@ -76,10 +79,18 @@ class Sources:
     asset_dir: Path | None = None  # the Arrow IO manager's folder (None: a bucket holds them)
     dagster_home: Path | None = None  # the local instance's SQLite files live here
     dagster_pg: dict[str, str] | None = None  # libpq env of the PostgreSQL instance database
+    # the local active-model file; with concepts_url the choice is a table in that database
+    active_model_path: Path | None = None
 
     @property
     def backend(self) -> str:
         return "weaviate" if self.weaviate_url else "lancedb"
+
+    def active_model_store(self) -> ActiveModelStore | None:
+        """Where the active-model choice is (`concepts.active_model`), None when not included."""
+        if self.concepts_url is None and self.active_model_path is None:
+            return None
+        return active_model_store_at(self.concepts_url, self.active_model_path or Path())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Sources:
@@ -109,6 +120,7 @@ class Sources:
             else (Path(assets).resolve() if assets else qhome / "assets"),
             dagster_home=home,
             dagster_pg=pg_env(env),
+            active_model_path=state_paths(env).active_model,
         )
 
 
@@ -171,7 +183,8 @@ def run_backup(
     )
     store_parts = 1 if sources.weaviate_url else len(tables)
     registry_and_inbox = 1 if sources.inbox_url else 2
-    total = store_parts + registry_and_inbox + host_parts + 1  # + the upload
+    choice_store = sources.active_model_store()
+    total = store_parts + registry_and_inbox + (choice_store is not None) + host_parts + 1
     with (
         tempfile.TemporaryDirectory(prefix="qpipe-backup-") as tmp,
         _meter(meter, total, "backing up") as counter,
@@ -210,6 +223,13 @@ def run_backup(
             counter.advance(note=f"{name}: {comp.rows if comp else 0} rows")
         if sources.concepts_url:
             concepts_file.unlink()
+        if choice_store is not None:
+            comp = active_model_backup.snapshot_active_model(choice_store, staging)
+            if comp is not None:
+                components.append(comp)
+            counter.advance(
+                note=f"{active_model_backup.ACTIVE_MODEL}: {comp.rows if comp else 0} rows"
+            )
         host = _host_components(sources, staging, log)
         components.extend(host)
         if host_parts:
@@ -361,6 +381,16 @@ def _check_empty(manifest: Manifest, sources: Sources, folder: Path) -> list[str
                     host_state.tree_problems(folder / c.file, sources.dagster_home, c, whole=False)  # type: ignore[operator]
                 )
             continue
+        if c.kind == "json":
+            store = sources.active_model_store()
+            why = (
+                "the backup holds the active model choice but these sources have no place for it"
+                if store is None
+                else active_model_backup.destination_problem(store)
+            )
+            if why:
+                problems.append(why)
+            continue
         if c.kind == "pgdump":
             if sources.dagster_pg is None:
                 problems.append(
@@ -458,6 +488,8 @@ def restore_backup(
                 from qpipe_dagster.ops.host_state import verify_tree_archive
 
                 verify_tree_archive(folder / c.file, c)  # type: ignore[operator]
+            elif c.kind == "json":
+                active_model_backup.read_active_model(folder / c.file, c)  # type: ignore[operator]
             checking.advance(note=f"{c.name}: checksums match")
         checking.close()
         steps = [_describe(c, sources) for c in manifest.components]
@@ -511,6 +543,10 @@ def _write_components(
 
             root = sources.asset_dir if c.name == host_state.ASSETS else sources.dagster_home
             rows, digest = host_state.restore_tree(folder / c.file, root, c)  # type: ignore[operator, arg-type]
+            _check_restored(c, rows, digest)
+        elif c.kind == "json":
+            store = sources.active_model_store()
+            rows, digest = active_model_backup.restore_active_model(folder / c.file, store, c)  # type: ignore[operator, arg-type]
             _check_restored(c, rows, digest)
         elif c.kind == "pgdump":
             from qpipe_dagster.ops.host_state import restore_instance_db
@@ -568,6 +604,9 @@ def _describe(c: Component, sources: Sources) -> str:
         where = f"Dagster instance files under {sources.dagster_home}"
     elif c.kind == "files":
         where = f"Weaviate's backup folder {sources.weaviate_backup_path}, then Weaviate"
+    elif c.kind == "json":
+        store = sources.active_model_store()
+        where = f"the active model choice ({store.where if store else '?'})"
     elif c.kind == "pgdump":
         from qpipe_dagster.ops.host_state import _where
 

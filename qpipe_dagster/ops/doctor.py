@@ -149,34 +149,42 @@ def check_receiver(env: Mapping[str, str]) -> Check:
 
 def check_model(env: Mapping[str, str]) -> Check:
     """The model the pipeline and search actually use: QPIPE_EMBED_MODEL when pinned, else the
-    one `qpipe reembed` made active ($DAGSTER_HOME/qpipe/active_model.json), else the default."""
-    from qpipe_dagster.embed.encoder import DEFAULT_MODEL, resolve_model
+    one `qpipe reembed` made active (concepts.active_model_store: the PostgreSQL table shared
+    through QPIPE_CONCEPTS_URL, or $DAGSTER_HOME/qpipe/active_model.json), else the default."""
+    from qpipe_dagster.concepts import active_model_store
+    from qpipe_dagster.concepts.postgres import PostgresActiveModel
+    from qpipe_dagster.embed.encoder import resolve_model
     from qpipe_dagster.embed.rotation import active_model
 
+    pinned = env_value("QPIPE_EMBED_MODEL", env) is not None
     try:
         choice = active_model(env)
-    except ValueError as exc:  # SettingError included: names the variable or the file
+        store = None if pinned else active_model_store(env)
+        recorded = store.get() if store is not None else None
+    except ValueError as exc:  # SettingError included: names the variable, the file or table
         return Check("embedding model", FAIL, str(exc))
     name = choice.name
-    if env_value("QPIPE_EMBED_MODEL", env):
+    shown = f"{name}@{choice.truncate_dim}" if choice.truncate_dim else name  # as search uses it
+    if pinned:
         source = "QPIPE_EMBED_MODEL"
-    elif name != DEFAULT_MODEL or (state_paths(env).active_model).exists():
-        source = "active since qpipe reembed"
+    elif store is not None and recorded is not None:
+        shared = isinstance(store, PostgresActiveModel)
+        source = "active since qpipe reembed" + (f", shared in {store.where}" if shared else "")
     else:
         source = "default"
     try:
         resolved = resolve_model(name)
     except Exception as exc:
-        return Check("embedding model", FAIL, f"{name} ({source}): {exc}")
+        return Check("embedding model", FAIL, f"{shown} ({source}): {exc}")
     local = Path(resolved).is_dir()
     if local:
-        return Check("embedding model", OK, f"{name} ({source}) -> {resolved}")
+        return Check("embedding model", OK, f"{shown} ({source}) -> {resolved}")
     if env_value("QPIPE_ALLOW_MODEL_DOWNLOAD", env) == "1":
-        return Check("embedding model", WARN, f"{name} ({source}) will be downloaded on first use")
+        return Check("embedding model", WARN, f"{shown} ({source}) will be downloaded on first use")
     return Check(
         "embedding model",
         FAIL,
-        f"{name} ({source}) is not a local model and QPIPE_ALLOW_MODEL_DOWNLOAD is not 1",
+        f"{shown} ({source}) is not a local model and QPIPE_ALLOW_MODEL_DOWNLOAD is not 1",
     )
 
 

@@ -22,6 +22,8 @@ SQLITE_COMPONENTS = ("inbox", "concepts")
 # Host state beyond the stores (ops/host_state.py): file trees and the instance database.
 FILES_COMPONENTS = ("assets", "dagster-sqlite", "weaviate-snapshot")
 PGDUMP_COMPONENTS = ("dagster-db",)
+# Small shared state as one JSON file each (ops/active_model_backup.py).
+JSON_COMPONENTS = ("active-model",)
 # Lower-case letters, digits and hyphens only: also valid as a Weaviate backup id.
 BACKUP_ID_RE = re.compile(r"^qpipe-(\d{8})-(\d{6})(?:-(\d+))?$")
 
@@ -64,7 +66,7 @@ class Component:
     """One snapshotted thing: a vector collection, the inbox or the concept registry."""
 
     name: str  # e.g. "lancedb:Chunks_all_minilm_l6_v2_d384", "inbox", "concepts"
-    kind: str  # "lancedb" | "sqlite" | "weaviate"
+    kind: str  # "lancedb" | "sqlite" | "weaviate" | "files" | "pgdump" | "json"
     file: str | None  # file inside the backup (None for Weaviate: its backup backend holds data)
     rows: int
     digest: str  # sha256 over every object, order-independent (see snapshot.py)
@@ -176,10 +178,13 @@ def component_problem(c: Component) -> str | None:
     elif c.kind == "pgdump":
         if c.name not in PGDUMP_COMPONENTS:
             return f"a pgdump component must be one of {', '.join(PGDUMP_COMPONENTS)}"
+    elif c.kind == "json":
+        if c.name not in JSON_COMPONENTS:
+            return f"a json component must be one of {', '.join(JSON_COMPONENTS)}"
     else:
         return (
-            f"kind {c.kind!r} is not one of lancedb, sqlite, weaviate, files, pgdump (a newer "
-            "qpipe's backup?)"
+            f"kind {c.kind!r} is not one of lancedb, sqlite, weaviate, files, pgdump, json (a "
+            "newer qpipe's backup?)"
         )
     if c.kind == "weaviate":
         return None if c.file is None else "a weaviate component has no file"

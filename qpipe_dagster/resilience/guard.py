@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import ParamSpec, TypeVar
 
 import pybreaker
@@ -78,9 +78,11 @@ def breaker_call(system: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwa
 def _open_error(system: str, cb: pybreaker.CircuitBreaker) -> CircuitOpenError:
     opened = cb._state_storage.opened_at  # shared state: when any process opened it
     since = f" since {opened.astimezone(UTC).isoformat(timespec='seconds')}" if opened else ""
+    retry = opened + timedelta(seconds=RESET_TIMEOUT_S) if opened else None
+    until = f" until {retry.astimezone(UTC).isoformat(timespec='seconds')}" if retry else ""
     return CircuitOpenError(
         f"circuit breaker for {system} is open{since} after {cb.fail_max} failed calls in a"
-        f" row: calls are refused for {RESET_TIMEOUT_S:.0f} s after it opened, then one trial"
+        f" row: calls are refused{until} ({RESET_TIMEOUT_S:.0f} s after it opened), then one trial"
         f" call is let through. `qpipe doctor` shows {system.split('@', 1)[0]}'s state"
     )
 

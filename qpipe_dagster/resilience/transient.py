@@ -73,13 +73,15 @@ def _pg_transient(exc: BaseException) -> bool:
     return any(marker in text for marker in _PG_DOWN)
 
 
-def _own_transient(exc: BaseException) -> bool:
+def _own_transient(exc: BaseException, depth: int = 0) -> bool:
+    mod = type(exc).__module__ or ""
+    if mod.startswith("weaviate"):  # before the status check: its gRPC errors carry gRPC codes
+        return _weaviate_transient(exc, depth)
     status = _http_status(exc)
     if status is not None:
         return status in TRANSIENT_HTTP_STATUS
     if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | socket.gaierror):
         return True
-    mod = type(exc).__module__ or ""
     name = type(exc).__name__
     if mod.startswith("httpx") and name in {
         "ConnectError",
@@ -98,12 +100,6 @@ def _own_transient(exc: BaseException) -> bool:
         if name == "InterfaceError":
             return True  # the connection was closed under us
         return _pg_transient(exc)
-    if mod.startswith("weaviate"):
-        return name in {
-            "WeaviateConnectionError",
-            "WeaviateTimeoutError",
-            "WeaviateClosedClientError",
-        } or ("UnexpectedStatusCode" in name and status in TRANSIENT_HTTP_STATUS)
     if mod.startswith("grpc") or name == "AioRpcError":
         code = getattr(exc, "code", None)
         text = str(code() if callable(code) else code)
@@ -111,3 +107,49 @@ def _own_transient(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno is not None and exc.errno in _TRANSIENT_ERRNOS
     return False
+
+
+# weaviate-client v4 (weaviate.exceptions): the server or the way to it is down, slow or restarting
+_WEAVIATE_DOWN = frozenset(
+    {
+        "WeaviateConnectionError",  # HTTP connect refused/failed
+        "WeaviateTimeoutError",  # HTTP read timeout
+        "WeaviateClosedClientError",
+        "WeaviateRetryError",  # the client's own gRPC retries on UNAVAILABLE ran out
+        "WeaviateGRPCUnavailableError",  # the gRPC health check failed (refused, not SERVING)
+    }
+)
+# gRPC status codes a later attempt may not meet (UnexpectedStatusCodeError keeps the gRPC code
+# of a gRPC error in status_code: 4 DEADLINE_EXCEEDED, 14 UNAVAILABLE)
+_GRPC_TRANSIENT_CODES = frozenset({4, 14})
+# what a whole failed fixed-size batch records per object: repr() of the exception it died of
+_WEAVIATE_BATCH_DOWN = (
+    *_WEAVIATE_DOWN,
+    "StatusCode.UNAVAILABLE",
+    "StatusCode.DEADLINE_EXCEEDED",
+    "Deadline Exceeded",
+)
+
+
+def _weaviate_transient(exc: BaseException, depth: int) -> bool:
+    """A weaviate-client error: down/slow/restarting (a refused connection, a timeout, HTTP
+    5xx/429, gRPC UNAVAILABLE/DEADLINE_EXCEEDED) or the caller's fault (4xx, a schema or
+    validation error, an unsupported server version)."""
+    if type(exc).__name__ in _WEAVIATE_DOWN:
+        return True
+    status = _http_status(exc)  # UnexpectedStatusCodeError, ResponseCannotBeDecodedError
+    if status is not None:
+        return status in (_GRPC_TRANSIENT_CODES if status < 100 else TRANSIENT_HTTP_STATUS)
+    # WeaviateQueryError, WeaviateBatchError, WeaviateDeleteManyError, WeaviateStartUpError:
+    # raised while handling the gRPC or connection error that decides, often without `from`
+    link = exc.__cause__ or exc.__context__
+    return link is not None and depth < 4 and _own_transient(link, depth + 1)
+
+
+def weaviate_batch_failure_transient(messages: list[str]) -> bool:
+    """True when every object of a Weaviate fixed-size batch failed for a transient reason: the
+    batch swallows the exception and keeps only its repr() per object. One object refused for
+    its data (a validation error) makes the batch the caller's to fix."""
+    return bool(messages) and all(
+        any(marker in m for marker in _WEAVIATE_BATCH_DOWN) for m in messages
+    )

@@ -50,7 +50,8 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_weaviate_unreachable_names_the_url() -> None:
+def test_weaviate_unreachable_names_the_url(dagster_home) -> None:
+    # dagster_home: the store's circuit breaker state lives there, not in the developer's
     url = f"http://127.0.0.1:{_closed_port()}"
     started = time.monotonic()
     with pytest.raises(
@@ -60,7 +61,7 @@ def test_weaviate_unreachable_names_the_url() -> None:
     assert time.monotonic() - started < 30
 
 
-def test_weaviate_bad_urls() -> None:
+def test_weaviate_bad_urls(dagster_home) -> None:
     with pytest.raises(VectorStoreError, match="not an http"):
         open_store(model="m", dim=8, weaviate_url="ftp://example.test")
     with pytest.raises(VectorStoreError, match="needs an API key"):
