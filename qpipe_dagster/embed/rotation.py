@@ -21,6 +21,7 @@ from qpipe_dagster.paths import qpipe_home, state_paths
 from qpipe_dagster.settings import SettingError, embed_truncate_dim, env_value
 from qpipe_dagster.storage.arrow_files import read_table
 from qpipe_dagster.store.base import VectorStore
+from qpipe_dagster.store.sync import sync_concept
 
 
 def active_model_file() -> Path:
@@ -93,9 +94,12 @@ def reembed_all(
                     f"no parsed_pages stored for concept {concept!r}: materialize it first"
                 )
             table, stats = embed_chunks(explode_chunks(parsed, concept, encoder.model_id), encoder)
-            counts = store.upsert(table)
-            deleted = store.delete_missing(concept, set(table.column("id").to_pylist()))
-            report[concept] = {**asdict(counts), "deleted": deleted, "embedded": stats.embedded}
+            synced = sync_concept(store, table, concept)
+            report[concept] = {
+                **asdict(synced.counts),
+                "deleted": synced.deleted,
+                "embedded": stats.embedded,
+            }
             progress(done, len(todo), f"{concept} ({stats.chunks} chunks)")
     finally:
         store.close()
