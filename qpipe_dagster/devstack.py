@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from qpipe_dagster.settings import env_path, env_value, whole_number
+from qpipe_dagster.paths import DAGSTER_HOME_DEFAULT
+from qpipe_dagster.settings import SettingError, env_int, env_path, env_value, whole_number
 
 if TYPE_CHECKING:  # psutil is imported where processes are tracked
     import psutil
@@ -115,17 +116,15 @@ def parse_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> Settin
     sources: dict[str, str] = {}
     for spec in PORTS:
         given = getattr(args, spec.key + "_port")
-        raw = env.get(spec.env, "").strip()
-        if given is not None:
+        if given is not None:  # the flag wins: the variable is not even parsed
             ports[spec.key], sources[spec.key] = given, spec.flag
-        elif raw:
-            try:
-                ports[spec.key] = whole_number(raw, spec.lowest, 65_535)
-            except ValueError as exc:
-                parser.error(
-                    f"{spec.env}={env[spec.env]!r} is invalid: {exc} (or pass {spec.flag})"
-                )
-            sources[spec.key] = spec.env
+            continue
+        try:
+            from_env = env_int(spec.env, spec.lowest, 65_535, env)
+        except SettingError as exc:  # "NAME='abc' is invalid: must be a whole number from ..."
+            parser.error(f"{exc} (or pass {spec.flag})")
+        if from_env is not None:
+            ports[spec.key], sources[spec.key] = from_env, spec.env
         else:
             ports[spec.key], sources[spec.key] = spec.default, "the default"
     taken: dict[int, PortSpec] = {}
@@ -141,7 +140,7 @@ def parse_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> Settin
     if args.host is not None:
         host, host_source = args.host.strip(), "--host"
     else:
-        host, host_source = env.get("QPIPE_HOST", "").strip(), "QPIPE_HOST"
+        host, host_source = env_value("QPIPE_HOST", env) or "", "QPIPE_HOST"
     if not host:
         host, host_source = "127.0.0.1", "the default host"
     return Settings(host, host_source, ports, sources)
@@ -384,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(settings: Settings) -> int:
-    home = (env_path("DAGSTER_HOME") or REPO / ".dagster_home").resolve()
+    home = (env_path("DAGSTER_HOME") or REPO / DAGSTER_HOME_DEFAULT).resolve()
     prepare_home(home)
     os.environ["DAGSTER_HOME"] = str(home)
     lock_fd = lock_home(home)

@@ -33,11 +33,12 @@ class StatePaths:
 
 
 ACTIVE_MODEL_FILE = "active_model.json"
+DAGSTER_HOME_DEFAULT = ".dagster_home"  # DAGSTER_HOME when unset, relative to where qpipe runs
 
 
 def state_paths(env: Mapping[str, str] | None = None) -> StatePaths:
     """The layout for `env` (default: this process's environment)."""
-    home = env_path("DAGSTER_HOME", env) or Path(".dagster_home").resolve()
+    home = env_path("DAGSTER_HOME", env) or Path(DAGSTER_HOME_DEFAULT).resolve()
     qpipe = home / "qpipe"
     return StatePaths(
         dagster_home=home,
@@ -52,6 +53,12 @@ def state_paths(env: Mapping[str, str] | None = None) -> StatePaths:
         breakers=env_path("QPIPE_BREAKER_DB", env) or qpipe / "breakers.sqlite",
         trials=qpipe / "trials",
     )
+
+
+def state_paths_under(home: Path) -> StatePaths:
+    """The default layout under an already chosen DAGSTER_HOME, without the override variables:
+    the receiver built with an explicit folder, a backup skipping qpipe's folder in the instance's."""
+    return state_paths({"DAGSTER_HOME": str(home)})
 
 
 def dagster_home(env: Mapping[str, str] | None = None) -> Path:

@@ -33,6 +33,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
@@ -548,6 +549,65 @@ def receiver_max_body_bytes(env: Mapping[str, str] | None = None) -> int:
     return 1024 * 1024 if found is None else found
 
 
+# Backups and the Dagster instance (`qpipe_dagster.ops.targets`, `ops.backup`, `ops.host_state`).
+
+WEAVIATE_BACKUP_BACKENDS = ("filesystem", "s3", "gcs", "azure")
+
+
+def _weaviate_backend(value: str) -> str:
+    return choice(value, WEAVIATE_BACKUP_BACKENDS)
+
+
+def weaviate_backup_backend(env: Mapping[str, str] | None = None) -> str:
+    """WEAVIATE_BACKUP_BACKEND: Weaviate's backup module, filesystem when unset."""
+    return env_parsed("WEAVIATE_BACKUP_BACKEND", _weaviate_backend, env) or "filesystem"
+
+
+def r2_prefix(env: Mapping[str, str] | None = None) -> str:
+    """R2_PREFIX: the folder in the R2 backup bucket, 'qpipe' when unset. Set but blank means the
+    bucket's top level (the one variable where blank is not unset: it has always meant that)."""
+    raw = (os.environ if env is None else env).get("R2_PREFIX")
+    return "qpipe" if raw is None else raw.strip()
+
+
+@dataclass(frozen=True)
+class DagsterPostgres:
+    """The PostgreSQL Dagster instance (DAGSTER_PG_*), as libpq needs it."""
+
+    host: str
+    port: int
+    user: str
+    password: str  # as written: a password may begin or end with a space
+    dbname: str
+
+
+def dagster_postgres(env: Mapping[str, str] | None = None) -> DagsterPostgres | None:
+    """DAGSTER_PG_*, None when DAGSTER_PG_HOST is unset (the instance is SQLite files)."""
+    host = env_value("DAGSTER_PG_HOST", env)
+    if host is None:
+        return None
+    port = env_int("DAGSTER_PG_PORT", 1, 65_535, env)
+    return DagsterPostgres(
+        host=host,
+        port=5432 if port is None else port,
+        user=env_value("DAGSTER_PG_USER", env) or "",
+        password=env_secret("DAGSTER_PG_PASSWORD", env) or "",
+        dbname=env_value("DAGSTER_PG_DB", env) or "",
+    )
+
+
+MIN_BACKUP_RETENTION_DAYS = 1
+
+
+def backup_retention_days(env: Mapping[str, str] | None = None) -> int | None:
+    """QPIPE_BACKUP_RETENTION_DAYS (a whole number >= 1), None when unset."""
+    return env_parsed("QPIPE_BACKUP_RETENTION_DAYS", _retention_days, env)
+
+
+def _retention_days(value: str) -> int:
+    return whole_number(value, MIN_BACKUP_RETENTION_DAYS)
+
+
 # Schedules and caps. Their messages keep the "NAME='value' must be ..." wording that the
 # schedule tests pin; the start-up check words the same refusal "is invalid: ...".
 
@@ -613,7 +673,7 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "QPIPE_HOUSEKEEPING_CRON": cron,
     "QPIPE_RECRAWL_MAX_AGE_HOURS": lambda v: hours(v, 0.01),
     "QPIPE_RECRAWL_MAX_PER_TICK": lambda v: whole_number(v, 1),
-    "QPIPE_BACKUP_RETENTION_DAYS": lambda v: whole_number(v, 1),
+    "QPIPE_BACKUP_RETENTION_DAYS": _retention_days,
     "QPIPE_EMBED_DEVICE": device,
     "QPIPE_EMBED_TRUNCATE_DIM": lambda v: whole_number(v, 1, MAX_TRUNCATE_DIM),
     "QPIPE_ALLOW_MODEL_DOWNLOAD": _zero_one,
@@ -622,7 +682,7 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "QPIPE_CRAWL_PRIVATE_ADDRESSES": _private_addresses,
     "WEAVIATE_URL": weaviate_url,
     "WEAVIATE_GRPC_PORT": lambda v: whole_number(v, 1, 65_535),
-    "WEAVIATE_BACKUP_BACKEND": lambda v: choice(v, ("filesystem", "s3", "gcs", "azure")),
+    "WEAVIATE_BACKUP_BACKEND": _weaviate_backend,
     "BACKUP_URL": backup_url,
     "BACKUP_S3_ENDPOINT": lambda v: url(v, ("http", "https")),
     "QPIPE_ASSET_URL": bucket_url,

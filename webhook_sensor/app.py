@@ -33,6 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from qpipe_dagster.crawl.addresses import seed_url_fault
 from qpipe_dagster.paths import dagster_home as env_dagster_home
+from qpipe_dagster.paths import state_paths_under
 from qpipe_dagster.resilience.breakers import breaker_db, by_system, read_states
 from webhook_sensor.inbox import (
     InboxRecord,
@@ -91,7 +92,7 @@ def _json(status: int, payload: dict, headers: dict[str, str] | None = None) -> 
 
 def _resolve_paths(settings: Settings) -> tuple[InboxTarget, Path]:
     home = settings.dagster_home or env_dagster_home()
-    return settings.inbox_url or settings.inbox_path or home / "qpipe" / "inbox.sqlite", home
+    return settings.inbox_url or settings.inbox_path or state_paths_under(home).inbox, home
 
 
 def create_app(

@@ -16,7 +16,12 @@ from collections.abc import Mapping
 from qpipe_dagster.cli import CliError
 from qpipe_dagster.cli.progress import meters, say
 from qpipe_dagster.ops.doctor import DEFAULT_CHECKS, FAIL, OK, Check, format_table, run_checks
-from qpipe_dagster.settings import env_value
+from qpipe_dagster.settings import (
+    MIN_BACKUP_RETENTION_DAYS,
+    SettingError,
+    backup_retention_days,
+    env_value,
+)
 
 
 def _backup(args: argparse.Namespace) -> int:
@@ -66,16 +71,19 @@ def _backup(args: argparse.Namespace) -> int:
 
 def _env_retention_days() -> int:
     """QPIPE_BACKUP_RETENTION_DAYS, read only by `backup`: parsed while building the parser,
-    a bad value broke every qpipe command with a traceback."""
-    raw = env_value("QPIPE_BACKUP_RETENTION_DAYS")
-    if raw is None:
-        return 7
+    a bad value broke every qpipe command with a traceback. Parsed as the start-up check does
+    (int() let '-1' and '0' through, to be refused by run_backup)."""
+    from qpipe_dagster.ops.backup import DEFAULT_RETENTION_DAYS
+
     try:
-        return int(raw)
-    except ValueError:
+        days = backup_retention_days()
+    except SettingError:
+        raw = env_value("QPIPE_BACKUP_RETENTION_DAYS")
         raise CliError(
-            f"QPIPE_BACKUP_RETENTION_DAYS must be a whole number of days, got {raw!r}"
+            f"QPIPE_BACKUP_RETENTION_DAYS must be a whole number of days, got {raw!r}: set"
+            f" {MIN_BACKUP_RETENTION_DAYS} or more, or unset it for {DEFAULT_RETENTION_DAYS}"
         ) from None
+    return DEFAULT_RETENTION_DAYS if days is None else days
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -128,7 +136,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def check_dagster_instance(env: Mapping[str, str]) -> Check:
     """The Dagster instance's storage answers (SQLite here, Postgres in production)."""
-    home = env.get("DAGSTER_HOME", "").strip()
+    home = env_value("DAGSTER_HOME", env) or ""
     if home and os.path.exists(home) and not os.path.isdir(home):
         return Check("dagster instance", FAIL, f"DAGSTER_HOME={home} is a file, not a folder")
     if not home or not os.path.isfile(os.path.join(home, "dagster.yaml")):

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar, cast
 
+from qpipe_dagster import paths
 from webhook_sensor.inbox import InboxTarget, is_postgres_url
 from webhook_sensor.inbox.readonly import query_inbox
 
@@ -113,23 +114,22 @@ def backup_summary(env: Mapping[str, str]) -> BackupSummary:
 
 
 def state_paths(env: Mapping[str, str]) -> dict[str, Path]:
-    """Every local path qpipe writes, by a short name used as the `path` label."""
-    from qpipe_dagster.ops.targets import default_backup_dir
+    """Every local path qpipe writes (`paths.state_paths`), by a short name used as the `path`
+    label."""
     from webhook_sensor.settings import inbox_target_from_env
 
-    home = Path(env.get("DAGSTER_HOME", "").strip() or ".dagster_home").resolve()
-    qhome = home / "qpipe"
-    paths = {
-        "dagster_home": home,
-        "assets": Path(env.get("QPIPE_ASSET_DIR", "").strip() or qhome / "assets"),
-        "vectors": Path(env.get("QPIPE_LANCE_PATH", "").strip() or qhome / "vectors"),
-        "backups": default_backup_dir(env),
-        "concepts": qhome / "concepts.sqlite",
+    layout = paths.state_paths(env)
+    found: dict[str, Path] = {
+        "dagster_home": layout.dagster_home,
+        "assets": layout.assets,
+        "vectors": layout.vectors,
+        "backups": layout.backups,
+        "concepts": layout.concepts,
     }
     inbox = inbox_target_from_env(env)
     if not is_postgres_url(inbox):
-        paths["inbox"] = Path(inbox)
-    return {k: Path(v).resolve() for k, v in paths.items()}
+        found["inbox"] = Path(inbox)
+    return {k: v.resolve() for k, v in found.items()}
 
 
 def tree_bytes(path: Path) -> int:

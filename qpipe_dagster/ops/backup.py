@@ -32,6 +32,7 @@ from qpipe_dagster.ops.manifest import (
 )
 from qpipe_dagster.ops.targets import BackupTarget
 from qpipe_dagster.paths import state_paths
+from qpipe_dagster.settings import env_path, env_value, weaviate_backup_backend
 
 if TYPE_CHECKING:
     from qpipe_dagster.cli.progress import Meter, MeterFactory
@@ -99,28 +100,21 @@ class Sources:
         from qpipe_dagster.ops.host_state import pg_env
 
         env = os.environ if env is None else env
-        home = Path(env.get("DAGSTER_HOME", "").strip() or ".dagster_home").resolve()
-        qhome = home / "qpipe"
-        lance = env.get("QPIPE_LANCE_PATH", "").strip()
-        inbox = env.get("QPIPE_INBOX_PATH", "").strip()
-        assets = env.get("QPIPE_ASSET_DIR", "").strip()
-        wv_path = env.get("WEAVIATE_BACKUP_PATH", "").strip()
+        layout = state_paths(env)
         return cls(
-            lance_path=Path(lance).resolve() if lance else qhome / "vectors",
-            inbox_path=Path(inbox).resolve() if inbox else qhome / "inbox.sqlite",
-            concepts_path=qhome / "concepts.sqlite",
-            inbox_url=env.get("QPIPE_INBOX_URL", "").strip() or None,
-            weaviate_url=env.get("WEAVIATE_URL", "").strip() or None,
-            weaviate_api_key=env.get("WEAVIATE_API_KEY", "").strip() or None,
-            weaviate_backend=env.get("WEAVIATE_BACKUP_BACKEND", "").strip() or "filesystem",
-            weaviate_backup_path=Path(wv_path).resolve() if wv_path else None,
+            lance_path=layout.vectors,
+            inbox_path=layout.inbox,
+            concepts_path=layout.concepts,
+            inbox_url=env_value("QPIPE_INBOX_URL", env),
+            weaviate_url=env_value("WEAVIATE_URL", env),
+            weaviate_api_key=env_value("WEAVIATE_API_KEY", env),
+            weaviate_backend=weaviate_backup_backend(env),
+            weaviate_backup_path=env_path("WEAVIATE_BACKUP_PATH", env),
             concepts_url=concepts_url_from_env(env),
-            asset_dir=None
-            if env.get("QPIPE_ASSET_URL", "").strip()
-            else (Path(assets).resolve() if assets else qhome / "assets"),
-            dagster_home=home,
+            asset_dir=None if env_value("QPIPE_ASSET_URL", env) else layout.assets,
+            dagster_home=layout.dagster_home,
             dagster_pg=pg_env(env),
-            active_model_path=state_paths(env).active_model,
+            active_model_path=layout.active_model,
         )
 
 
@@ -568,7 +562,7 @@ def _restore_pg_concepts(file: Path, url: str, c: Component) -> tuple[int, str]:
     registry = PostgresConceptRegistry(url)
     registry.import_sqlite(file)
     with tempfile.TemporaryDirectory(prefix="qpipe-concepts-") as tmp:
-        check = Path(tmp) / "concepts.sqlite"
+        check = Path(tmp) / "restored-registry.sqlite"  # a scratch export to digest
         registry.export_sqlite(check)
         db = sqlite3.connect(check)
         try:

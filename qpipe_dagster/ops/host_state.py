@@ -31,6 +31,8 @@ from qpipe_dagster.ops.manifest import (
     Component,
     sha256_file,
 )
+from qpipe_dagster.paths import state_paths_under
+from qpipe_dagster.settings import dagster_postgres
 
 ASSETS, DAGSTER_SQLITE, WEAVIATE_SNAPSHOT = FILES_COMPONENTS
 (DAGSTER_DB,) = PGDUMP_COMPONENTS
@@ -176,7 +178,8 @@ def snapshot_dagster_sqlite(home: Path, staging: Path) -> Component | None:
     """The instance's SQLite files under DAGSTER_HOME (runs, event logs, schedules), each copied
     with SQLite's online backup API so a running daemon cannot tear them; qpipe's own folder
     (`qpipe/`, its own components) is left out."""
-    dbs = [p for p in _files(home, skip_top=("qpipe",)) if p.endswith(".db")]
+    own = state_paths_under(home).qpipe.name
+    dbs = [p for p in _files(home, skip_top=(own,)) if p.endswith(".db")]
     if not dbs:
         return None
     with tempfile.TemporaryDirectory(prefix="qpipe-dagster-db-") as tmp:
@@ -204,17 +207,17 @@ def snapshot_dagster_sqlite(home: Path, staging: Path) -> Component | None:
 
 
 def pg_env(env: Mapping[str, str]) -> dict[str, str] | None:
-    """libpq variables for the instance database (DAGSTER_PG_*), or None for a SQLite instance.
-    The password travels in PGPASSWORD, never on a command line."""
-    host = env.get("DAGSTER_PG_HOST", "").strip()
-    if not host:
+    """libpq variables for the instance database (DAGSTER_PG_*, read by `settings`), or None for
+    a SQLite instance. The password travels in PGPASSWORD, never on a command line."""
+    pg = dagster_postgres(env)
+    if pg is None:
         return None
     return {
-        "PGHOST": host,
-        "PGPORT": env.get("DAGSTER_PG_PORT", "").strip() or "5432",
-        "PGUSER": env.get("DAGSTER_PG_USER", "").strip(),
-        "PGPASSWORD": env.get("DAGSTER_PG_PASSWORD", ""),
-        "PGDATABASE": env.get("DAGSTER_PG_DB", "").strip(),
+        "PGHOST": pg.host,
+        "PGPORT": str(pg.port),
+        "PGUSER": pg.user,
+        "PGPASSWORD": pg.password,
+        "PGDATABASE": pg.dbname,
         "PGCONNECT_TIMEOUT": "10",
     }
 

@@ -16,7 +16,8 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from qpipe_dagster.ops.manifest import BACKUP_ID_RE, MANIFEST_NAME, BackupError, Manifest
-from qpipe_dagster.settings import SettingError
+from qpipe_dagster.paths import state_paths
+from qpipe_dagster.settings import SettingError, env_value, r2_prefix
 from qpipe_dagster.storage.s3_settings import s3_settings_from_url
 
 
@@ -252,10 +253,8 @@ class S3Target:
 
 
 def default_backup_dir(env: Mapping[str, str]) -> Path:
-    if env.get("QPIPE_BACKUP_DIR", "").strip():
-        return Path(env["QPIPE_BACKUP_DIR"].strip())
-    home = env.get("DAGSTER_HOME", "").strip() or ".dagster_home"
-    return Path(home) / "qpipe" / "backups"
+    """QPIPE_BACKUP_DIR, else $DAGSTER_HOME/qpipe/backups (`paths.state_paths`)."""
+    return state_paths(env).backups
 
 
 def target_from_url(url: str, env: Mapping[str, str] | None = None) -> BackupTarget:
@@ -299,11 +298,12 @@ def target_from_env(url: str | None = None, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     if url:
         return target_from_url(url, env)
-    if env.get("BACKUP_URL", "").strip():
-        return target_from_url(env["BACKUP_URL"], env)
-    if env.get("R2_ACCOUNT_ID", "").strip():
-        bucket = env.get("R2_BUCKET", "").strip()
+    configured = env_value("BACKUP_URL", env)
+    if configured:
+        return target_from_url(configured, env)
+    if env_value("R2_ACCOUNT_ID", env):
+        bucket = env_value("R2_BUCKET", env)
         if not bucket:
             raise BackupError("R2_ACCOUNT_ID is set but R2_BUCKET is not: name the backup bucket")
-        return target_from_url(f"r2://{bucket}/{env.get('R2_PREFIX', 'qpipe').strip()}", env)
+        return target_from_url(f"r2://{bucket}/{r2_prefix(env)}", env)
     return LocalTarget(default_backup_dir(env))

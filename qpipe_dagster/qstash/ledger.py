@@ -8,7 +8,6 @@ QStash already accepted is lost; a message that then fails to publish is release
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -16,6 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from qpipe_dagster.paths import state_paths
 from qpipe_dagster.storage.sqlite_wal import enable_wal
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS publishes (day TEXT PRIMARY KEY, count INTEGER NOT NULL)"
@@ -34,13 +34,8 @@ class DailyLimitReached(RuntimeError):
 
 
 def ledger_path(env: Mapping[str, str] | None = None) -> Path:
-    """QPIPE_PUBLISH_LEDGER, else $DAGSTER_HOME/qpipe/publishes.sqlite."""
-    env = os.environ if env is None else env
-    explicit = env.get("QPIPE_PUBLISH_LEDGER", "").strip()
-    if explicit:
-        return Path(explicit).resolve()
-    home = env.get("DAGSTER_HOME", "").strip() or ".dagster_home"
-    return Path(home).resolve() / "qpipe" / "publishes.sqlite"
+    """QPIPE_PUBLISH_LEDGER, else $DAGSTER_HOME/qpipe/publishes.sqlite (`paths.state_paths`)."""
+    return state_paths(env).publishes
 
 
 def daily_limit(env: Mapping[str, str] | None = None) -> int | None:

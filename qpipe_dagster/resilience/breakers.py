@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pybreaker
 
+from qpipe_dagster.paths import state_paths
 from qpipe_dagster.storage.sqlite_wal import enable_wal
 
 FAIL_MAX = 5  # consecutive failures (after retries) that open a breaker
@@ -31,15 +32,9 @@ _SCHEMA = (
 
 
 def breaker_db(env: Mapping[str, str] | None = None) -> Path:
-    """Where breaker state lives: QPIPE_BREAKER_DB, else $DAGSTER_HOME/qpipe/breakers.sqlite."""
-    import os
-
-    env = os.environ if env is None else env
-    explicit = env.get("QPIPE_BREAKER_DB", "").strip()
-    if explicit:
-        return Path(explicit).resolve()
-    home = env.get("DAGSTER_HOME", "").strip() or ".dagster_home"
-    return Path(home).resolve() / "qpipe" / "breakers.sqlite"
+    """Where breaker state lives: QPIPE_BREAKER_DB, else $DAGSTER_HOME/qpipe/breakers.sqlite
+    (`paths.state_paths`)."""
+    return state_paths(env).breakers
 
 
 class SqliteBreakerStorage(pybreaker.CircuitBreakerStorage):

@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pyarrow as pa
 
-from qpipe_dagster.paths import qpipe_home
+from qpipe_dagster.paths import qpipe_home, state_paths
 from qpipe_dagster.store.lance import LanceStore
 from qpipe_dagster.store.objects import SearchHit, UpsertCounts, VectorStoreError
 from qpipe_dagster.store.weaviate import WeaviateStore  # the client itself is imported on use
@@ -65,9 +65,11 @@ class VectorStore(Protocol):
 
 
 def default_lance_path() -> Path:
-    """`$DAGSTER_HOME/qpipe/vectors`: the local store lives with the rest of the install."""
+    """QPIPE_LANCE_PATH, else `$DAGSTER_HOME/qpipe/vectors` (`paths.state_paths`): the local
+    store lives with the rest of the install, where the pipeline's resource opens it."""
     try:
-        return qpipe_home() / "vectors"
+        qpipe_home()  # created, or DAGSTER_HOME named when it cannot hold qpipe's state
+        return state_paths().vectors
     except OSError as exc:
         raise VectorStoreError(
             f"cannot create the local vector store under DAGSTER_HOME: {exc}"
