@@ -70,8 +70,7 @@ def _status(args: argparse.Namespace) -> int:
         instance_cm = DagsterInstance.get()
     except Exception as exc:
         raise CliError(
-            f"cannot open the Dagster instance at DAGSTER_HOME={env_value('DAGSTER_HOME')!r}:"
-            f" {exc}"
+            f"cannot open the Dagster instance at DAGSTER_HOME={env_value('DAGSTER_HOME')!r}: {exc}"
         ) from None
     with instance_cm as instance:
         status = gather(instance, os.environ)

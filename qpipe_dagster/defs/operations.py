@@ -6,7 +6,7 @@ QPIPE_RECRAWL_MAX_AGE_HOURS, QPIPE_RECRAWL_MAX_PER_TICK, QPIPE_BACKUP_CRON,
 QPIPE_BACKUP_RETENTION_DAYS, QPIPE_REPORT_CRON); invalid values fail the load naming the variable.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
@@ -14,6 +14,7 @@ from dagster import (
     AssetObservation,
     AssetRecordsFilter,
     Config,
+    DagsterEventType,
     DagsterRunStatus,
     DefaultScheduleStatus,
     Failure,
@@ -64,6 +65,7 @@ TAG_CONCEPT = "qpipe/concept"
 DEFAULT_RECRAWL_CRON = "*/15 * * * *"
 DEFAULT_RECRAWL_MAX_AGE_HOURS = 24.0
 DEFAULT_RECRAWL_MAX_PER_TICK = 10
+_STORAGE_IDS_PER_QUERY = 500  # bounded IN lists, for SQLite's variable limit
 DEFAULT_BACKUP_CRON = "0 3 * * *"
 DEFAULT_REPORT_CRON = "30 6 * * *"
 _ACTIVE = [
@@ -87,14 +89,28 @@ def schedule_cron(name: str, default: str, env: Mapping[str, str] | None) -> str
 # -- recrawl -----------------------------------------------------------------------------
 
 
-def last_crawled(instance, slug: str) -> "datetime | None":  # DagsterInstance
-    """When `crawled_pages` was last materialized for a concept (None: never)."""
-    result = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("crawled_pages"), asset_partitions=[slug]), limit=1
+def last_crawled(instance, slugs: Collection[str]) -> dict[str, datetime]:  # DagsterInstance
+    """When `crawled_pages` was last materialized, per concept of `slugs` (absent: never).
+
+    A fixed number of queries whatever the number of concepts: the latest storage id per
+    partition, then those events' timestamps in batches. One query per concept made a
+    1,000-concept tick take 4.7 s (bench/scale.py, issue 18)."""
+    key = AssetKey("crawled_pages")
+    latest = instance.get_latest_storage_id_by_partition(
+        key, DagsterEventType.ASSET_MATERIALIZATION
     )
-    if not result.records:
-        return None
-    return datetime.fromtimestamp(result.records[0].timestamp, UTC)
+    wanted = set(slugs)
+    ids = [sid for partition, sid in latest.items() if partition in wanted]
+    found: dict[str, datetime] = {}
+    for start in range(0, len(ids), _STORAGE_IDS_PER_QUERY):
+        batch = ids[start : start + _STORAGE_IDS_PER_QUERY]
+        result = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, storage_ids=batch), limit=len(batch)
+        )
+        for record in result.records:
+            if record.partition_key is not None:
+                found[record.partition_key] = datetime.fromtimestamp(record.timestamp, UTC)
+    return found
 
 
 def is_running(instance, slug: str) -> bool:  # DagsterInstance
@@ -113,7 +129,9 @@ def build_recrawl_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefi
     """
     cron = schedule_cron("QPIPE_RECRAWL_CRON", DEFAULT_RECRAWL_CRON, env)
     max_age = timedelta(
-        hours=schedule_hours("QPIPE_RECRAWL_MAX_AGE_HOURS", DEFAULT_RECRAWL_MAX_AGE_HOURS, 0.01, env)
+        hours=schedule_hours(
+            "QPIPE_RECRAWL_MAX_AGE_HOURS", DEFAULT_RECRAWL_MAX_AGE_HOURS, 0.01, env
+        )
     )
     per_tick = schedule_whole("QPIPE_RECRAWL_MAX_PER_TICK", DEFAULT_RECRAWL_MAX_PER_TICK, 1, env)
 
@@ -126,14 +144,17 @@ def build_recrawl_schedule(env: Mapping[str, str] | None = None) -> ScheduleDefi
     )
     def recrawl_schedule(context: ScheduleEvaluationContext):
         instance = context.instance
-        registry = default_registry()
+        slugs = instance.get_dynamic_partitions(CONCEPTS_PARTITIONS)
+        # the registry and the history are read once per tick, not once per concept
+        seeded = {c.slug for c in default_registry().list() if c.seed_urls}
+        crawled = last_crawled(instance, [s for s in slugs if s in seeded])
         plan = plan_recrawl(
-            instance.get_dynamic_partitions(CONCEPTS_PARTITIONS),
+            slugs,
             now=context.scheduled_execution_time or datetime.now(UTC),
             max_age=max_age,
             per_tick=per_tick,
-            has_seeds=lambda slug: bool((c := registry.get(slug)) and c.seed_urls),
-            last_crawled=lambda slug: last_crawled(instance, slug),
+            has_seeds=seeded.__contains__,
+            last_crawled=crawled.get,
             is_running=lambda slug: is_running(instance, slug),
         )
         if not plan.runs:
