@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from qpipe_dagster.store import VectorStoreError, collection_name, objects_schema, open_store
-from qpipe_dagster.store.lance import LanceStore
+from qpipe_dagster.store.lance import IndexInfo, LanceStore, index_action
 from qpipe_dagster_tests.store.store_testdata import make_objects
 
 
@@ -135,12 +135,86 @@ def test_ann_index_recall(tmp_path: Path) -> None:
 
 def test_index_refreshes_when_many_rows_are_unindexed(tmp_path: Path) -> None:
     dim = 32
-    store = LanceStore(path=tmp_path, model="m", dim=dim, index_threshold=1000)
+    store = LanceStore(path=tmp_path, model="m", dim=dim, index_threshold=1000, fold_in_rows=300)
     store.upsert(make_objects("a", 1000, dim))
     name = store._index_name()
     assert store._table.index_stats(name).num_indexed_rows == 1000
-    store.upsert(make_objects("a", 400, dim, start=1000))  # > 20% unindexed: rebuilt
+    store.upsert(make_objects("a", 400, dim, start=1000))  # >= fold_in_rows unindexed: folded in
     assert store._table.index_stats(name).num_unindexed_rows == 0
+
+
+def _info(store: LanceStore) -> IndexInfo:
+    info = store.index_info()
+    assert info is not None
+    return info
+
+
+def _finds_itself(store: LanceStore, objects: pa.Table, row: int) -> bool:
+    vector = objects.column("vector")[row].values.to_numpy()
+    hit = store.search(vector, k=1)[0]
+    return (hit.id, hit.text) == (
+        objects.column("id")[row].as_py(),
+        objects.column("text")[row].as_py(),
+    )
+
+
+def test_small_upserts_never_retrain_the_index(tmp_path: Path) -> None:
+    """Built once at the threshold; later small upserts (changed and new chunks) leave the trained
+    index alone and are searchable at once; enough of them are folded in as a delta segment;
+    only a table that has outgrown its index is retrained."""
+    dim = 16
+    store = LanceStore(path=tmp_path, model="m", dim=dim, index_threshold=1000, fold_in_rows=200)
+    store.upsert(make_objects("a", 999, dim))
+    assert store.index_info() is None  # one row short of the threshold: exact search only
+    store.upsert(make_objects("a", 1, dim, start=999))
+    built = _info(store)
+    assert (built.segments, built.indexed_rows, built.unindexed_rows) == (1, 1000, 0)
+
+    changed = make_objects("a", 100, dim, version="v2")  # same ids, new text and vectors
+    fresh = make_objects("b", 99, dim)
+    assert store.upsert(changed).updated == 100
+    assert store.upsert(fresh).inserted == 99
+    after = _info(store)
+    assert after.trained_at == built.trained_at and after.segments == 1  # not rebuilt
+    assert after.unindexed_rows == 199  # one short of fold_in_rows: scanned exactly
+    assert _finds_itself(store, changed, 7) and _finds_itself(store, fresh, 42)
+
+    more = make_objects("b", 1, dim, start=99, version="v3")  # 200 outside: folded in
+    store.upsert(more)
+    folded = _info(store)
+    assert folded.trained_at == built.trained_at  # same centroids, a delta segment added
+    assert (folded.segments, folded.unindexed_rows) == (2, 0)
+    assert _finds_itself(store, changed, 7) and _finds_itself(store, more, 0)
+    assert store.count() == 1100
+
+    grown = make_objects("c", 1100, dim)  # as many rows outside the index as inside: retrain
+    store.upsert(grown)
+    retrained = _info(store)
+    assert retrained.trained_at != built.trained_at
+    assert (retrained.segments, retrained.indexed_rows, retrained.unindexed_rows) == (1, 2200, 0)
+    assert _finds_itself(store, grown, 5)
+
+
+def _index(indexed: int, unindexed: int, segments: int = 1) -> IndexInfo:
+    return IndexInfo(
+        trained_at=None, segments=segments, indexed_rows=indexed, unindexed_rows=unindexed
+    )
+
+
+def test_index_rule_boundaries() -> None:
+    """build at the threshold; fold in at fold_in_rows; retrain once the rows outside the index
+    reach those inside, or the segments reach max_segments."""
+    rule = {"index_threshold": 1000, "fold_in_rows": 100, "max_segments": 4}
+    assert index_action(rows=999, index=None, **rule) == "none"
+    assert index_action(rows=1000, index=None, **rule) == "build"
+    assert index_action(rows=1099, index=_index(1000, 99), **rule) == "none"
+    assert index_action(rows=1100, index=_index(1000, 100), **rule) == "fold_in"
+    assert index_action(rows=1999, index=_index(1000, 999), **rule) == "fold_in"
+    assert index_action(rows=2000, index=_index(1000, 1000), **rule) == "retrain"
+    assert index_action(rows=1100, index=_index(1000, 100, segments=3), **rule) == "fold_in"
+    assert index_action(rows=1100, index=_index(1000, 100, segments=4), **rule) == "retrain"
+    # few rows outside the index never retrain, however many segments
+    assert index_action(rows=1050, index=_index(1000, 50, segments=9), **rule) == "none"
 
 
 def test_pandas_round_trip_types(tmp_path: Path) -> None:
