@@ -122,12 +122,14 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def _ports() -> dict[str, str]:
-    return {
-        "QPIPE_UI_PORT": str(free_port()),
-        "QPIPE_DEMO_PORT": str(free_port()),
-        "QPIPE_RECEIVER_PORT": str(free_port()),
-        "QPIPE_METRICS_PORT": str(free_port()),
-    }
+    """Four distinct free ports: each socket stays bound until all are chosen, since the kernel
+    may hand a just-closed port out again (two equal ports make the stack refuse to start)."""
+    keys = ("QPIPE_UI_PORT", "QPIPE_DEMO_PORT", "QPIPE_RECEIVER_PORT", "QPIPE_METRICS_PORT")
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in keys]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return {key: str(sock.getsockname()[1]) for key, sock in zip(keys, socks, strict=True)}
 
 
 @pytest.fixture
@@ -244,7 +246,7 @@ def test_taken_port_stops_the_start_naming_port_flag_and_variable(
     ports = _ports()
     with _listening(int(ports[key])):
         stack = launch(**ports)
-        assert stack.wait_exit(60) == 1
+        assert stack.wait_exit(60) == 1, stack.log()[-3000:]
     out = stack.log()
     assert (
         f"qpipe-dev: port {ports[key]} for {label} ({key}) is not available on 127.0.0.1:"
