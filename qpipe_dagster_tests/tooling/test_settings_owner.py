@@ -19,8 +19,8 @@ import ast
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("qpipe_dagster", "webhook_sensor")
+from qpipe_dagster_tests.tooling.owners import offenders
+
 OWNER = Path("qpipe_dagster/settings.py")
 
 # Reads that are not configuration parsing, each with its reason. (path, line text fragment)
@@ -87,20 +87,7 @@ def env_reads(source: str, filename: str = "<module>") -> list[int]:
 
 
 def _offenders() -> list[str]:
-    found = []
-    for package in PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
-            rel = path.relative_to(REPO)
-            if rel == OWNER:
-                continue
-            text = path.read_text("utf-8")
-            source_lines = text.splitlines()
-            for line in env_reads(text, str(rel)):
-                code = source_lines[line - 1].strip()
-                if any(p == str(rel) and frag in code for p, frag in ALLOWED):
-                    continue
-                found.append(f"{rel}:{line}: {code}")
-    return found
+    return offenders(OWNER, ALLOWED, env_reads)
 
 
 def test_only_the_settings_module_reads_environment_variables() -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("qpipe_dagster", "webhook_sensor")
+from qpipe_dagster_tests.tooling.owners import offenders
+
 OWNER = Path("qpipe_dagster/paths.py")
 
 # The folders under DAGSTER_HOME (only flagged where a path is joined: "assets" is also a label)
@@ -79,20 +79,7 @@ def state_paths_spelled(source: str, filename: str = "<module>") -> list[int]:
 
 
 def _offenders() -> list[str]:
-    found = []
-    for package in PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
-            rel = path.relative_to(REPO)
-            if rel == OWNER:
-                continue
-            text = path.read_text("utf-8")
-            source_lines = text.splitlines()
-            for line in state_paths_spelled(text, str(rel)):
-                code = source_lines[line - 1].strip()
-                if any(p == str(rel) and frag in code for p, frag in ALLOWED):
-                    continue
-                found.append(f"{rel}:{line}: {code}")
-    return found
+    return offenders(OWNER, ALLOWED, state_paths_spelled)
 
 
 def test_only_the_paths_module_spells_the_state_layout() -> None:
