@@ -27,7 +27,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from qpipe_dagster.resilience.breakers import RESET_TIMEOUT_S, breaker
+from qpipe_dagster.resilience.breakers import breaker
 from qpipe_dagster.resilience.transient import is_transient
 
 P = ParamSpec("P")
@@ -78,11 +78,11 @@ def breaker_call(system: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwa
 def _open_error(system: str, cb: pybreaker.CircuitBreaker) -> CircuitOpenError:
     opened = cb._state_storage.opened_at  # shared state: when any process opened it
     since = f" since {opened.astimezone(UTC).isoformat(timespec='seconds')}" if opened else ""
-    retry = opened + timedelta(seconds=RESET_TIMEOUT_S) if opened else None
+    retry = opened + timedelta(seconds=cb.reset_timeout) if opened else None
     until = f" until {retry.astimezone(UTC).isoformat(timespec='seconds')}" if retry else ""
     return CircuitOpenError(
         f"circuit breaker for {system} is open{since} after {cb.fail_max} failed calls in a"
-        f" row: calls are refused{until} ({RESET_TIMEOUT_S:.0f} s after it opened), then one trial"
+        f" row: calls are refused{until} ({cb.reset_timeout:.0f} s after it opened), then one trial"
         f" call is let through. `qpipe doctor` shows {system.split('@', 1)[0]}'s state"
     )
 

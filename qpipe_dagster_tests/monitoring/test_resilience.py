@@ -140,7 +140,6 @@ def test_postgres_down_opens_the_breaker_and_it_closes_after_recovery(
     cluster: StoppableCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(guard, "ATTEMPTS", 2)
-    monkeypatch.setattr(guard, "RESET_TIMEOUT_S", 2.0)
     monkeypatch.setattr(breakers, "RESET_TIMEOUT_S", 2.0)
     cluster.stop()
     calls: list[float] = []

@@ -189,7 +189,6 @@ def _state(system: str = "weaviate") -> breakers.BreakerState | None:
 def quick_breaker(monkeypatch: pytest.MonkeyPatch) -> float:
     """Two attempts per call and a 1.5 s reset: the breaker opens and half-opens in seconds."""
     monkeypatch.setattr(guard, "ATTEMPTS", 2)
-    monkeypatch.setattr(guard, "RESET_TIMEOUT_S", 1.5)
     monkeypatch.setattr(breakers, "RESET_TIMEOUT_S", 1.5)
     return 1.5
 
