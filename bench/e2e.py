@@ -142,6 +142,7 @@ class Trace:
     error: str = ""
     submitted_wall: float = 0.0
     timeline: dict[str, float] = field(default_factory=dict)
+    warm: bool = False  # its run forked from the warm worker (qpipe/warm_worker tag)
 
     def row(self) -> dict:
         def since(t: float | None) -> float | None:
@@ -153,6 +154,7 @@ class Trace:
             "success_s": since(self.succeeded),
             "searchable_s": since(self.searchable),
             "stage_s": round(self.stage_s, 2),
+            "warm": self.warm,
             **({"error": self.error} if self.error else {}),
         }
 
@@ -294,6 +296,7 @@ def follow(observer: Observer, traces: list[Trace], timeout: float) -> None:
                 t.status = record.dagster_run.status.value.lower()
                 t.succeeded = now if t.status == "success" else None
                 t.stage_s = observer.stage_seconds(record.dagster_run.run_id)
+                t.warm = "qpipe/warm_worker" in record.dagster_run.tags
                 t.timeline = observer.timeline(record.dagster_run.run_id, t.submitted_wall)
                 if t.status != "success":
                     t.error = observer.failure(record.dagster_run.run_id)
@@ -407,6 +410,7 @@ def main() -> int:
         "stage_s_per_concept": round(stage_total / len(ok), 2) if ok else None,
         "efficiency": round(stage_total / wall, 3) if ok and stage_total else None,
         "cpu_s_per_concept": round((cpu1 - cpu0) / max(1, len(ok)), 2),
+        "warm_runs": sum(t.warm for t in burst),
         "peak_rss_mb": round(sampler.peak_rss_mb, 1),
         "cores": os.cpu_count(),
     }

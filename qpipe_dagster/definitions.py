@@ -1,9 +1,11 @@
 """The one Dagster entry point: `dagster dev -m qpipe_dagster.definitions` or workspace.yaml."""
 
+import importlib
 import inspect
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
 from dagster import (
     AssetsDefinition,
     AssetSpec,
@@ -86,3 +88,29 @@ def build_definitions() -> Definitions:
 
 
 defs = build_definitions()
+
+
+# Imported inside the steps (so the code server and the CLI start fast), but every concept run
+# needs them.
+RUN_MODULES = (
+    "qpipe_dagster.backtest.charts",
+    "qpipe_dagster.backtest.engine",
+    "qpipe_dagster.backtest.validation",
+    "qpipe_dagster.market.prices",
+    "qpipe_dagster.trials.pipeline",
+    "qpipe_dagster.trials.report",
+    "qpipe_dagster.trials.recommend",
+    "polars",
+    "lancedb",
+)
+
+
+def warm_up() -> None:
+    """What a warm worker (`qpipe_dagster.launcher.warm`) loads once for every run it forks:
+    the modules the steps import and the embedding model with its tokenizer."""
+    for module in RUN_MODULES:
+        importlib.import_module(module)
+    from qpipe_dagster.backtest.kernels import running_sum
+
+    running_sum(np.ones(2))  # numba's compiler context, set up once (a serial kernel: no threads)
+    default_resources()["embedder"].encoder().model  # noqa: B018

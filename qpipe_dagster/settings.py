@@ -470,6 +470,17 @@ def weaviate_grpc_port(env: Mapping[str, str] | None = None) -> int:
     return 50051 if port is None else port
 
 
+def warm_workers_allowed(env: Mapping[str, str] | None = None) -> bool:
+    """QPIPE_WARM_WORKERS: on (the default: local runs fork from the warm worker where the
+    instance's launcher config asks for it) or off (every local run starts cold, as Dagster's
+    default launcher starts it)."""
+    return env_parsed("QPIPE_WARM_WORKERS", _on_off, env) != "off"
+
+
+def _on_off(value: str) -> str:
+    return choice(value, ("on", "off"), fold_case=True)
+
+
 DEFAULT_SYMBOL = "BTC-USD"
 
 
@@ -680,6 +691,7 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "QPIPE_BACKEND": lambda v: choice(v, ("auto", "cpu", "gpu")),
     "QPIPE_DEFAULT_SYMBOL": market_symbol,
     "QPIPE_CRAWL_PRIVATE_ADDRESSES": _private_addresses,
+    "QPIPE_WARM_WORKERS": _on_off,
     "WEAVIATE_URL": weaviate_url,
     "WEAVIATE_GRPC_PORT": lambda v: whole_number(v, 1, 65_535),
     "WEAVIATE_BACKUP_BACKEND": _weaviate_backend,

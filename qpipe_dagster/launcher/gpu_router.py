@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import AssetKey, Field, Noneable, Permissive, StringSource
+from dagster import AssetKey, Field, IntSource, Noneable, Permissive, Shape, StringSource
 from dagster._core.errors import DagsterLaunchFailedError
 from dagster._core.launcher import (
     CheckRunHealthResult,
@@ -44,7 +44,8 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from qpipe_dagster.launcher.k8s import K8S_TARGETS
-from qpipe_dagster.settings import env_value
+from qpipe_dagster.launcher.warm.launcher import WarmRunLauncher
+from qpipe_dagster.settings import env_value, warm_workers_allowed
 
 GPU_TAG_KEY = "qpipe/compute"
 GPU_TAG_VALUE = "gpu"
@@ -265,6 +266,21 @@ def docker_failure_message(run_id: str, exc: BaseException, *, devices: bool) ->
     )
 
 
+WARM_SCHEMA = {
+    "idle_timeout_s": Field(
+        IntSource,
+        is_required=False,
+        default_value=600,
+        description="the warm worker exits after this long with no run (its memory comes back)",
+    ),
+    "start_timeout_s": Field(
+        IntSource,
+        is_required=False,
+        default_value=180,
+        description="how long the first run waits for a warm worker to load; then it runs cold",
+    ),
+}
+
 DOCKER_SCHEMA = {
     "image": Field(StringSource, is_required=False, description="image for GPU runs"),
     "registry": Field(Permissive(), is_required=False),
@@ -295,6 +311,7 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
         gpu_tag_key: str = GPU_TAG_KEY,
         gpu_tag_value: str = GPU_TAG_VALUE,
         kubernetes: Mapping[str, Any] | None = None,
+        warm_workers: Mapping[str, Any] | None = None,
     ) -> None:
         self._inst_data = inst_data
         for name, tag in (("gpu_tag_key", gpu_tag_key), ("gpu_tag_value", gpu_tag_value)):
@@ -319,7 +336,18 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
             check_docker_config(self.docker_config)
             device_requests_on()  # a bad switch is named when the instance loads
             docker_volumes()
-        self._local: DefaultRunLauncher | None = None
+        # local runs fork from a warm worker (launcher.warm) when configured and not switched off
+        self.warm_config = (
+            dict(warm_workers) if warm_workers is not None and warm_workers_allowed() else None
+        )
+        for key in ("idle_timeout_s", "start_timeout_s"):
+            value = (self.warm_config or {}).get(key, 1)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"run_launcher.config.warm_workers.{key} must be a whole number of seconds "
+                    f">= 1, got {value!r}"
+                )
+        self._local: RunLauncher | None = None
         self._docker: RunLauncher | None = None
         self.k8s = None  # every run a Kubernetes Job, in the GPU or the CPU node pool
         if kubernetes is not None and mode != "local":
@@ -344,6 +372,12 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
             "kubernetes": Field(  # checked by launcher.k8s (dagster-k8s is an optional extra)
                 Noneable(Permissive()), is_required=False, default_value=None
             ),
+            "warm_workers": Field(
+                Noneable(Shape(WARM_SCHEMA)),
+                is_required=False,
+                default_value=None,
+                description="fork local runs from a process that has the code and model loaded",
+            ),
         }
 
     @classmethod
@@ -358,9 +392,15 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
         return self.docker_config is not None
 
     @property
-    def local_launcher(self) -> DefaultRunLauncher:
+    def local_launcher(self) -> RunLauncher:
         if self._local is None:
-            self._local = DefaultRunLauncher()
+            if self.warm_config is not None:
+                self._local = WarmRunLauncher(
+                    idle_timeout=self.warm_config.get("idle_timeout_s", 600),
+                    start_timeout=self.warm_config.get("start_timeout_s", 180),
+                )
+            else:
+                self._local = DefaultRunLauncher()
             self._local.register_instance(self._instance)
         return self._local
 
@@ -528,15 +568,18 @@ class GpuRoutingRunLauncher(RunLauncher, ConfigurableClass):
 
     @property
     def supports_check_run_worker_health(self) -> bool:
-        # only Docker GPU containers can be checked; DefaultRunLauncher has no health check
-        return self.docker_enabled or self.k8s is not None
+        # Docker GPU containers, Kubernetes Jobs and warm-forked local runs can be checked;
+        # DefaultRunLauncher has no health check
+        return self.docker_enabled or self.k8s is not None or self.warm_config is not None
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         if self.k8s and run.tags.get(LAUNCHER_TAG) in K8S_TARGETS:
             return self._launcher_for(run).check_run_worker_health(run)
         if run.tags.get(LAUNCHER_TAG) == DOCKER_GPU:
             return self.docker_launcher.check_run_worker_health(run)
-        # a local run worker reports its own status; RUNNING keeps monitoring from resuming it
+        if self.warm_config is not None:
+            return self.local_launcher.check_run_worker_health(run)
+        # a cold local run worker reports its own status; RUNNING keeps monitoring from resuming it
         return CheckRunHealthResult(
             WorkerStatus.RUNNING, msg="local run worker: health not checked by the launcher"
         )
