@@ -230,3 +230,42 @@ def test_the_warm_worker_refuses_to_fork_with_a_stray_thread() -> None:
         conn.close()
     assert "stray-pool" in reply["error"] and "cannot fork" in reply["error"]
     assert not server.children
+
+
+def test_patches_sleep_until_the_next_pool_claim_check_and_read_migrations_once() -> None:
+    from alembic.script import ScriptDirectory
+    from dagster._core.execution.plan.instance_concurrency_context import (
+        InstanceConcurrencyContext,
+    )
+    from dagster._core.storage.event_log.sqlite import sqlite_event_log
+    from dagster._core.storage.sql import get_alembic_config
+
+    from qpipe_dagster.launcher.warm import patches
+
+    class Pending:  # what the executor's wait loop reads of a context with one pending claim
+        def __init__(self, due_in: float) -> None:
+            self._pending_claims = {"backtest_results"}
+            self._pending_timeouts = {"backtest_results": time.time() + due_in}
+
+    # Dagster's own answer is min(0, ...): never a sleep, so the waiting run spins a core
+    assert InstanceConcurrencyContext.interval_to_next_pending_claim_check(Pending(0.75)) <= 0  # type: ignore[arg-type]
+    assert 0.5 < patches.pool_wait_interval(Pending(0.75)) <= 0.75
+    assert patches.pool_wait_interval(Pending(-5)) == 0.0
+    with contextlib.ExitStack() as undo:
+        saved = (
+            InstanceConcurrencyContext.interval_to_next_pending_claim_check,
+            ScriptDirectory.from_config,
+        )
+        undo.callback(setattr, ScriptDirectory, "from_config", saved[1])
+        undo.callback(
+            setattr, InstanceConcurrencyContext, "interval_to_next_pending_claim_check", saved[0]
+        )
+        undo.callback(setattr, patches, "_applied", False)
+        patches.apply()
+        assert InstanceConcurrencyContext.interval_to_next_pending_claim_check is (
+            patches.pool_wait_interval
+        )
+        config = get_alembic_config(sqlite_event_log.__file__)
+        first = ScriptDirectory.from_config(config)
+        assert ScriptDirectory.from_config(get_alembic_config(sqlite_event_log.__file__)) is first
+        assert first.get_current_head()  # the revisions it read once still resolve

@@ -55,6 +55,10 @@ def preload(module: str) -> int:
         pass
     import dagster._cli.api  # noqa: F401  the run worker's own command body
 
+    from qpipe_dagster.launcher.warm import patches
+
+    patches.apply()
+
     definitions = importlib.import_module(module)
     defs = getattr(definitions, "defs", None)
     if defs is not None and hasattr(defs, "get_repository_def"):
