@@ -269,3 +269,14 @@ def test_patches_sleep_until_the_next_pool_claim_check_and_read_migrations_once(
         first = ScriptDirectory.from_config(config)
         assert ScriptDirectory.from_config(get_alembic_config(sqlite_event_log.__file__)) is first
         assert first.get_current_head()  # the revisions it read once still resolve
+
+
+def test_a_run_forked_on_another_host_is_left_to_that_hosts_monitoring(site: Site) -> None:
+    instance, _, workspace, _out = site
+    run = _wait(instance, _launch(instance, workspace, "where_job"), lambda r: r.is_finished)
+    pid, _, created = parse_worker_tag(run.tags[WARM_TAG]) or (0, "", 0.0)
+    instance.add_run_tags(run.run_id, {WARM_TAG: f"{pid}@elsewhere.internal:{created:.3f}"})
+    moved = instance.get_run_by_id(run.run_id)
+    assert moved is not None
+    health = instance.run_launcher.check_run_worker_health(moved)
+    assert health.status.value == "RUNNING" and "elsewhere.internal" in (health.msg or "")

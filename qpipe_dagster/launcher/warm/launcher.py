@@ -132,8 +132,9 @@ class WarmRunLauncher(RunLauncher):
                 WorkerStatus.RUNNING, msg="cold local run worker: not checked by the launcher"
             )
         pid, host, created = worker
-        if host != socket.gethostname():
-            return CheckRunHealthResult(WorkerStatus.UNKNOWN, msg=f"run worker is on {host}")
+        if host != socket.gethostname():  # another daemon's run: its own monitoring judges it
+            # (UNKNOWN would make this one's monitoring mark a healthy run failed)
+            return CheckRunHealthResult(WorkerStatus.RUNNING, msg=f"run worker is on {host}")
         if worker_alive(pid, created):
             return CheckRunHealthResult(WorkerStatus.RUNNING)
         latest = self._instance.get_run_by_id(run.run_id)
