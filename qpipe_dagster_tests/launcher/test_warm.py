@@ -55,9 +55,10 @@ def site(dagster_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         yield instance, ctx, ctx.create_request_context(), out
         for path in out.glob("*.json"):
             servers.add(json.loads(path.read_text())["ppid"])
-    for pid in servers - {os.getpid()}:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+    for pid in servers - {os.getpid()}:  # the warm workers this test started, nothing else
+        with contextlib.suppress(OSError):
+            if b"launcher.warm.server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGTERM)
 
 
 def _launch(instance: DagsterInstance, workspace: BaseWorkspaceRequestContext, job: str) -> str:
