@@ -29,6 +29,7 @@ from qpipe_dagster.defs.operations import (
 )
 from qpipe_dagster.defs.resources import default_resources
 from qpipe_dagster.defs.triggers import qstash_inbox_sensor
+from qpipe_dagster.embed.rotation import active_model
 from qpipe_dagster.with_parent import die_with_run_worker
 
 # A step process of a run (the multiprocess executor's child of the run worker) dies with the
@@ -114,3 +115,11 @@ def warm_up() -> None:
 
     running_sum(np.ones(2))  # numba's compiler context, set up once (a serial kernel: no threads)
     default_resources()["embedder"].encoder().model  # noqa: B018
+
+
+def warm_key() -> str:
+    """The state these definitions bound when they loaded, besides code and environment: the
+    active embedding model (`qpipe reembed` switches it). A warm worker forks runs only while it
+    is unchanged; after a switch, the next run gets a fresh worker with the new model."""
+    model = active_model()
+    return f"{model.name}@{model.truncate_dim or 'full'}"

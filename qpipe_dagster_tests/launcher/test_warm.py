@@ -28,7 +28,7 @@ from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 from qpipe_dagster.launcher.gpu_router import GpuRoutingRunLauncher
 from qpipe_dagster.launcher.warm.client import _connect, code_fingerprint, server_name
 from qpipe_dagster.launcher.warm.launcher import COLD_REASON_TAG, WARM_TAG, parse_worker_tag
-from qpipe_dagster.launcher.warm.server import Server
+from qpipe_dagster.launcher.warm.server import Preloaded, Server
 from qpipe_dagster.settings import SettingError
 from qpipe_dagster_tests.launcher.warm_defs import defs
 
@@ -88,6 +88,20 @@ def _wait(
     raise AssertionError(f"run {run_id} stuck at {instance.get_run_by_id(run_id)}")
 
 
+def _gone(pid: int, timeout: float) -> bool:
+    """`pid` exited (or is a zombie waiting for its parent) within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def _seen(out: Path, run_id: str) -> dict:
     return json.loads((out / f"{run_id}.json").read_text())
 
@@ -125,12 +139,7 @@ def test_terminate_cancels_a_forked_run(site: Site) -> None:
     assert instance.run_launcher.terminate(run_id)
     run = _wait(instance, run_id, lambda r: r.is_finished, timeout=60)
     assert run.status == DagsterRunStatus.CANCELED
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z":
-                break
-        time.sleep(0.1)
+    assert _gone(pid, 10)
     assert not instance.run_launcher.terminate(run_id)  # nothing left to stop
 
 
@@ -217,7 +226,7 @@ def test_a_changed_file_gives_a_new_warm_worker(
 def test_the_warm_worker_refuses_to_fork_with_a_stray_thread() -> None:
     listener, conn = socket.socketpair()
     server = Server(listener, module=MODULE, fingerprint=code_fingerprint(MODULE),
-                    idle_timeout=60, torch_threads=0)  # fmt: skip
+                    idle_timeout=60, preloaded=Preloaded(0, lambda: "", ""))  # fmt: skip
     stop = threading.Event()
     stray = threading.Thread(target=stop.wait, name="stray-pool", daemon=True)
     stray.start()
@@ -281,3 +290,19 @@ def test_a_run_forked_on_another_host_is_left_to_that_hosts_monitoring(site: Sit
     assert moved is not None
     health = instance.run_launcher.check_run_worker_health(moved)
     assert health.status.value == "RUNNING" and "elsewhere.internal" in (health.msg or "")
+
+
+def test_a_changed_state_key_retires_the_warm_worker(site: Site) -> None:
+    """qpipe's key is the active model: runs after `qpipe reembed` must not fork from a worker
+    whose resources bound the old model."""
+    instance, _, workspace, out = site
+    first = _wait(instance, _launch(instance, workspace, "where_job"), lambda r: r.is_finished)
+    old_worker = _seen(out, first.run_id)["ppid"]
+    (out / "key.txt").write_text("second")  # as `qpipe reembed` switching the model
+    skipped = _wait(instance, _launch(instance, workspace, "where_job"), lambda r: r.is_finished)
+    assert skipped.status == DagsterRunStatus.SUCCESS and WARM_TAG not in skipped.tags
+    assert "'first' -> 'second'" in skipped.tags[COLD_REASON_TAG]
+    fresh = _wait(instance, _launch(instance, workspace, "where_job"), lambda r: r.is_finished)
+    assert fresh.status == DagsterRunStatus.SUCCESS and WARM_TAG in fresh.tags
+    assert _seen(out, fresh.run_id)["ppid"] != old_worker
+    assert _gone(old_worker, 15)  # the retired worker exits by itself

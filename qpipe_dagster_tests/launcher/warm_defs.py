@@ -17,6 +17,12 @@ def warm_up() -> None:
     WARMED_IN = os.getpid()
 
 
+def warm_key() -> str:
+    """Stands for qpipe's active model: a file the test rewrites."""
+    key = Path(os.environ["QPIPE_TEST_TIMES_DIR"]) / "key.txt"
+    return key.read_text() if key.exists() else "first"
+
+
 def _record(context: OpExecutionContext) -> None:
     out = Path(os.environ["QPIPE_TEST_TIMES_DIR"]) / f"{context.run_id}.json"
     out.write_text(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "warmed": WARMED_IN}))

@@ -16,9 +16,10 @@ child). The server checks it is single-threaded before every fork and refuses ot
 Protocol, on an abstract Unix socket (see ``client``): the launcher sends one JSON line
 ``{"run_id", "instance_ref", "executable", "module"}``; the reply is ``{"pid", "created"}`` of the
 forked run worker, or ``{"error"}`` naming why this server cannot run it. The server exits when
-idle for ``--idle-timeout`` seconds with no run worker alive, when its parent (the process that
-launched it) is gone, or when the code it loaded has changed on disk, so a code reload in
-`dagster dev` gets a fresh one.
+idle for ``--idle-timeout`` seconds with no run worker alive, or when its parent (the process
+that launched it) is gone. When the code it loaded changed on disk (a code reload in `dagster
+dev`) or the state its definitions bound did (``warm_key()``), it retires: it closes its socket
+at once, so the next run starts a fresh worker, and exits when its own runs end.
 """
 
 from __future__ import annotations
@@ -34,17 +35,35 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from qpipe_dagster.launcher.warm.client import code_fingerprint
+
 ACCEPT_POLL_S = 1.0
+STALE_CHECK_S = 5.0  # an idle worker notices changed code or state this often (each run checks)
 # Threads that may exist at a fork: their library restarts them in the child (os.register_at_fork)
 # and they are idle here (nothing has run on them).
 FORK_AWARE_THREADS = frozenset({"LanceDBBackgroundEventLoop"})
 
 
-def preload(module: str) -> int:
-    """Import the code location, build its repository and call its ``warm_up()`` if it has one;
-    torch's thread count, to restore in each run worker."""
+@dataclass(frozen=True)
+class Preloaded:
+    """What the preload leaves for the forks: torch's thread count and the state key."""
+
+    torch_threads: int
+    key: Callable[[], str]  # the code location's `warm_key()`, or a constant
+    loaded_key: str  # its value when the code location was loaded
+
+
+def preload(module: str) -> Preloaded:
+    """Import the code location, build its repository and call its ``warm_up()`` if it has one.
+
+    A code location's definitions may depend on state besides code and environment (qpipe's:
+    the active embedding model, bound into the resources when definitions load). It names that
+    state with ``warm_key()``; a run is forked only while the key is unchanged.
+    """
     threads = 0
     try:
         import torch
@@ -58,7 +77,6 @@ def preload(module: str) -> int:
     from qpipe_dagster.launcher.warm import patches
 
     patches.apply()
-
     definitions = importlib.import_module(module)
     defs = getattr(definitions, "defs", None)
     if defs is not None and hasattr(defs, "get_repository_def"):
@@ -75,7 +93,9 @@ def preload(module: str) -> int:
     warm_up = getattr(definitions, "warm_up", None)
     if callable(warm_up):
         warm_up()  # the code location's own heavy loads (qpipe: the embedding model)
-    return threads
+    key = getattr(definitions, "warm_key", None)
+    key = key if callable(key) else (lambda: "")
+    return Preloaded(threads, key, key())
 
 
 def run_worker(run_id: str, instance_ref_json: str, torch_threads: int) -> int:
@@ -118,17 +138,18 @@ class Server:
         module: str,
         fingerprint: str,
         idle_timeout: float,
-        torch_threads: int,
+        preloaded: Preloaded,
     ) -> None:
         self.listener = listener
         self.module = module
         self.fingerprint = fingerprint
         self.idle_timeout = idle_timeout
-        self.torch_threads = torch_threads
+        self.preloaded = preloaded
         self.parent = os.getppid()
         self.children: set[int] = set()
         self.last_activity = time.monotonic()
         self.stopping = False
+        self.retired = ""  # why it stopped taking runs; its name is free for a fresh worker
 
     def reap(self) -> None:
         for pid in list(self.children):
@@ -139,34 +160,55 @@ class Server:
             self.children.discard(pid)
             self.last_activity = time.monotonic()
 
+    def stale(self) -> str:
+        """Why runs forked now would not run what a fresh run worker would, or ''."""
+        if code_fingerprint(self.module) != self.fingerprint:
+            return "the code changed on disk since this warm worker loaded it"
+        if self.preloaded.key() != self.preloaded.loaded_key:
+            return (
+                f"the code location's state changed since this warm worker loaded it "
+                f"({self.preloaded.loaded_key!r} -> {self.preloaded.key()!r})"
+            )
+        return ""
+
+    def retire(self, why: str) -> None:
+        """Take no more runs and free the socket's name; exit once the forked runs end."""
+        if not self.retired:
+            self.retired = why
+            self.listener.close()
+
     def why_stop(self) -> str | None:
         """Why to stop now (only ever with no run worker alive), or None."""
         if self.children:
             return None
-        if self.stopping:
-            return "asked to stop"
+        if self.retired or self.stopping:
+            return self.retired or "asked to stop"
         if os.getppid() != self.parent:
             return "its launcher is gone"
         if time.monotonic() - self.last_activity > self.idle_timeout:
             return f"idle for {self.idle_timeout:.0f}s"
-        from qpipe_dagster.launcher.warm.client import code_fingerprint
-
-        if code_fingerprint(self.module) != self.fingerprint:
-            return "the code changed on disk"
         return None
 
     def serve(self) -> str:
         self.listener.settimeout(ACCEPT_POLL_S)
+        checked = time.monotonic()
         while True:
             self.reap()
             reason = self.why_stop()
             if reason:
                 return reason
+            if self.retired:
+                time.sleep(ACCEPT_POLL_S)
+                continue
+            if time.monotonic() - checked > STALE_CHECK_S:
+                checked = time.monotonic()
+                why = self.stale()
+                if why:
+                    self.retire(why)
+                    continue
             try:
                 conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except InterruptedError:
+            except (TimeoutError, InterruptedError):
                 continue
             with conn:
                 self.last_activity = time.monotonic()
@@ -187,8 +229,10 @@ class Server:
                 "error": f"this warm worker runs {self.module} with {sys.executable}; run "
                 f"{run_id} needs {request.get('module')} with {request.get('executable')}"
             }
-        if self.stopping or self.why_stop_for_code():
-            return {"error": "the code changed on disk since this warm worker loaded it"}
+        why = self.retired or ("asked to stop" if self.stopping else self.stale())
+        if why:
+            self.retire(why)
+            return {"error": why}
         extra = [
             t.name
             for t in threading.enumerate()
@@ -203,7 +247,7 @@ class Server:
                 self.listener.close()
                 conn.close()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                code = run_worker(run_id, ref, self.torch_threads)
+                code = run_worker(run_id, ref, self.preloaded.torch_threads)
             except BaseException as exc:  # nothing may return into the server's loop
                 print(f"qpipe warm worker: run {run_id}: {exc!r}", file=sys.stderr)
             finally:
@@ -215,11 +259,6 @@ class Server:
         import psutil
 
         return {"pid": pid, "created": psutil.Process(pid).create_time()}
-
-    def why_stop_for_code(self) -> bool:
-        from qpipe_dagster.launcher.warm.client import code_fingerprint
-
-        return code_fingerprint(self.module) != self.fingerprint
 
 
 def _read_line(conn: socket.socket, limit: int = 1 << 20) -> dict[str, Any]:
@@ -252,13 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # another launch started the same warm worker first
     listener.listen(64)
     started = time.monotonic()
-    torch_threads = preload(args.module)
     server = Server(
         listener,
         module=args.module,
         fingerprint=args.fingerprint,
         idle_timeout=args.idle_timeout,
-        torch_threads=torch_threads,
+        preloaded=preload(args.module),
     )
 
     def on_term(_signum: int, _frame: object) -> None:
