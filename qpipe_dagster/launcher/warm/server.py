@@ -93,8 +93,11 @@ def preload(module: str) -> Preloaded:
     warm_up = getattr(definitions, "warm_up", None)
     if callable(warm_up):
         warm_up()  # the code location's own heavy loads (qpipe: the embedding model)
-    key = getattr(definitions, "warm_key", None)
-    key = key if callable(key) else (lambda: "")
+    found = getattr(definitions, "warm_key", None)
+
+    def key() -> str:
+        return str(found()) if callable(found) else ""
+
     return Preloaded(threads, key, key())
 
 
