@@ -262,6 +262,30 @@ def check_instance(home: Path) -> None:
         raise StartError(f"{config} cannot be loaded: {detail}; {fix}") from None
 
 
+def code_location_module() -> str:
+    """The module `dg dev` loads: `code_location_target_module` in pyproject.toml's [tool.dg]."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    return project["tool"]["dg"]["project"]["code_location_target_module"]
+
+
+def prewarm() -> bool:
+    """Start the warm worker now that the stack is up, so the first concept does not wait for its
+    load (it would start at the first run otherwise). True when one was started."""
+    from dagster import DagsterInstance
+
+    from qpipe_dagster.launcher.warm.client import start_for
+
+    with DagsterInstance.get() as instance:
+        config = getattr(instance.run_launcher, "warm_config", None)
+        home = instance.root_directory
+    if config is None:
+        return False
+    idle = float(config.get("idle_timeout_s", 600))
+    return start_for(home, code_location_module(), str(REPO), idle_timeout=idle)
+
+
 class Child:
     """One server process; its output passes through to ours and its last lines are kept, so a
     child that dies can be named with its own words (Dagster logs to stdout, uvicorn to stderr)."""
@@ -525,6 +549,15 @@ def _run(settings: Settings) -> int:
                 if ready:
                     metrics_url = f"http://{probe_host}:{metrics_port}/metrics"
                     print(_banner(home, ui_url, base_url, receiver_url, metrics_url), flush=True)
+                    try:
+                        prewarm()
+                    except Exception as exc:  # runs start it themselves: a speed-up, not a need
+                        print(
+                            f"qpipe-dev: the warm worker was not started ahead ({exc}); the"
+                            " first run starts it",
+                            file=sys.stderr,
+                            flush=True,
+                        )
             time.sleep(0.5)
     except (KeyboardInterrupt, _Stop) as exc:
         reason = str(exc) or "SIGINT"

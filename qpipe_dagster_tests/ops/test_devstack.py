@@ -342,6 +342,11 @@ def test_second_start_in_the_same_home_first_screen_and_sigterm(
     # Old: the URLs were printed before anything listened, then scrolled away under Dagster's
     # start-up log; nothing said what to type. Now a banner follows the first answers.
     wait_for(lambda: "qpipe is ready" in stack.log(), 30, "the 'qpipe is ready' banner")
+    # the warm worker starts once the stack is up (devstack's own child, stopped with it), so the
+    # first concept does not wait for its load
+    warm = stack.find("qpipe_dagster.launcher.warm.server")
+    assert warm.ppid() == stack.proc.pid
+    assert "--module qpipe_dagster.definitions" in _cmdline(warm)
     banner = stack.log().split("qpipe is ready", 1)[1]
     for url in (ui, demo, receiver, metrics):
         assert url in banner

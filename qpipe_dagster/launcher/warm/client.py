@@ -93,6 +93,21 @@ def _start(name: str, module: str, fingerprint: str, cwd: str, idle_timeout: flo
     )
 
 
+def start_for(home: str, module: str, cwd: str, *, idle_timeout: float) -> bool:
+    """Start the warm worker for ``module`` under ``home`` unless one answers; True if started.
+
+    `make run` calls it once the stack is up, so the first concept does not wait for the load;
+    the worker is then the caller's child and stops with it.
+    """
+    name = server_name(home, module, code_fingerprint(module))
+    sock = _connect(name)
+    if sock is not None:
+        sock.close()
+        return False
+    _start(name, module, code_fingerprint(module), cwd, idle_timeout)
+    return True
+
+
 def connect_or_start(
     home: str, module: str, cwd: str, *, idle_timeout: float, start_timeout: float
 ) -> tuple[socket.socket, str]:
