@@ -23,11 +23,18 @@ from webhook_sensor.inbox import InboxUnavailable, open_inbox
 from webhook_sensor.inbox.process import ProcessCommitWriter
 
 
+def _cmdline(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:  # exited, or a zombie another test's child left to its parent
+        return ""
+
+
 def _writer_children(pid: int) -> list[psutil.Process]:
     return [
         p
         for p in psutil.Process(pid).children(recursive=True)
-        if "webhook_sensor.inbox.process" in " ".join(p.cmdline())
+        if "webhook_sensor.inbox.process" in _cmdline(p)
     ]
 
 

@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,13 +78,9 @@ def _connect(name: str) -> socket.socket | None:
 
 
 def _start(name: str, module: str, fingerprint: str, cwd: str, idle_timeout: float) -> None:
-    old = _started.pop(name, None)
-    if old is not None:
-        old.poll()  # reap
-    for other in list(_started):
-        if _started[other].poll() is not None:
-            del _started[other]
-    _started[name] = subprocess.Popen(
+    for other in [n for n, proc in _started.items() if proc.poll() is not None]:
+        del _started[other]
+    proc = subprocess.Popen(
         [
             *(sys.executable, "-m", SERVER_MODULE, "--name", name, "--module", module),
             *("--fingerprint", fingerprint, "--idle-timeout", str(idle_timeout)),
@@ -91,6 +88,9 @@ def _start(name: str, module: str, fingerprint: str, cwd: str, idle_timeout: flo
         cwd=cwd,
         stdin=subprocess.DEVNULL,
     )
+    _started[name] = proc
+    # reaped the moment it exits (idle, retired), not left a zombie until the next start
+    threading.Thread(target=proc.wait, name=f"reap-{name}", daemon=True).start()
 
 
 def start_for(home: str, module: str, cwd: str, *, idle_timeout: float) -> bool:
