@@ -16,13 +16,17 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import time_machine
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+from dagster._core.remote_origin import CodeLocationOrigin
 from dagster._core.workspace.context import BaseWorkspaceRequestContext, WorkspaceProcessContext
-from dagster._core.workspace.load_target import ModuleTarget
+from dagster._core.workspace.load import location_origin_from_module_name
+from dagster._core.workspace.load_target import ModuleTarget, WorkspaceLoadTarget
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
 from qpipe_dagster.launcher.gpu_router import GpuRoutingRunLauncher
@@ -33,6 +37,7 @@ from qpipe_dagster.settings import SettingError
 from qpipe_dagster_tests.launcher.warm_defs import defs
 
 MODULE = "qpipe_dagster_tests.launcher.warm_defs"
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -169,23 +174,40 @@ def test_a_killed_run_worker_is_marked_failed_by_run_monitoring(site: Site) -> N
 def test_switched_off_every_run_starts_cold(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     instance, _, workspace, out = site
     monkeypatch.setenv("QPIPE_WARM_WORKERS", "OFF")
-    cold = GpuRoutingRunLauncher(warm_workers={"idle_timeout_s": 30})
-    assert cold.warm_config is None and not cold.supports_check_run_worker_health
-    monkeypatch.setattr(instance, "_run_launcher", cold)
-    cold.register_instance(instance)
-    run = _wait(instance, _launch(instance, workspace, "where_job"), lambda r: r.is_finished)
+    with DagsterInstance.get() as switched_off:  # the same dagster.yaml, loaded with the switch
+        launcher = switched_off.run_launcher
+        assert isinstance(launcher, GpuRoutingRunLauncher) and launcher.warm_config is None
+        assert not launcher.supports_check_run_worker_health
+        run_id = _launch(switched_off, workspace, "where_job")
+    run = _wait(instance, run_id, lambda r: r.is_finished)
     assert run.status == DagsterRunStatus.SUCCESS and WARM_TAG not in run.tags
     assert _seen(out, run.run_id)["warmed"] is None  # a fresh interpreter: no warm_up ran
 
 
-def test_a_run_the_warm_worker_cannot_take_runs_cold_saying_why(
-    site: Site, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    instance, _, workspace, _out = site
-    monkeypatch.setattr(sys, "executable", "/opt/other-python/bin/python3")
-    run = _wait(instance, _launch(instance, workspace, "where_job"), lambda r: r.is_finished)
+class _OtherPython(WorkspaceLoadTarget):
+    """The test code location served by another interpreter path of this environment."""
+
+    def __init__(self, executable: str) -> None:
+        self.executable = executable
+
+    def create_origins(self) -> Sequence[CodeLocationOrigin]:
+        return [
+            location_origin_from_module_name(
+                MODULE, "defs", str(REPO_ROOT), "warm_test", executable_path=self.executable
+            )
+        ]
+
+
+def test_a_run_the_warm_worker_cannot_take_runs_cold_saying_why(site: Site) -> None:
+    instance, _, _, _out = site
+    other = Path(sys.executable).with_name(f"python{sys.version_info[0]}.{sys.version_info[1]}")
+    if str(other) == sys.executable or not other.exists():
+        pytest.skip(f"no second interpreter path beside {sys.executable}")
+    with WorkspaceProcessContext(instance, _OtherPython(str(other))) as ctx:
+        run_id = _launch(instance, ctx.create_request_context(), "where_job")
+        run = _wait(instance, run_id, lambda r: r.is_finished)
     assert run.status == DagsterRunStatus.SUCCESS and WARM_TAG not in run.tags
-    assert "/opt/other-python/bin/python3" in run.tags[COLD_REASON_TAG]
+    assert str(other) in run.tags[COLD_REASON_TAG]
 
 
 @pytest.mark.parametrize(
@@ -255,12 +277,13 @@ def test_patches_sleep_until_the_next_pool_claim_check_and_read_migrations_once(
     class Pending:  # what the executor's wait loop reads of a context with one pending claim
         def __init__(self, due_in: float) -> None:
             self._pending_claims = {"backtest_results"}
-            self._pending_timeouts = {"backtest_results": time.time() + due_in}
+            self._pending_timeouts = {"backtest_results": NOW.timestamp() + due_in}
 
     # Dagster's own answer is min(0, ...): never a sleep, so the waiting run spins a core
-    assert InstanceConcurrencyContext.interval_to_next_pending_claim_check(Pending(0.75)) <= 0  # type: ignore[arg-type]
-    assert 0.5 < patches.pool_wait_interval(Pending(0.75)) <= 0.75
-    assert patches.pool_wait_interval(Pending(-5)) == 0.0
+    with time_machine.travel(NOW, tick=False):  # both read time.time(): pinned
+        assert InstanceConcurrencyContext.interval_to_next_pending_claim_check(Pending(0.75)) <= 0  # type: ignore[arg-type]
+        assert patches.pool_wait_interval(Pending(0.75)) == pytest.approx(0.75)
+        assert patches.pool_wait_interval(Pending(-5)) == 0.0
     with contextlib.ExitStack() as undo:
         saved = (
             InstanceConcurrencyContext.interval_to_next_pending_claim_check,

@@ -8,7 +8,6 @@ with their process: nothing is left on disk to go stale.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -20,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SERVER_MODULE = "qpipe_dagster.launcher.warm.server"
 CONNECT_POLL_S = 0.05
@@ -65,6 +65,22 @@ def code_fingerprint(module: str) -> str:
 def server_name(home: str, module: str, fingerprint: str) -> str:
     key = "\0".join((os.path.realpath(home), sys.executable, module, fingerprint))
     return "qpipe-warm-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def read_message(sock: socket.socket, limit: int = 1 << 20) -> dict[str, Any]:
+    """One JSON object sent as one line (the protocol both sides speak); ValueError otherwise."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > limit:
+            raise ValueError("message too long")
+    value = json.loads(data.decode() or "null")
+    if not isinstance(value, dict):
+        raise ValueError(f"not a JSON object: {data[:200]!r}")
+    return value
 
 
 def _connect(name: str) -> socket.socket | None:
@@ -162,18 +178,11 @@ def fork_run(
         sock.settimeout(start_timeout)  # the first request waits for the preload
         try:
             sock.sendall(json.dumps(request).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            reply = read_message(sock)
         except OSError as exc:
             raise WarmWorkerError(f"warm worker {name} did not answer: {exc}") from exc
-    with contextlib.suppress(ValueError):
-        reply = json.loads(data.decode() or "null")
-        if isinstance(reply, dict) and isinstance(reply.get("pid"), int):
-            return Forked(reply["pid"], float(reply["created"]), name)
-        if isinstance(reply, dict) and reply.get("error"):
-            raise WarmWorkerError(str(reply["error"]))
-    raise WarmWorkerError(f"warm worker {name} gave no run worker (reply {data[:200]!r})")
+        except ValueError as exc:
+            raise WarmWorkerError(f"warm worker {name} gave no run worker ({exc})") from exc
+    if isinstance(reply.get("pid"), int):
+        return Forked(reply["pid"], float(reply["created"]), name)
+    raise WarmWorkerError(str(reply.get("error") or f"warm worker {name} answered {reply!r}"))

@@ -24,7 +24,7 @@ from dagster._core.launcher import (
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 from dagster._serdes import serialize_value
 
-from qpipe_dagster.launcher.warm.client import WarmWorkerError, fork_run
+from qpipe_dagster.launcher.warm.client import Forked, WarmWorkerError, fork_run
 
 WARM_TAG = "qpipe/warm_worker"
 COLD_REASON_TAG = "qpipe/warm_worker_skipped"
@@ -71,38 +71,37 @@ class WarmRunLauncher(RunLauncher):
             self._cold.register_instance(self._instance)
         return self._cold
 
-    def _fork(self, run: DagsterRun) -> str:
-        """Fork the run from the warm worker; the tag value, or WarmWorkerError."""
+    def _fork(self, run: DagsterRun) -> Forked:
+        """Fork the run from the warm worker, or raise WarmWorkerError."""
         origin = run.job_code_origin
         pointer = origin.repository_origin.code_pointer if origin else None
         if origin is None or not isinstance(pointer, ModuleCodePointer):
             raise WarmWorkerError("the run's code location is not a Python module")
-        home = self._instance.root_directory
-        forked = fork_run(
+        return fork_run(
             run.run_id,
             serialize_value(self._instance.get_ref()),
-            home=home,
+            home=self._instance.root_directory,
             module=pointer.module,
             executable=origin.executable_path,
             cwd=pointer.working_directory or os.getcwd(),
             idle_timeout=self.idle_timeout,
             start_timeout=self.start_timeout,
         )
-        return worker_tag(forked.pid, forked.created)
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
         try:
-            tag = self._fork(run)
+            forked = self._fork(run)
         except (WarmWorkerError, OSError) as exc:
             self._instance.add_run_tags(run.run_id, {COLD_REASON_TAG: str(exc)[:200]})
             self.cold.launch_run(context)
             return
+        tag = worker_tag(forked.pid, forked.created)
         self._instance.add_run_tags(run.run_id, {WARM_TAG: tag})
         self._instance.report_engine_event(
             f"Run forked from the warm worker (run worker {tag}).",
             run,
-            EngineEventData.in_process(int(tag.split("@")[0])),
+            EngineEventData.in_process(forked.pid),
         )
 
     def _worker(self, run: DagsterRun | None) -> tuple[int, str, float] | None:

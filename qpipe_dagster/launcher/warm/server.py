@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qpipe_dagster.launcher.warm.client import code_fingerprint
+from qpipe_dagster.launcher.warm.client import code_fingerprint, read_message
 
 ACCEPT_POLL_S = 1.0
 STALE_CHECK_S = 5.0  # an idle worker notices changed code or state this often (each run checks)
@@ -217,7 +217,7 @@ class Server:
                 self.last_activity = time.monotonic()
                 conn.settimeout(30)
                 try:
-                    reply = self.handle(_read_line(conn), conn)
+                    reply = self.handle(read_message(conn), conn)
                 except (OSError, ValueError) as exc:
                     reply = {"error": f"bad request: {exc}"}
                 with contextlib.suppress(OSError):
@@ -262,21 +262,6 @@ class Server:
         import psutil
 
         return {"pid": pid, "created": psutil.Process(pid).create_time()}
-
-
-def _read_line(conn: socket.socket, limit: int = 1 << 20) -> dict[str, Any]:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > limit:
-            raise ValueError("request too long")
-    value = json.loads(data.decode() or "null")
-    if not isinstance(value, dict):
-        raise ValueError("request is not a JSON object")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
